@@ -1,0 +1,58 @@
+"""The `autoscale` command: thin. Each subcommand lives in `autoscale/commands/<name>.py`, parses
+its flags, calls one library function and prints. Errors a user can cause surface as one line and
+exit code 2; flag errors from click are folded into the same one-line form.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from typer.exceptions import TyperException
+
+from autoscale.errors import UserError
+
+COMMANDS = ("tune", "models", "estimate", "calibrate", "report", "export", "bench", "worker")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find the fastest correct DeepSpeed configuration for a model, and keep it fast.")
+
+
+@app.callback()
+def _root() -> None:
+    """Find the fastest correct DeepSpeed configuration for a model, and keep it fast."""
+
+
+for _name in COMMANDS:
+    try:
+        _module = importlib.import_module(f"autoscale.commands.{_name}")
+    except ModuleNotFoundError as _error:
+        if _error.name != f"autoscale.commands.{_name}":
+            raise
+        continue  # a command not built yet
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as error:
+        print(f"autoscale: error: {error}", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("autoscale: aborted", file=sys.stderr)
+        return 130
+    except TyperException as error:  # typer's click: bad flag, missing argument, bad value
+        if type(error).__name__ == "NoArgsIsHelpError":
+            print(error.format_message())
+            return 0
+        print(f"autoscale: error: {error.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Exit as done:
+        return done.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `autoscale` subcommand, each with `register(app)`."""

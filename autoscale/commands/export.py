@@ -1,0 +1,29 @@
+"""`autoscale export`: write a tuned configuration for another trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def export(
+    source: Path = typer.Argument(..., help="run folder (runs/<study>) or a ds_config.json"),
+    to: str = typer.Option(..., "--to", help="deepspeed, hf-trainer, accelerate, lightning or torchtitan"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the files (default SOURCE/export/TARGET "
+                                                           "or ./export/TARGET)"),
+) -> None:
+    """Write the best configuration as ready files for another training stack, and its launch command."""
+    from autoscale.export import export as run_export
+
+    result, folder = run_export(source, to, out)
+    for name in result.files:
+        print(f"wrote {folder / name}")
+    for note in result.notes:
+        print(f"to do: {note}")
+    print(f"launch: {result.command_line}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

@@ -1,0 +1,116 @@
+"""`autoscale tune`: search the space with real trials and write the run folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autoscale.console import make_console
+from autoscale.errors import UserError
+from autoscale.point import Point
+from autoscale.results import TrialRecord
+
+console = make_console()
+
+
+def format_bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{value:.0f} B"
+        value /= 1024
+    return str(value)
+
+
+class ConsoleObserver:
+    """A progress bar over counted trials and one line per trial outcome."""
+
+    def __init__(self, total: int, progress: Progress):
+        self.progress = progress
+        self.task = progress.add_task("trials", total=total)
+
+    def trial_started(self, number: int, point: Point) -> None:
+        label = "baseline" if number < 0 else f"trial {number}"
+        self.progress.update(self.task, description=f"{label}: {point.short()}")
+
+    def trial_finished(self, record: TrialRecord, counted: int) -> None:
+        label = "baseline" if record.number is None else f"trial {record.number:>3}"
+        if record.status == "ok":
+            r = record.result
+            mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-"
+            line = (f"[green]ok[/]     {label}  {r.tokens_per_s:>10,.0f} tok/s  MFU {mfu:>6}  "
+                    f"peak {format_bytes(r.peak_bytes):>10}  {r.wall_s:5.1f} s  {record.point.short()}")
+        else:
+            colour = "yellow" if record.status == "pruned" else "red"
+            line = f"[{colour}]{record.status:<6}[/] {label}  {record.point.short()}  {record.reason}"
+        self.progress.console.print(line, highlight=False, markup=True)
+        self.progress.update(self.task, completed=counted)
+
+    def repeat_skipped(self, number: int, point: Point, earlier: int) -> None:
+        self.progress.console.print(f"[dim]repeat  trial {number:>3}  same point as trial {earlier}, not re-run[/]")
+
+
+def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Table:
+    limit_bytes = summary.get("memory_limit_bytes")
+    ok = sorted((r for r in records if r.status == "ok"), key=lambda r: -r.result.tokens_per_s)
+    baseline = summary.get("baseline")
+    base_tps = baseline["metrics"]["tokens_per_s"] if baseline else None
+    table = Table(title=f"top configs of {summary['study_name']}")
+    for column in ("#", "config", "tokens/s", "vs baseline", "TFLOP/s/dev", "MFU", "peak mem", "headroom"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for record in ok[:limit]:
+        r = record.result
+        headroom = f"{100 * (1 - r.peak_bytes / limit_bytes):.0f}%" if limit_bytes and r.peak_bytes else "-"
+        table.add_row("base" if record.is_baseline else str(record.number), record.point.short(),
+                      f"{r.tokens_per_s:,.0f}", f"{r.tokens_per_s / base_tps:.2f}x" if base_tps else "-",
+                      f"{r.tflops_per_device:.3f}", f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-",
+                      format_bytes(r.peak_bytes), headroom)
+    return table
+
+
+def tune(
+    model: str = typer.Option("gpt-tiny", help="Preset name (see `autoscale models`) or a Hugging Face config.json."),
+    trials: int = typer.Option(12, min=1, help="Trials to measure, the baseline included."),
+    space: str = typer.Option("default", help="Search space: a name in search_spaces/ or a YAML path."),
+    global_batch: Optional[int] = typer.Option(None, min=1, help="Sequences per optimizer step, held fixed. Default: 8 per rank."),
+    seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence. Default: the model's, at most 1024."),
+    backend: str = typer.Option("auto", help="auto, cpu or cuda (auto: cuda when a GPU is visible)."),
+    nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
+    out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
+    study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend>."),
+    timeout_per_trial: float = typer.Option(300.0, min=1, help="Seconds before a trial is killed as hung."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL. Default: sqlite in the study's folder."),
+    resume: bool = typer.Option(False, help="Continue an existing study; measured points are kept."),
+    seed: int = typer.Option(0, help="Seed of the sampler and of the synthetic data."),
+) -> None:
+    """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
+    from autoscale.session import TuneSession
+
+    session = TuneSession.from_flags(model=model, trials=trials, space=space, global_batch=global_batch,
+                                     seq_len=seq_len, backend=backend, nproc=nproc, out=out,
+                                     study_name=study_name, timeout_per_trial=timeout_per_trial,
+                                     storage=storage, resume=resume, seed=seed, command=sys.argv)
+    console.print(session.headline(), highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        outcome = session.run(observer=ConsoleObserver(trials, progress))
+    summary = outcome.summary
+    console.print(f"stopped: {outcome.stopped_because}")
+    if summary["best"] is None:
+        raise UserError(f"no trial succeeded; see {session.config.out_dir / 'trials.csv'} for the reasons")
+    console.print(top_table(summary, outcome.records))
+    speedup = summary.get("speedup")
+    console.print(f"best: {summary['best']['description']}"
+                  + (f", {speedup:.2f}x the baseline's tokens/s" if speedup else ""), highlight=False)
+    for line in session.finish(outcome):
+        console.print(line, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune")(tune)

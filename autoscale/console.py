@@ -1,0 +1,9 @@
+"""The rich console every command prints with."""
+
+from rich.console import Console
+
+
+def make_console() -> Console:
+    """A terminal's own width; 140 columns for logs and CI, where rich would assume 80 and wrap tables."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)

@@ -1,0 +1,45 @@
+"""Collective costs: the latency-bandwidth (alpha-beta) model of ring algorithms.
+
+Thakur, Rabenseifner and Gropp 2005, "Optimization of Collective Communication Operations in
+MPICH", Sec. 4 (ring all-gather and reduce-scatter: (n-1) steps of B/n bytes; all-reduce as
+reduce-scatter then all-gather), which is also NCCL's ring: an all-reduce moves 2(n-1)/n · B bytes
+over each rank's link ("bus bandwidth", NCCL tests' PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Link:
+    """One rank's link for a collective: bandwidth in bytes/s (one direction) and per-step latency."""
+
+    bytes_per_s: float
+    latency_s: float
+
+
+def all_reduce_s(size_bytes: float, ranks: int, link: Link) -> float:
+    """Ring all-reduce of a `size_bytes` buffer: 2(n-1) steps, 2(n-1)/n · B / bw."""
+    if ranks <= 1 or size_bytes <= 0:
+        return 0.0
+    return 2 * (ranks - 1) * link.latency_s + 2 * (ranks - 1) / ranks * size_bytes / link.bytes_per_s
+
+
+def reduce_scatter_s(size_bytes: float, ranks: int, link: Link) -> float:
+    """Ring reduce-scatter of a `size_bytes` buffer (each rank keeps 1/n): (n-1)/n · B / bw."""
+    if ranks <= 1 or size_bytes <= 0:
+        return 0.0
+    return (ranks - 1) * link.latency_s + (ranks - 1) / ranks * size_bytes / link.bytes_per_s
+
+
+def all_gather_s(size_bytes: float, ranks: int, link: Link) -> float:
+    """Ring all-gather producing a `size_bytes` buffer: the mirror of reduce-scatter."""
+    return reduce_scatter_s(size_bytes, ranks, link)
+
+
+def send_s(size_bytes: float, link: Link) -> float:
+    """Point-to-point transfer (pipeline activations and their gradients)."""
+    if size_bytes <= 0:
+        return 0.0
+    return link.latency_s + size_bytes / link.bytes_per_s

@@ -1,0 +1,134 @@
+"""The cost model's free parameters: one frozen dataclass, global defaults, calibrated files.
+
+Everything the datasheets do not say (how close GEMMs get to peak, how much of the link NCCL
+achieves, how much communication hides behind the backward pass, fixed per-step costs, the
+process's own resident memory on CPU) is a named field here. Defaults are global: one set for
+GPUs, one for CPUs, never tuned per model. `autoscale calibrate` fits a subset of them to measured
+trials and saves them as YAML under `$AUTOSCALE_CALIBRATION_DIR` (default
+`~/.config/autoscale/calibration/`), one file per hardware name; `load_params` prefers that file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import yaml
+
+from autoscale.errors import UserError
+
+MIB = 2**20
+
+
+@dataclass(frozen=True, kw_only=True)
+class EfficiencyParams:
+    """Named efficiency parameters of the time and memory models (units in the names).
+
+    GEMM efficiency is `gemm_efficiency_max * w / (w + gemm_half_width) * n / (n + gemm_half_tokens)`,
+    with w the geometric mean of a layer's weight-matrix sides on one rank and n the tokens of one
+    micro-batch: saturating in both, the shape cuBLAS roofline measurements take.
+    """
+
+    gemm_efficiency_max: float = 0.62
+    """Fraction of peak a large GEMM-bound transformer layer reaches (fwd+bwd, norms and
+    elementwise ops folded in). Megatron-LM reaches 52-57% of A100 peak on its largest runs."""
+    gemm_half_width: float = 256.0
+    """GEMM side (elements) at which width alone halves the efficiency."""
+    gemm_half_tokens: float = 256.0
+    """Tokens per micro-batch at which the token count alone halves the efficiency."""
+    half_precision_speed: float = 1.0
+    """Multiplier on the GEMM efficiency for fp16/bf16 relative to the datasheet's 16-bit peak (a
+    CPU without native bf16 dot products converts, and runs slower than its nominal figure)."""
+    link_efficiency: float = 0.8
+    """Fraction of the datasheet link bandwidth a ring collective achieves (NCCL bus bandwidth)."""
+    comm_overlap: float = 0.7
+    """Fraction of overlappable data-parallel communication hidden behind backward
+    (ZeRO-2/3 with DeepSpeed's overlap_comm); stage 0/1 reduce after backward, unhidden."""
+    pipeline_p2p_overlap: float = 0.5
+    """Fraction of pipeline send/receive time hidden behind compute."""
+    layer_overhead_s: float = 2e-4
+    """Fixed cost per layer per micro-batch (fwd+bwd): kernel launches, Python dispatch."""
+    step_overhead_s: float = 5e-3
+    """Fixed cost per optimizer step: DeepSpeed's bookkeeping, gradient-norm, loss sync."""
+    optimizer_bytes_per_param: float = 36.0
+    """Memory traffic of one Adam update per fp32 master parameter (read p, g, m, v; write p, m, v;
+    16-bit copy back)."""
+    host_adam_gb_s: float = 20.0
+    """Host memory bandwidth an offloaded (CPU) optimizer step achieves per rank."""
+    activation_scale: float = 1.0
+    """Multiplier on the Korthikanti activation count (framework temporaries beyond it)."""
+    allocator_slack: float = 0.05
+    """Fraction of the device peak lost to allocator fragmentation and rounding."""
+    host_baseline_bytes: float = 0.0
+    """Resident memory of one rank before the model exists (Python, torch, DeepSpeed, the process
+    group): what the peak RSS of a CPU rank starts from; zero on GPUs (device memory)."""
+    zero_fixed_bytes: float = 0.0
+    """Fixed resident cost of a DeepSpeed ZeRO optimizer (stages 1-3) beyond its buffers: measured
+    on CPU ranks (about 60 MiB: its modules and threads); zero on GPUs (host memory, not device)."""
+    zero_startup_bytes_per_param: float = 0.0
+    """Bytes per parameter left resident from ZeRO-1/2 start-up (the model built in fp32, cast,
+    then flattened into contiguous groups): glibc keeps freed heap pages, which VmHWM counts. CPU
+    only; a GPU's caching allocator reuses them."""
+    zero3_startup_bytes_per_param: float = 0.0
+    """The same for ZeRO-3's conversion of a built model into partitioned parameters."""
+    device_context_bytes: float = 0.0
+    """Device memory taken before the model (CUDA context, NCCL buffers); not in the allocator's
+    peak the engine measures, so zero by default."""
+
+
+GPU_DEFAULTS = EfficiencyParams()
+CPU_DEFAULTS = EfficiencyParams(
+    gemm_efficiency_max=0.45, gemm_half_width=64.0, gemm_half_tokens=64.0, half_precision_speed=1.0,
+    link_efficiency=0.5,
+    comm_overlap=0.3, layer_overhead_s=1.5e-3, step_overhead_s=2e-2, optimizer_bytes_per_param=36.0,
+    host_adam_gb_s=5.0, activation_scale=1.0, allocator_slack=0.0, host_baseline_bytes=437 * MIB,
+    zero_fixed_bytes=60 * MIB, zero_startup_bytes_per_param=3.4, zero3_startup_bytes_per_param=14.5,
+)
+"""CPU ranks: oneDNN GEMMs on two cores reach less of the FMA peak, Python dispatch is a larger
+share, gloo shares memory bandwidth. The memory terms were measured with
+`benchmarks/validate_memory.py` (2 ranks, Python 3.11, torch 2.13, DeepSpeed 0.19):
+host_baseline_bytes from gpt-tiny at ZeRO-0 (VmHWM less our model's bytes), the ZeRO terms from
+the residuals of gpt-cpu-small at stages 1-3; `autoscale calibrate` re-fits them per machine."""
+
+
+def default_params(hardware_name: str) -> EfficiencyParams:
+    return CPU_DEFAULTS if hardware_name == "cpu" else GPU_DEFAULTS
+
+
+def calibration_dir() -> Path:
+    override = os.environ.get("AUTOSCALE_CALIBRATION_DIR")
+    return Path(override) if override else Path.home() / ".config" / "autoscale" / "calibration"
+
+
+def calibration_path(hardware_name: str) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in hardware_name)
+    return calibration_dir() / f"{safe}.yaml"
+
+
+def save_params(params: EfficiencyParams, path: Path, *, note: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"note": note, "params": {k: float(v) for k, v in asdict(params).items()}}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def read_params(path: Path, base: EfficiencyParams) -> EfficiencyParams:
+    """Parameters from a calibration file; fields it lacks keep `base`'s values."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"calibration file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    values = raw.get("params", {}) if isinstance(raw, dict) else {}
+    known = {f.name for f in fields(EfficiencyParams)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"calibration file {str(path)!r}: unknown parameters {', '.join(unknown)}")
+    return replace(base, **{k: float(v) for k, v in values.items()})
+
+
+def load_params(hardware_name: str) -> EfficiencyParams:
+    """Calibrated parameters for this hardware if a calibration file exists, else the defaults."""
+    base = default_params(hardware_name)
+    path = calibration_path(hardware_name)
+    return read_params(path, base) if path.exists() else base

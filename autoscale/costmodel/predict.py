@@ -1,0 +1,77 @@
+"""The cost model's one entry point: memory and step time of a point, and whether it fits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoscale.costmodel.memory import MemoryBreakdown, memory_breakdown
+from autoscale.costmodel.params import EfficiencyParams, load_params
+from autoscale.costmodel.time import Placement, TimeBreakdown, time_breakdown
+from autoscale.errors import UserError
+from autoscale.hardware import Hardware
+from autoscale.models.spec import ModelSpec
+from autoscale.point import Point
+
+MEMORY_MARGIN = 0.90
+"""A point fits when its predicted peak is within this fraction of the rank's memory: the model's
+error on measured trials is a few percent, and an OOM costs a whole trial."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    memory: MemoryBreakdown
+    time: TimeBreakdown
+    memory_limit_bytes: int  # what one rank may use
+    fits: bool
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.memory.peak_bytes
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.time.tokens_per_s
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return {"memory": asdict(self.memory), "time": asdict(self.time),
+                "memory_limit_bytes": self.memory_limit_bytes, "fits": self.fits,
+                "tokens_per_s": self.time.tokens_per_s, "tflops_per_gpu": self.time.tflops_per_gpu,
+                "mfu": self.time.mfu}
+
+
+def check_layout(spec: ModelSpec, point: Point, *, world_size: int) -> None:
+    """Raise UserError when the point cannot be laid out on world_size ranks."""
+    if world_size <= 0:
+        raise UserError(f"world size must be positive, got {world_size}")
+    if world_size % (point.tp * point.pp):
+        raise UserError(f"{world_size} ranks are not divisible by tp {point.tp} x pp {point.pp}")
+    if spec.n_heads % point.tp:
+        raise UserError(f"tp {point.tp} does not divide the {spec.n_heads} attention heads of {spec.name}")
+    if point.pp > spec.n_layers:
+        raise UserError(f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}")
+    if point.pp > 1 and point.zero_stage >= 2:
+        raise UserError("DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only; use --zero 0 or 1 with --pp")
+
+
+def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
+            params: EfficiencyParams | None = None, pipeline_chunks: int = 1) -> Prediction:
+    """Predicted memory per rank and step time of `point` on `world_size` ranks of `hardware`.
+
+    On `cpu` all ranks share one machine: each rank may use memory / world_size, and the peak
+    FLOP/s and memory bandwidth are shared. `params` defaults to the calibration for the hardware
+    (`load_params`). `pipeline_chunks` > 1 models Megatron's interleaved 1F1B schedule.
+    """
+    check_layout(spec, point, world_size=world_size)
+    if seq_len <= 0 or seq_len > spec.max_seq_len:
+        raise UserError(f"seq_len must be in 1..{spec.max_seq_len} for {spec.name}, got {seq_len}")
+    params = params or load_params(hardware.name)
+    on_cpu = hardware.name == "cpu"
+    placement = Placement(ranks_per_node=world_size if on_cpu else hardware.gpus_per_node, shared_device=on_cpu)
+    memory = memory_breakdown(spec, point, world_size=world_size, seq_len=seq_len, on_cpu=on_cpu, params=params)
+    time = time_breakdown(spec, point, hardware, world_size=world_size, seq_len=seq_len, placement=placement,
+                          params=params, pipeline_chunks=pipeline_chunks)
+    limit = hardware.memory_bytes // world_size if on_cpu else hardware.memory_bytes
+    return Prediction(memory=memory, time=time, memory_limit_bytes=limit,
+                      fits=memory.peak_bytes <= MEMORY_MARGIN * limit)

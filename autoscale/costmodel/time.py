@@ -1,0 +1,162 @@
+"""Step time of one optimizer step: compute, exposed communication, pipeline bubble, optimizer.
+
+compute: the spine's FLOP count (`ModelSpec.train_flops_per_token`; full recompute re-runs the
+blocks' forward, Narayanan et al. 2021 eq. (3)'s 4/3 on the blocks; selective re-runs only the
+attention core, Korthikanti et al. 2022 Sec. 5) over peak x a GEMM efficiency that saturates in
+the matrix width on one rank and in the micro-batch's tokens (`EfficiencyParams`).
+communication, per step (DeepSpeed 0.19 with the engine's ds_config):
+  ZeRO-0/1: one all-reduce of the gradients at the accumulation boundary, after backward;
+  ZeRO-2: a reduce-scatter per micro-batch (overlap_comm: partly hidden behind backward) and an
+          all-gather of the updated parameters after the step;
+  ZeRO-3: per micro-batch a reduce-scatter and two parameter all-gathers (forward and backward,
+          Rajbhandari et al. 2020 Sec. 7.2.1: 3Ψ traffic vs 2Ψ).
+  Tensor parallel: 2 all-reduces of the activations in forward and 2 in backward per layer
+  (Narayanan et al. 2021 Sec. 2.3; Shoeybi et al. 2019 Fig. 4), 2 more with full recompute.
+  Pipeline: one activation send and one gradient send per micro-batch and stage boundary.
+bubble: (p-1)/(v·m) of the ideal pipelined time (Narayanan et al. 2021 Sec. 2.2, eq. (1) and the
+interleaved schedule's v chunks per device).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from autoscale.costmodel.comm import Link, all_gather_s, all_reduce_s, reduce_scatter_s, send_s
+from autoscale.costmodel.memory import element_bytes, params_per_rank
+from autoscale.costmodel.params import EfficiencyParams
+from autoscale.hardware import Hardware
+from autoscale.models.spec import ModelSpec
+from autoscale.point import Point
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeBreakdown:
+    """Seconds of one optimizer step on one rank, and the throughput that implies.
+
+    step_s = compute_s + comm_s + bubble_s + optimizer_s + offload_s + overhead_s; comm_s is the
+    communication left exposed after overlap. tflops_per_gpu and mfu count model FLOPs (no
+    recompute), per device as the engine does (on a CPU all ranks share one device).
+    """
+
+    compute_s: float
+    comm_s: float
+    bubble_s: float
+    optimizer_s: float
+    offload_s: float
+    overhead_s: float
+    step_s: float
+    tokens_per_s: float
+    tflops_per_gpu: float
+    mfu: float
+    gemm_efficiency: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """How ranks sit on nodes: ranks per node, and whether the device is shared by all ranks."""
+
+    ranks_per_node: int
+    shared_device: bool  # CPU: every rank runs on the same cores and memory
+
+
+def gemm_efficiency(spec: ModelSpec, point: Point, *, seq_len: int, params: EfficiencyParams) -> float:
+    width = math.sqrt(spec.hidden * spec.hidden / point.tp)
+    tokens = point.micro_batch * seq_len
+    efficiency = (params.gemm_efficiency_max * width / (width + params.gemm_half_width)
+                  * tokens / (tokens + params.gemm_half_tokens))
+    if point.precision != "fp32":
+        efficiency *= params.half_precision_speed
+    return min(efficiency, 1.0)
+
+
+def hardware_flops_per_token(spec: ModelSpec, point: Point, *, seq_len: int) -> float:
+    """FLOPs the hardware runs per token, recomputation included."""
+    flops = spec.train_flops_per_token(seq_len, recompute=point.checkpointing == "full")
+    if point.checkpointing == "selective":
+        flops += spec.n_layers * 4 * seq_len * spec.hidden
+    return flops
+
+
+def _link(hardware: Hardware, params: EfficiencyParams, *, crosses_nodes: bool) -> Link:
+    if crosses_nodes:
+        return Link(bytes_per_s=hardware.inter_node_gb_s * 1e9 * params.link_efficiency,
+                    latency_s=hardware.inter_node_latency_us * 1e-6)
+    return Link(bytes_per_s=hardware.intra_node_gb_s * 1e9 * params.link_efficiency,
+                latency_s=hardware.intra_node_latency_us * 1e-6)
+
+
+MODULES_PER_LAYER = 6  # q/k/v, out, up, down projections and two norms: ZeRO-3 gathers each
+
+
+def data_parallel_comm_s(n_params: int, point: Point, *, dp: int, link: Link,
+                         gathered_modules: int = 0) -> tuple[float, float]:
+    """(overlappable, not overlappable) seconds of ZeRO's gradient and parameter collectives."""
+    size = n_params * element_bytes(point.precision)
+    if point.zero_stage <= 1:
+        return 0.0, all_reduce_s(size, dp, link)
+    if point.zero_stage == 2:
+        return point.grad_accum * reduce_scatter_s(size, dp, link), all_gather_s(size, dp, link)
+    per_micro_batch = reduce_scatter_s(size, dp, link) + 2 * all_gather_s(size, dp, link)
+    # ...gathered module by module, each gather paying the ring's (n-1) latency steps
+    per_micro_batch += 2 * gathered_modules * (dp - 1) * link.latency_s
+    return point.grad_accum * per_micro_batch, 0.0
+
+
+def time_breakdown(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
+                   placement: Placement, params: EfficiencyParams, pipeline_chunks: int = 1) -> TimeBreakdown:
+    dp = max(1, point.data_parallel(world_size))
+    micro_tokens = point.micro_batch * seq_len
+    ranks_sharing = world_size if placement.shared_device else 1
+    peak = hardware.peak_flops(point.precision) / ranks_sharing
+    efficiency = gemm_efficiency(spec, point, seq_len=seq_len, params=params)
+    flops_per_micro_batch = micro_tokens * hardware_flops_per_token(spec, point, seq_len=seq_len) / (point.tp * point.pp)
+    layers_per_stage = math.ceil(spec.n_layers / point.pp)
+    micro_batch_s = (flops_per_micro_batch / (peak * efficiency) if peak > 0 else math.inf) \
+        + params.layer_overhead_s * layers_per_stage
+
+    element = element_bytes(point.precision)
+    tp_link = _link(hardware, params, crosses_nodes=point.tp > placement.ranks_per_node)
+    tp_reduces = 6 if point.checkpointing == "full" else 4
+    tp_micro_batch_s = tp_reduces * layers_per_stage * all_reduce_s(micro_tokens * spec.hidden * element, point.tp, tp_link)
+
+    pp_link = _link(hardware, params, crosses_nodes=point.tp * dp >= placement.ranks_per_node and point.pp > 1
+                    and world_size > placement.ranks_per_node)
+    p2p_micro_batch_s = 0.0
+    if point.pp > 1:
+        p2p_micro_batch_s = (2 * pipeline_chunks * send_s(micro_tokens * spec.hidden * element / point.tp, pp_link)
+                             * (1 - params.pipeline_p2p_overlap))
+
+    per_micro_batch_s = micro_batch_s + tp_micro_batch_s + p2p_micro_batch_s
+    compute_s = point.grad_accum * micro_batch_s
+    bubble_s = (point.pp - 1) / (pipeline_chunks * point.grad_accum) * point.grad_accum * per_micro_batch_s
+
+    n_params = params_per_rank(spec, point)
+    dp_link = _link(hardware, params, crosses_nodes=point.tp * dp > placement.ranks_per_node)
+    overlappable, exposed = data_parallel_comm_s(n_params, point, dp=dp, link=dp_link,
+                                                 gathered_modules=MODULES_PER_LAYER * layers_per_stage + 2)
+    backward_s = compute_s * 2 / 3
+    hidden = min(params.comm_overlap * overlappable, backward_s)
+    comm_s = point.grad_accum * (tp_micro_batch_s + p2p_micro_batch_s) + exposed + overlappable - hidden
+
+    shard = n_params if point.zero_stage == 0 else math.ceil(n_params / dp)
+    optimizer_s = offload_s = 0.0
+    if point.offload == "none":
+        bandwidth = hardware.memory_bandwidth_gb_s * 1e9 / ranks_sharing
+        optimizer_s = shard * params.optimizer_bytes_per_param / bandwidth
+    else:
+        host_s = shard * params.optimizer_bytes_per_param / (params.host_adam_gb_s * 1e9)
+        transfer_s = 0.0 if placement.shared_device else shard * (4 + element) / (hardware.host_link_gb_s * 1e9)
+        offload_s = host_s + transfer_s
+    overhead_s = params.step_overhead_s
+
+    step_s = compute_s + comm_s + bubble_s + optimizer_s + offload_s + overhead_s
+    tokens_per_s = point.global_batch(world_size) * seq_len / step_s
+    devices = 1 if placement.shared_device else world_size
+    model_flops_per_s = tokens_per_s * spec.train_flops_per_token(seq_len)
+    tflops_per_gpu = model_flops_per_s / devices / 1e12
+    device_peak = hardware.peak_flops(point.precision)
+    mfu = tflops_per_gpu * 1e12 / device_peak if device_peak > 0 else 0.0
+    return TimeBreakdown(compute_s=compute_s, comm_s=comm_s, bubble_s=bubble_s, optimizer_s=optimizer_s,
+                         offload_s=offload_s, overhead_s=overhead_s, step_s=step_s, tokens_per_s=tokens_per_s,
+                         tflops_per_gpu=tflops_per_gpu, mfu=mfu, gemm_efficiency=efficiency)

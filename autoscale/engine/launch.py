@@ -1,0 +1,127 @@
+"""Start the ranks of one trial as one process group, wait with a timeout, and clean up after it.
+
+This is the launcher's job done directly: each rank is `python -m autoscale.engine.rank` with the
+torch.distributed environment DeepSpeed's launcher would set, all in one new process group so a
+hang, a crash on one rank or our own timeout ends with `killpg` and leaves no orphan holding a
+port or memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from autoscale.ds_config import to_ds_config
+from autoscale.engine.request import TrialRequest, TrialResult
+
+POLL_S = 0.05
+GRACE_AFTER_FIRST_FAILURE_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rank_environment(request: TrialRequest, *, port: int, launch_time: float) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(request.nproc),
+               AUTOSCALE_LAUNCH_TIME=repr(launch_time), PYTHONUNBUFFERED="1")
+    if request.backend == "cpu":
+        cores = len(os.sched_getaffinity(0))
+        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(max(1, cores // request.nproc)))
+    return env
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(processes: list[subprocess.Popen], deadline: float) -> bool:
+    """Wait for all ranks; stop early once one fails. False when the deadline passed."""
+    first_failure_at = None
+    while time.monotonic() < deadline:
+        codes = [p.poll() for p in processes]
+        if all(code is not None for code in codes):
+            return True
+        if first_failure_at is None and any(code not in (None, 0) for code in codes):
+            first_failure_at = time.monotonic()
+        if first_failure_at is not None and time.monotonic() - first_failure_at > GRACE_AFTER_FIRST_FAILURE_S:
+            return True  # the others are stuck in a collective with the dead rank
+        time.sleep(POLL_S)
+    return False
+
+
+def _failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> str:
+    errors = sorted(workdir.glob("rank*.error.json"))
+    if errors:
+        record = json.loads(errors[0].read_text())
+        return f"{record['kind']}: {errors[0].name.split('.')[0]}: {record['message']}"
+    for rank, process in enumerate(processes):
+        code = process.returncode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            kind = "oom" if -code == signal.SIGKILL else "crash"
+            hint = " (likely the kernel's OOM killer)" if kind == "oom" else ""
+            return f"{kind}: rank{rank} killed by {name}{hint}"
+        if code not in (None, 0):
+            log = _last_line(workdir / f"rank{rank}.log")
+            return f"crash: rank{rank} exited with code {code}: {log}"
+    return "crash: no result written"
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def run_trial(request: TrialRequest) -> TrialResult:
+    """Run one trial in fresh processes; always returns a result, failed ones with their reason."""
+    workdir = request.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in [*workdir.glob("rank*.error.json"), workdir / "result.json"]:
+        stale.unlink(missing_ok=True)
+    request_path, result_path = workdir / "request.json", workdir / "result.json"
+    request_path.write_text(request.to_json())
+    config = request.ds_config or to_ds_config(request.point, world_size=request.nproc)
+    (workdir / "ds_config.json").write_text(json.dumps(config, indent=2))
+
+    started = time.monotonic()
+    launch_time = time.time()
+    env = rank_environment(request, port=free_port(), launch_time=launch_time)
+    command = [sys.executable, "-m", "autoscale.engine.rank", str(request_path), str(result_path)]
+    processes: list[subprocess.Popen] = []
+    pgid = None
+    try:
+        for rank in range(request.nproc):
+            with open(workdir / f"rank{rank}.log", "wb") as log:
+                rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+                group = {"process_group": 0 if pgid is None else pgid}
+                processes.append(subprocess.Popen(command, env=rank_env, stdout=log, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL, **group))
+            pgid = pgid or processes[0].pid
+        finished = _wait(processes, started + request.timeout_s)
+    finally:
+        if pgid is not None:
+            _kill_group(pgid)
+        for process in processes:
+            process.wait()
+    wall_s = time.monotonic() - started
+    if not finished:
+        return TrialResult.failed(f"timeout: no result after {request.timeout_s:.0f} s", wall_s=wall_s)
+    if result_path.exists() and all(p.returncode == 0 for p in processes):
+        return TrialResult.from_dict({**json.loads(result_path.read_text()), "wall_s": wall_s})
+    return TrialResult.failed(_failure_reason(workdir, processes), wall_s=wall_s)

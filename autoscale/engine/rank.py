@@ -1,0 +1,195 @@
+"""One rank of a trial: build the model, hand it to DeepSpeed, train on synthetic tokens, measure.
+
+Run as `python -m autoscale.engine.rank REQUEST.json RESULT.json` with the usual torch.distributed
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). `train_and_measure` is the
+per-trial part, kept apart from process start-up so a long-lived worker can call it repeatedly.
+Any failure is written to `rank<r>.error.json` as a kind (oom, nan, crash) and a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from autoscale.engine.measure import peak_memory_bytes, relative_standard_error, reset_peak_memory
+from autoscale.engine.request import TrialRequest
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    step_times_s: list[float]
+    loss: float
+    peak_bytes_per_rank: list[int]
+    train_start_time: float  # time.time() at the first training step
+
+
+def _device(backend: str, local_rank: int) -> torch.device:
+    if backend == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _inject_fault(request: TrialRequest, rank: int, step: int, engine) -> None:
+    """Test-only faults, chosen by `request.fault`; each is the real failure, not a stand-in."""
+    fault = request.fault
+    if fault == "nan" and step == 1:  # a diverging optimizer: the weights, then the loss, go NaN
+        for group in engine.optimizer.param_groups:
+            group["lr"] = float("nan")
+    if fault == "crash" and rank == 0 and step == 1:
+        raise RuntimeError("injected crash")
+    if fault == "hang" and step == 1:
+        time.sleep(10_000)
+    if fault == "oom" and rank == 0 and step == 1:
+        torch.empty(1 << 50, dtype=torch.uint8)  # a petabyte: the allocator refuses it
+    if fault == "slow":
+        time.sleep(request.slow_step_s)
+
+
+def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, local_rank: int) -> RankOutcome:
+    import deepspeed
+    import torch.distributed as dist
+
+    from autoscale.ds_config import to_ds_config
+    from autoscale.models.gpt import build_model
+
+    point, spec, policy = request.point, request.spec, request.measure
+    device = _device(request.backend, local_rank)
+    reset_peak_memory(request.backend)
+    torch.manual_seed(request.seed)
+    model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                  fused=request.backend == "cuda")
+    config = request.ds_config or to_ds_config(point, world_size=world_size)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+
+    generator = torch.Generator().manual_seed(request.seed + rank)
+    tokens = torch.randint(0, spec.vocab_size, (point.micro_batch, request.seq_len + 1), generator=generator)
+    inputs, targets = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
+
+    def optimizer_step() -> float:
+        for _ in range(point.grad_accum):
+            loss = engine(inputs, targets)
+            engine.backward(loss)
+            engine.step()
+        value = loss.item()  # synchronises the device
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value}")
+        return value
+
+    train_start = time.time()
+    for step in range(policy.warmup_steps):
+        _inject_fault(request, rank, step, engine)
+        optimizer_step()
+    step_times: list[float] = []
+    measure_start = time.perf_counter()
+    stop = torch.zeros(1, dtype=torch.int32, device=device if request.backend == "cuda" else "cpu")
+    while True:
+        _inject_fault(request, rank, policy.warmup_steps + len(step_times), engine)
+        started = time.perf_counter()
+        loss_value = optimizer_step()
+        step_times.append(time.perf_counter() - started)
+        if rank == 0:
+            enough = len(step_times) >= policy.min_steps and relative_standard_error(step_times) < policy.target_rse
+            stop.fill_(int(enough or len(step_times) >= policy.max_steps
+                            or time.perf_counter() - measure_start > policy.max_measure_s))
+        dist.broadcast(stop, src=0)  # every rank stops at the same step
+        if stop.item():
+            break
+    peaks: list[int] = [0] * world_size
+    dist.all_gather_object(peaks, peak_memory_bytes(request.backend))
+    engine.destroy()
+    return RankOutcome(step_times, loss_value, peaks, train_start)
+
+
+def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, launch_time: float,
+              peak_flops_per_device: float, devices: int) -> dict:
+    """Rank 0's numbers for the trial, from its step times and every rank's peak."""
+    point = request.point
+    samples_per_step = point.global_batch(world_size)
+    total_s = sum(outcome.step_times_s)
+    steps = len(outcome.step_times_s)
+    tokens_per_s = samples_per_step * request.seq_len * steps / total_s
+    flops_per_s = tokens_per_s * request.spec.train_flops_per_token(request.seq_len)
+    return dict(
+        status="ok",
+        tokens_per_s=tokens_per_s,
+        samples_per_s=samples_per_step * steps / total_s,
+        tflops_per_device=flops_per_s / devices / 1e12,
+        mfu=flops_per_s / (peak_flops_per_device * devices) if peak_flops_per_device else None,
+        peak_bytes=max(outcome.peak_bytes_per_rank),
+        peak_bytes_per_rank=outcome.peak_bytes_per_rank,
+        loss=outcome.loss,
+        steps=steps,
+        step_s=statistics.median(outcome.step_times_s),
+        step_rse=relative_standard_error(outcome.step_times_s) if steps > 1 else None,
+        launch_s=outcome.train_start_time - launch_time,
+    )
+
+
+def classify(error: BaseException) -> str:
+    """The failure kind of an exception raised while training."""
+    if isinstance(error, NonFiniteLoss):
+        return "nan"
+    text = str(error).lower()
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text \
+            or "can't allocate memory" in text:
+        return "oom"
+    return "crash"
+
+
+def error_record(error: BaseException) -> dict:
+    message = str(error).strip().splitlines()
+    return {"kind": classify(error), "message": f"{type(error).__name__}: {message[0] if message else ''}"[:300]}
+
+
+def _configure_quiet_logging() -> None:
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+
+
+def main(argv: list[str]) -> int:
+    request_path, result_path = Path(argv[0]), Path(argv[1])
+    request = TrialRequest.from_json(request_path.read_text())
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    launch_time = float(os.environ.get("AUTOSCALE_LAUNCH_TIME", time.time()))
+    try:
+        import deepspeed
+
+        _configure_quiet_logging()
+        deepspeed.init_distributed(dist_backend="nccl" if request.backend == "cuda" else "gloo")
+        outcome = train_and_measure(request, rank=rank, world_size=world_size, local_rank=local_rank)
+    except BaseException as error:  # noqa: BLE001 - every failure must reach the parent with a kind
+        record = error_record(error)
+        (result_path.parent / f"rank{rank}.error.json").write_text(json.dumps(record))
+        print(f"rank {rank}: {record['kind']}: {record['message']}", file=sys.stderr, flush=True)
+        return 3
+    if rank == 0:
+        from autoscale.hardware import detect
+
+        hardware = detect(request.backend)
+        devices = 1 if request.backend == "cpu" else world_size  # CPU ranks share one device
+        precision = request.point.precision
+        summary = summarise(request, outcome, world_size=world_size, launch_time=launch_time,
+                            peak_flops_per_device=hardware.peak_flops(precision), devices=devices)
+        result_path.write_text(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

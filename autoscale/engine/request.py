@@ -1,0 +1,99 @@
+"""What one trial is asked to do, and what it reports back: plain data, JSON on the wire.
+
+The parent process writes a `TrialRequest` as JSON for the rank processes; rank 0 writes the
+`TrialResult`. Both are frozen dataclasses so the tuner, the bench runner and the tests share them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from autoscale.models.spec import ModelSpec
+from autoscale.point import Point
+
+BACKENDS = ("cpu", "cuda")
+FAULTS = ("crash", "hang", "nan", "oom", "slow")  # test-only fault injection, see rank.py
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasurePolicy:
+    """When to stop timing: once the relative standard error of the step time is below
+    `target_rse` (after `min_steps`), or at `max_steps`, or after `max_measure_s` seconds."""
+
+    warmup_steps: int = 2
+    min_steps: int = 3
+    max_steps: int = 20
+    target_rse: float = 0.02
+    max_measure_s: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRequest:
+    spec: ModelSpec
+    point: Point
+    seq_len: int
+    backend: str = "cpu"
+    nproc: int = 2
+    workdir: Path = Path(".")
+    timeout_s: float = 300.0
+    measure: MeasurePolicy = field(default_factory=MeasurePolicy)
+    seed: int = 1234
+    ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
+    fault: str | None = None  # test-only: one of FAULTS
+    slow_step_s: float = 0.0  # test-only: extra sleep per step with fault="slow"
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["workdir"] = str(self.workdir)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrialRequest":
+        data = json.loads(text)
+        data["spec"] = ModelSpec(**data["spec"])
+        data["point"] = Point(**data["point"])
+        data["measure"] = MeasurePolicy(**data["measure"])
+        data["workdir"] = Path(data["workdir"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialResult:
+    status: str  # "ok" or "failed"
+    reason: str = ""  # empty when ok; else "<kind>: detail" with kind oom|timeout|crash|nan
+    tokens_per_s: float | None = None
+    samples_per_s: float | None = None
+    tflops_per_device: float | None = None
+    mfu: float | None = None
+    peak_bytes: int | None = None  # largest over ranks
+    peak_bytes_per_rank: tuple[int, ...] = ()
+    loss: float | None = None
+    steps: int = 0  # timed optimizer steps
+    step_s: float | None = None  # median optimizer-step time
+    step_rse: float | None = None  # relative standard error of the mean step time
+    wall_s: float = 0.0  # the whole trial, launch to cleanup
+    launch_s: float | None = None  # launch to the first training step
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def failure_kind(self) -> str:
+        return self.reason.split(":", 1)[0] if self.reason else ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrialResult":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["peak_bytes_per_rank"] = tuple(values.get("peak_bytes_per_rank", ()))
+        return cls(**values)
+
+    @classmethod
+    def failed(cls, reason: str, *, wall_s: float = 0.0) -> "TrialResult":
+        return cls(status="failed", reason=reason, wall_s=wall_s)

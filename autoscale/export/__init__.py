@@ -1,0 +1,59 @@
+"""`autoscale export`: turn a tuned point into a ready configuration for another training stack.
+
+Targets are a registry: a new one is a module in `autoscale/export/targets/` (a `Target` with its
+mapping table) plus one `register(...)` line below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoscale.errors import UserError
+from autoscale.export.base import Export, Target, build_export
+from autoscale.export.source import ExportSource, load_source
+from autoscale.export.targets import accelerate, deepspeed, hf_trainer, lightning, torchtitan
+
+TARGETS: dict[str, Target] = {}
+
+
+def register(target: Target) -> Target:
+    TARGETS[target.name] = target
+    return target
+
+
+register(deepspeed.TARGET)
+register(hf_trainer.TARGET)
+register(accelerate.TARGET)
+register(lightning.TARGET)
+register(torchtitan.TARGET)
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise UserError(f"unknown export target {name!r}: choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def default_out_dir(source_path: Path, target: str) -> Path:
+    """Beside the run folder (`runs/<study>/export/<target>`), else `./export/<target>`."""
+    source_path = Path(source_path)
+    return (source_path if source_path.is_dir() else Path.cwd()) / "export" / target
+
+
+def export(source_path: Path, target: str, out_dir: Path | None = None) -> tuple[Export, Path]:
+    """Read the source, build the target's files and write them; return them and the folder.
+
+    The target is resolved before the source is read, so a bad name fails first and cheaply.
+    """
+    chosen = get_target(target)
+    source = load_source(Path(source_path))
+    folder = Path(out_dir or default_out_dir(source_path, target)).resolve()
+    result = build_export(chosen, source, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in result.files.items():
+        (folder / name).write_text(text)
+    return result, folder
+
+
+__all__ = ["TARGETS", "Export", "ExportSource", "Target", "build_export", "default_out_dir", "export",
+           "get_target", "load_source", "register"]

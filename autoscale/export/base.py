@@ -1,0 +1,165 @@
+"""The shape every export target shares: one mapping table, a starting document set, a renderer.
+
+A target's table maps each knob of `Point` to what the target does with it:
+- `Mapped(settings)`: write these values at dotted paths into the target's documents
+  (`"args.bf16"` is key `bf16` of document `args`); a value may be a `From` placeholder;
+- `InUserCode(instruction)`: the target has no setting because the knob lives in the training
+  script the user writes (the model build, the DataLoader); the instruction is printed and written;
+- `Refuse(reason)`: the target cannot express the value; export stops with a UserError naming the knob.
+
+A row is one outcome for every value, or a dict from value to outcome with `ANY` as the fallback.
+Every table covers every knob (a contract test checks it), so no setting is dropped in silence.
+"""
+
+from __future__ import annotations
+
+import enum
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar, Union
+
+from autoscale.errors import UserError
+from autoscale.export.source import ExportSource
+from autoscale.point import Point
+
+
+class From(enum.Enum):
+    """Placeholders a `Mapped` value can hold, filled from the point being exported."""
+
+    KNOB = "the knob's own value"
+    DATA_PARALLEL = "data-parallel size (world size / (tp x pp))"
+    GLOBAL_BATCH = "micro-batch x accumulation x data-parallel size"
+
+
+ANY = object()  # the fallback key of a per-value row
+
+
+@dataclass(frozen=True)
+class Mapped:
+    settings: dict = field(default_factory=dict)
+    note: str = ""  # printed when the mapping is close but not identical
+
+
+@dataclass(frozen=True)
+class InUserCode:
+    instruction: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    reason: str
+
+
+Outcome = Union[Mapped, InUserCode, Refuse]
+Table = dict  # knob -> Outcome | dict[value or ANY, Outcome]
+
+# for targets that embed autoscale's ds_config: the knob is already in it, written by to_ds_config
+IN_DS_CONFIG = Mapped()
+
+
+@dataclass(frozen=True)
+class Export:
+    """What an export produces: file name -> text, and the launch command as an argument list."""
+
+    target: str
+    files: dict[str, str]
+    command: list[str]
+    notes: list[str]
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(self.command)
+
+
+class Target(ABC):
+    """One export target. Subclasses set `name` and `table` and build and render documents."""
+
+    name: ClassVar[str]
+    table: ClassVar[Table]
+
+    @abstractmethod
+    def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
+        """The target's documents before the table is applied: what does not depend on a knob."""
+
+    @abstractmethod
+    def render(self, documents: dict[str, dict], source: ExportSource, out_dir: Path) -> tuple[dict[str, str], list[str]]:
+        """File name -> text, and the launch command's arguments."""
+
+
+def outcome_for(table: Table, knob: str, value) -> Outcome:
+    row = table[knob]
+    if isinstance(row, dict):
+        return row[value] if value in row else row[ANY]
+    return row
+
+
+def _set_path(documents: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    node = documents
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def apply_table(target: Target, source: ExportSource, documents: dict[str, dict]) -> list[str]:
+    """Write every knob's settings into `documents`; return the notes to show the user.
+
+    Refusals are collected first so one run names every knob the target cannot take.
+    """
+    point = source.point
+    filled = {From.DATA_PARALLEL: source.data_parallel, From.GLOBAL_BATCH: source.global_batch}
+    outcomes = {f.name: outcome_for(target.table, f.name, getattr(point, f.name)) for f in fields(Point)}
+    refused = [f"{knob}={getattr(point, knob)!r}: {outcome.reason}"
+               for knob, outcome in outcomes.items() if isinstance(outcome, Refuse)]
+    if refused:
+        raise UserError(f"cannot export to {target.name}: " + "; ".join(refused))
+    notes = []
+    for knob, outcome in outcomes.items():
+        value = getattr(point, knob)
+        if isinstance(outcome, InUserCode):
+            notes.append(f"{knob}={value}: {outcome.instruction}")
+            continue
+        for path, setting in outcome.settings.items():
+            if isinstance(setting, From):
+                setting = value if setting is From.KNOB else filled[setting]
+            _set_path(documents, path, setting)
+        if outcome.note:
+            notes.append(f"{knob}={value}: {outcome.note}")
+    return notes
+
+
+def build_export(target: Target, source: ExportSource, out_dir: Path) -> Export:
+    """The target's files for `source`, to be written into `out_dir` (paths inside them point there).
+
+    `launch.sh` is added to every target's files: the command, headed by what the user still has
+    to do in their own script.
+    """
+    documents = target.documents(source, out_dir)
+    notes = apply_table(target, source, documents)
+    files, command = target.render(documents, source, out_dir)
+    script = "#!/bin/sh\n" + header(source, notes) + shlex.join(command) + "\n"
+    return Export(target=target.name, files={**files, "launch.sh": script}, command=command, notes=notes)
+
+
+def header(source: ExportSource, notes: list[str] = (), prefix: str = "# ") -> str:
+    """Comment lines saying where a file came from and what the user still has to do."""
+    lines = [f"written by `autoscale export` from {source.describe()}"]
+    lines += [f"to do: {note}" for note in notes]
+    return "".join(f"{prefix}{line}\n" for line in lines)
+
+
+# rows shared by the targets where the model is the user's own code
+CHECKPOINTING_IN_MODEL = {
+    "none": Mapped(),
+    "full": InUserCode("recompute every transformer block in backward: wrap each block's forward in "
+                       "torch.utils.checkpoint.checkpoint(..., use_reentrant=False) "
+                       "(Hugging Face models: model.gradient_checkpointing_enable())"),
+    "selective": InUserCode("recompute only the attention core softmax(QK^T)V in backward with "
+                            "torch.utils.checkpoint and keep the linear layers' outputs "
+                            "(selective recomputation, Korthikanti et al. 2022, as autoscale's model does)"),
+}
+KERNEL_SET_IN_MODEL = InUserCode("build the model with this autoscale kernel set (kernels.get_kernel_set) "
+                                 "or the same fused kernels from your own library; the tuned speed assumes them")
+MICRO_BATCH_IN_LOADER = InUserCode("give the training DataLoader this batch size per process")

@@ -1,0 +1,1 @@
+"""One module per export target; each holds its mapping table and renders its files."""

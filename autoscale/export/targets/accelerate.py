@@ -1,0 +1,65 @@
+"""`accelerate`: an Accelerate config YAML whose DeepSpeed plugin reads autoscale's ds_config file,
+and the `accelerate launch` command.
+
+The YAML names the ds_config file rather than copying ZeRO keys into `deepspeed_config`, because
+Accelerate refuses both at once and the file keeps every tuned setting (bucket sizes, overlap,
+the torch optimizer under offload). `mixed_precision` must agree with the file's fp16/bf16
+sections, which Accelerate checks at start-up; both come from the same knob here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
+                                   MICRO_BATCH_IN_LOADER, Mapped, Refuse, Target, header)
+from autoscale.export.source import ExportSource
+
+DATA_PARALLEL_ONLY = Refuse("Accelerate's DeepSpeed plugin runs data parallel only")
+
+
+class AccelerateTarget(Target):
+    name = "accelerate"
+    table = {
+        "zero_stage": {3: Mapped({"config.deepspeed_config.zero3_init_flag": True}),
+                       ANY: Mapped({"config.deepspeed_config.zero3_init_flag": False})},
+        "micro_batch": MICRO_BATCH_IN_LOADER,
+        "grad_accum": IN_DS_CONFIG,
+        "offload": IN_DS_CONFIG,
+        "precision": {"fp32": Mapped({"config.mixed_precision": "no"}),
+                      "bf16": Mapped({"config.mixed_precision": "bf16"}),
+                      "fp16": Mapped({"config.mixed_precision": "fp16"})},
+        "checkpointing": CHECKPOINTING_IN_MODEL,
+        "kernels": {"torch": Mapped(),
+                    "compile": Mapped({"config.dynamo_config.dynamo_backend": "INDUCTOR"}),
+                    ANY: KERNEL_SET_IN_MODEL},
+        "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+        "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+    }
+
+    def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
+        config = {
+            "compute_environment": "LOCAL_MACHINE",
+            "distributed_type": "DEEPSPEED",
+            "deepspeed_config": {"deepspeed_config_file": str(out_dir / "ds_config.json")},
+            "num_machines": 1,
+            "machine_rank": 0,
+            "num_processes": source.world_size,
+            "main_training_function": "main",
+            "use_cpu": False,
+            "debug": False,
+        }
+        return {"config": config, "ds_config": copy.deepcopy(source.ds_config)}
+
+    def render(self, documents, source, out_dir):
+        files = {"accelerate_config.yaml": header(source) + yaml.safe_dump(documents["config"], sort_keys=False),
+                 "ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}
+        command = ["accelerate", "launch", "--config_file", str(out_dir / "accelerate_config.yaml"), "train.py"]
+        return files, command
+
+
+TARGET = AccelerateTarget()

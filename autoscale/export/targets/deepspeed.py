@@ -1,0 +1,47 @@
+"""`deepspeed`: the ds_config autoscale checked, as is, and the `deepspeed` launcher command.
+
+The launcher passes the config path in `--deepspeed`, the flag Hugging Face scripts and most
+DeepSpeed training scripts read; a script built on `deepspeed.add_config_arguments` wants
+`--deepspeed --deepspeed_config PATH` instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from autoscale.ds_config import check_with_deepspeed
+from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
+                                   MICRO_BATCH_IN_LOADER, InUserCode, Mapped, Refuse, Target)
+from autoscale.export.source import ExportSource
+
+
+class DeepSpeedTarget(Target):
+    name = "deepspeed"
+    table = {
+        "zero_stage": IN_DS_CONFIG,
+        "micro_batch": MICRO_BATCH_IN_LOADER,
+        "grad_accum": IN_DS_CONFIG,
+        "precision": IN_DS_CONFIG,
+        "offload": IN_DS_CONFIG,
+        "checkpointing": CHECKPOINTING_IN_MODEL,
+        "kernels": {"torch": Mapped(),
+                    "compile": InUserCode("call engine.compile() on the engine deepspeed.initialize returns"),
+                    ANY: KERNEL_SET_IN_MODEL},
+        "tp": {1: Mapped(), ANY: Refuse("autoscale's ds_config has no tensor-parallel section to carry it")},
+        "pp": {1: Mapped(), ANY: InUserCode("the ds_config sets pipeline.stages; the model must be a "
+                                            "deepspeed.pipe.PipelineModule with that many stages")},
+    }
+
+    def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
+        return {"ds_config": copy.deepcopy(source.ds_config)}
+
+    def render(self, documents, source, out_dir):
+        check_with_deepspeed(documents["ds_config"])
+        command = ["deepspeed", "--num_gpus", str(source.world_size), "train.py",
+                   "--deepspeed", str(out_dir / "ds_config.json")]
+        return {"ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}, command
+
+
+TARGET = DeepSpeedTarget()

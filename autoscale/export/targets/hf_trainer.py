@@ -1,0 +1,72 @@
+"""`hf-trainer`: Hugging Face `TrainingArguments` as JSON, a ds_config with the Trainer's "auto"
+values, and a `torchrun` command.
+
+The Trainer fills "auto" ds_config entries from its own arguments (transformers'
+`HfTrainerDeepSpeedConfig.trainer_config_process`), so the values it owns are written once, in
+the arguments, and cannot disagree with the ds_config. The command passes the JSON file as the
+script's only argument, which `HfArgumentParser.parse_json_file` reads (the convention of the
+transformers example scripts).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from autoscale.export.base import ANY, IN_DS_CONFIG, KERNEL_SET_IN_MODEL, From, Mapped, Refuse, Target
+from autoscale.export.source import ExportSource
+
+# ds_config entries the Trainer owns: (section or None, key)
+TRAINER_OWNED = ((None, "train_batch_size"), (None, "train_micro_batch_size_per_gpu"),
+                 (None, "gradient_accumulation_steps"), (None, "gradient_clipping"),
+                 ("bf16", "enabled"), ("fp16", "enabled"))
+
+DATA_PARALLEL_ONLY = Refuse("the HF Trainer with DeepSpeed runs data parallel only")
+
+
+class HfTrainerTarget(Target):
+    name = "hf-trainer"
+    table = {
+        "zero_stage": IN_DS_CONFIG,
+        "offload": IN_DS_CONFIG,
+        "micro_batch": Mapped({"args.per_device_train_batch_size": From.KNOB}),
+        "grad_accum": Mapped({"args.gradient_accumulation_steps": From.KNOB}),
+        "precision": {"fp32": Mapped({"args.bf16": False, "args.fp16": False}),
+                      "bf16": Mapped({"args.bf16": True, "args.fp16": False}),
+                      "fp16": Mapped({"args.bf16": False, "args.fp16": True})},
+        "checkpointing": {
+            "none": Mapped({"args.gradient_checkpointing": False}),
+            "full": Mapped({"args.gradient_checkpointing": True}),
+            "selective": Refuse("TrainingArguments.gradient_checkpointing recomputes whole layers; the "
+                                "Trainer has no attention-only (selective) recomputation"),
+        },
+        "kernels": {
+            "torch": Mapped(),
+            "compile": Mapped({"args.torch_compile": True}),
+            "triton": Mapped({"args.use_liger_kernel": True},
+                             note="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE, fused linear cross-entropy) "
+                                  "stand in for autoscale's; pip install liger-kernel"),
+            ANY: KERNEL_SET_IN_MODEL,
+        },
+        "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+        "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+    }
+
+    def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
+        ds_config = copy.deepcopy(source.ds_config)
+        for section, key in TRAINER_OWNED:
+            (ds_config.setdefault(section, {}) if section else ds_config)[key] = "auto"
+        args = {"output_dir": str(out_dir / "output"), "deepspeed": str(out_dir / "ds_config.json"),
+                "max_grad_norm": source.ds_config.get("gradient_clipping", 0.0)}
+        return {"args": args, "ds_config": ds_config}
+
+    def render(self, documents, source, out_dir):
+        files = {"training_args.json": json.dumps(documents["args"], indent=2) + "\n",
+                 "ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}
+        command = ["torchrun", "--nproc_per_node", str(source.world_size), "train.py",
+                   str(out_dir / "training_args.json")]
+        return files, command
+
+
+TARGET = HfTrainerTarget()

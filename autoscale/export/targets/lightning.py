@@ -1,0 +1,67 @@
+"""`lightning`: `DeepSpeedStrategy` arguments and `Trainer` flags, as JSON and as a Python snippet.
+
+The strategy gets autoscale's ds_config as `config=` (keeping bucket sizes and the torch optimizer
+under offload, which its keyword arguments cannot say) minus the entries Lightning fills itself:
+it refuses `gradient_accumulation_steps` in the config (it comes from `accumulate_grad_batches`),
+adds the fp16/bf16 section from `precision`, and takes clipping from `gradient_clip_val`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pprint
+from pathlib import Path
+
+from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
+                                   MICRO_BATCH_IN_LOADER, From, InUserCode, Mapped, Refuse, Target, header)
+from autoscale.export.source import ExportSource
+
+LIGHTNING_OWNED = ("train_batch_size", "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
+DATA_PARALLEL_ONLY = Refuse("Lightning's DeepSpeedStrategy runs data parallel only")
+
+SNIPPET = '''{header}
+from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import DeepSpeedStrategy
+
+STRATEGY = {strategy}
+TRAINER = {trainer}
+
+trainer = Trainer(strategy=DeepSpeedStrategy(**STRATEGY), **TRAINER)
+# trainer.fit(model, train_dataloaders=...)
+'''
+
+
+class LightningTarget(Target):
+    name = "lightning"
+    table = {
+        "zero_stage": IN_DS_CONFIG,
+        "offload": IN_DS_CONFIG,
+        "micro_batch": MICRO_BATCH_IN_LOADER,
+        "grad_accum": Mapped({"trainer.accumulate_grad_batches": From.KNOB}),
+        "precision": {"fp32": Mapped({"trainer.precision": "32-true"}),
+                      "bf16": Mapped({"trainer.precision": "bf16-mixed"}),
+                      "fp16": Mapped({"trainer.precision": "16-mixed"})},
+        "checkpointing": CHECKPOINTING_IN_MODEL,
+        "kernels": {"torch": Mapped(),
+                    "compile": InUserCode("torch.compile the model in LightningModule.configure_model"),
+                    ANY: KERNEL_SET_IN_MODEL},
+        "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+        "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+    }
+
+    def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
+        config = {k: v for k, v in copy.deepcopy(source.ds_config).items() if k not in LIGHTNING_OWNED}
+        trainer = {"accelerator": "auto", "devices": source.world_size, "num_nodes": 1,
+                   "gradient_clip_val": source.ds_config.get("gradient_clipping", 0.0)}
+        return {"strategy": {"config": config}, "trainer": trainer}
+
+    def render(self, documents, source, out_dir):
+        snippet = SNIPPET.format(header=header(source).rstrip("\n"),
+                                 strategy=pprint.pformat(documents["strategy"], sort_dicts=False),
+                                 trainer=pprint.pformat(documents["trainer"], sort_dicts=False))
+        files = {"lightning.json": json.dumps(documents, indent=2) + "\n", "lightning_trainer.py": snippet}
+        return files, ["python", "train.py"]
+
+
+TARGET = LightningTarget()

@@ -1,0 +1,149 @@
+"""The hardware catalog: what each device can do, read from YAML, plus detection of the local one.
+
+Users add devices with their own YAML file of the same shape (`--hardware path.yaml`). The `cpu`
+entry is completed at run time from this machine (cores, clock, memory), since no datasheet fits.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from autoscale.errors import UserError
+
+CATALOG = Path(__file__).with_name("catalog.yaml")
+GB = 1e9
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hardware:
+    name: str
+    description: str
+    peak_tflops: dict[str, float]  # precision -> dense TFLOP/s per device
+    memory_bytes: int
+    memory_bandwidth_gb_s: float
+    intra_node_gb_s: float
+    inter_node_gb_s: float
+    gpus_per_node: int
+    host_link_gb_s: float = 32.0  # PCIe to the host, one direction (optimizer offload)
+    intra_node_latency_us: float = 5.0  # one step of a ring collective inside a node
+    inter_node_latency_us: float = 10.0  # one step of a ring collective between nodes
+    source: str = ""
+    match: tuple[str, ...] = field(default=(), compare=False)
+
+    def peak_flops(self, precision: str) -> float:
+        """Peak dense FLOP/s for a training precision.
+
+        fp32 training means plain FP32 units: PyTorch does not use TF32 for matmuls unless asked
+        (`torch.backends.cuda.matmul.allow_tf32` defaults to False since 1.12). A precision the
+        entry does not list (fp16 on a CPU) falls back to fp32.
+        """
+        table = self.peak_tflops
+        return 1e12 * table.get(precision, table["fp32"])
+
+
+def _parse_entry(name: str, raw: dict, origin: str) -> Hardware:
+    try:
+        return Hardware(name=name, description=raw.get("description", name),
+                        peak_tflops={k: float(v) for k, v in raw["peak_tflops"].items()},
+                        memory_bytes=int(float(raw["memory_gb"]) * GB),
+                        memory_bandwidth_gb_s=float(raw["memory_bandwidth_gb_s"]),
+                        intra_node_gb_s=float(raw["intra_node_gb_s"]),
+                        inter_node_gb_s=float(raw["inter_node_gb_s"]),
+                        gpus_per_node=int(raw.get("gpus_per_node", 8)),
+                        host_link_gb_s=float(raw.get("host_link_gb_s", 32.0)),
+                        intra_node_latency_us=float(raw.get("intra_node_latency_us", 5.0)),
+                        inter_node_latency_us=float(raw.get("inter_node_latency_us", 10.0)),
+                        source=raw.get("source", ""), match=tuple(raw.get("match", ())))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"hardware entry {name!r} in {origin}: missing or bad field ({error})") from None
+
+
+def load_catalog_file(path: Path) -> dict[str, Hardware]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"hardware file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"hardware file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"hardware file {str(path)!r} must map names to entries")
+    return {name: _parse_entry(name, entry or {}, str(path)) for name, entry in raw.items()}
+
+
+@lru_cache(maxsize=1)
+def catalog() -> dict[str, Hardware]:
+    return load_catalog_file(CATALOG)
+
+
+def get_hardware(name_or_path: str) -> Hardware:
+    """A catalog name, or a user's YAML file holding exactly one entry."""
+    if name_or_path == "cpu":
+        return local_cpu()
+    if name_or_path in catalog():
+        return catalog()[name_or_path]
+    if name_or_path.endswith((".yaml", ".yml")):
+        entries = load_catalog_file(Path(name_or_path))
+        if len(entries) != 1:
+            raise UserError(f"hardware file {name_or_path!r} must hold exactly one entry, found {len(entries)}")
+        return next(iter(entries.values()))
+    raise UserError(f"unknown hardware {name_or_path!r}: choose one of {', '.join(catalog())} or give a YAML file")
+
+
+def _cpu_flops_per_cycle() -> tuple[int, bool]:
+    """fp32 FLOPs per cycle per core of the widest FMA unit, and whether bf16 dot products exist."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if "avx512f" in flags:
+        per_cycle = 64  # two 512-bit FMA pipes x 16 lanes x 2
+    elif "fma" in flags and "avx2" in flags:
+        per_cycle = 32
+    else:
+        per_cycle = 8
+    return per_cycle, bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _cpu_clock_hz() -> float:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) * 1e6
+    except (OSError, ValueError):
+        pass
+    return 2.0e9
+
+
+@lru_cache(maxsize=1)
+def local_cpu() -> Hardware:
+    """The `cpu` entry completed from this machine: all ranks share its cores and memory."""
+    import psutil
+
+    cores = len(os.sched_getaffinity(0))
+    per_cycle, has_bf16 = _cpu_flops_per_cycle()
+    fp32_tflops = cores * _cpu_clock_hz() * per_cycle / 1e12
+    base = catalog()["cpu"]
+    return replace(base, description=f"{cores}-core CPU ({base.description})",
+                   peak_tflops={"fp32": fp32_tflops, "bf16": fp32_tflops * (2 if has_bf16 else 1)},
+                   memory_bytes=int(psutil.virtual_memory().total))
+
+
+def detect(backend: str) -> Hardware:
+    """The hardware trials run on: the catalog entry matching the CUDA device name, or `cpu`."""
+    if backend == "cpu":
+        return local_cpu()
+    import torch
+
+    device_name = torch.cuda.get_device_name(0)
+    total = torch.cuda.get_device_properties(0).total_memory
+    for entry in catalog().values():
+        if any(pattern.lower() in device_name.lower() for pattern in entry.match):
+            return replace(entry, memory_bytes=total)
+    return Hardware(name=device_name, description=f"{device_name} (not in the catalog: MFU unknown)",
+                    peak_tflops={"fp32": 0.0}, memory_bytes=total, memory_bandwidth_gb_s=0,
+                    intra_node_gb_s=0, inter_node_gb_s=0, gpus_per_node=torch.cuda.device_count())

@@ -1,0 +1,152 @@
+"""The transformer autoscale trains: a compact GPT / Llama in the manner of nanoGPT's model.py.
+
+Reads top to bottom: norms, attention, MLP, block, model. The norm, MLP activation, rotary
+embedding and loss are taken from a `KernelSet` chosen at build time, so a trial can swap torch
+for Triton kernels without touching the model. Activation checkpointing is a build-time choice:
+"none", "selective" (recompute only the attention core, Korthikanti et al. 2022 Sec. 4.2) or
+"full" (recompute every block).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from autoscale.models.spec import ModelSpec
+from kernels import KernelSet, get_kernel_set
+
+CHECKPOINTING = ("none", "selective", "full")
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm; owns the parameters, the kernel set does the arithmetic."""
+
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet):
+        super().__init__()
+        self.kind, self.eps, self.kernel_set = spec.norm, spec.norm_eps, kernel_set
+        self.weight = nn.Parameter(torch.ones(spec.hidden))
+        self.bias = nn.Parameter(torch.zeros(spec.hidden)) if spec.norm == "layernorm" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "rmsnorm":
+            return self.kernel_set.rms_norm(x, self.weight, self.eps)
+        return self.kernel_set.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (seq_len, head_dim), rotate-half layout (Su et al. 2021)."""
+    inverse_frequencies = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    angles = torch.outer(torch.arange(seq_len).float(), inverse_frequencies)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, selective_recompute: bool):
+        super().__init__()
+        self.spec, self.kernel_set, self.selective_recompute = spec, kernel_set, selective_recompute
+        self.qkv = nn.Linear(spec.hidden, spec.hidden + 2 * spec.kv_hidden, bias=spec.bias)
+        self.out = nn.Linear(spec.hidden, spec.hidden, bias=spec.bias)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        spec = self.spec
+        q, k, v = self.qkv(x).split([spec.hidden, spec.kv_hidden, spec.kv_hidden], dim=-1)
+        q = q.view(B, T, spec.n_heads, spec.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
+        v = v.view(B, T, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
+        if rotary is not None:
+            q, k = self.kernel_set.apply_rotary(q, k, rotary[0][:T], rotary[1][:T])
+        if spec.n_kv_heads != spec.n_heads:
+            repeat = spec.n_heads // spec.n_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        if self.selective_recompute and self.training:
+            y = checkpoint(_causal_attention, q, k, v, use_reentrant=False)
+        else:
+            y = _causal_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(B, T, spec.hidden))
+
+
+def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet):
+        super().__init__()
+        self.gated = spec.activation == "swiglu"
+        self.kernel_set = kernel_set
+        width = 2 * spec.ffn_hidden if self.gated else spec.ffn_hidden
+        self.up = nn.Linear(spec.hidden, width, bias=spec.bias)
+        self.down = nn.Linear(spec.ffn_hidden, spec.hidden, bias=spec.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, up = self.up(x).chunk(2, dim=-1)
+            return self.down(self.kernel_set.swiglu(gate, up))
+        return self.down(self.kernel_set.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str):
+        super().__init__()
+        self.norm_attention = Norm(spec, kernel_set)
+        self.attention = Attention(spec, kernel_set, selective_recompute=checkpointing == "selective")
+        self.norm_mlp = Norm(spec, kernel_set)
+        self.mlp = MLP(spec, kernel_set)
+
+    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = x + self.attention(self.norm_attention(x), rotary)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str = "none"):
+        super().__init__()
+        if checkpointing not in CHECKPOINTING:
+            raise ValueError(f"checkpointing must be one of {CHECKPOINTING}, got {checkpointing!r}")
+        self.spec, self.kernel_set, self.checkpointing = spec, kernel_set, checkpointing
+        self.token_embedding = nn.Embedding(spec.vocab_size, spec.hidden)
+        self.position_embedding = (nn.Embedding(spec.max_seq_len, spec.hidden)
+                                   if spec.position == "learned" else None)
+        self.blocks = nn.ModuleList(Block(spec, kernel_set, checkpointing) for _ in range(spec.n_layers))
+        self.norm_final = Norm(spec, kernel_set)
+        self.lm_head = None if spec.tie_embeddings else nn.Linear(spec.hidden, spec.vocab_size, bias=False)
+        if spec.position == "rotary":
+            cos, sin = rotary_tables(spec.max_seq_len, spec.head_dim)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """GPT-2's initialisation: N(0, 0.02) weights, zero biases."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def output_weight(self) -> torch.Tensor:
+        return self.token_embedding.weight if self.lm_head is None else self.lm_head.weight
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy; tokens and targets (B, T)."""
+        B, T = tokens.shape
+        x = self.token_embedding(tokens)  # (B, T, h)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(T, device=tokens.device))
+        rotary = (self.rotary_cos, self.rotary_sin) if self.spec.position == "rotary" else None
+        for block in self.blocks:
+            if self.checkpointing == "full" and self.training:
+                x = checkpoint(block, x, rotary, use_reentrant=False)
+            else:
+                x = block(x, rotary)
+        x = self.norm_final(x)
+        return self.kernel_set.fused_linear_cross_entropy(
+            x.reshape(B * T, -1), self.output_weight(), targets.reshape(B * T))
+
+
+def build_model(spec: ModelSpec, *, kernels: str = "torch", checkpointing: str = "none") -> Transformer:
+    return Transformer(spec, get_kernel_set(kernels), checkpointing)

@@ -1,0 +1,123 @@
+"""What a model is, in numbers: the one description the engine, the cost model and the exporters share.
+
+A `ModelSpec` is enough to build the torch module (`autoscale.models.gpt`) and to count its
+parameters and FLOPs without building it, so clusters we cannot run on can still be planned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autoscale.errors import UserError
+
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "swiglu")
+POSITIONS = ("learned", "rotary")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A decoder-only transformer. GPT-style: layernorm, gelu, learned positions, biases, tied head.
+
+    Llama-style: rmsnorm, swiglu, rotary, no biases, untied head.
+    """
+
+    name: str
+    n_layers: int
+    hidden: int
+    n_heads: int
+    vocab_size: int
+    max_seq_len: int
+    ffn_hidden: int = 0  # 0 means 4 * hidden
+    n_kv_heads: int = 0  # 0 means n_heads (no grouped-query attention)
+    norm: str = "layernorm"
+    activation: str = "gelu"
+    position: str = "learned"
+    bias: bool = True
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-5
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for label, value in (("n_layers", self.n_layers), ("hidden", self.hidden),
+                             ("n_heads", self.n_heads), ("vocab_size", self.vocab_size),
+                             ("max_seq_len", self.max_seq_len)):
+            if not isinstance(value, int) or value <= 0:
+                raise UserError(f"model {self.name!r}: {label} must be a positive integer, got {value!r}")
+        if self.hidden % self.n_heads:
+            raise UserError(f"model {self.name!r}: hidden {self.hidden} is not divisible by n_heads {self.n_heads}")
+        if self.ffn_hidden == 0:
+            object.__setattr__(self, "ffn_hidden", 4 * self.hidden)
+        if self.n_kv_heads == 0:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.n_heads % self.n_kv_heads:
+            raise UserError(f"model {self.name!r}: n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.norm not in NORMS:
+            raise UserError(f"model {self.name!r}: norm must be one of {NORMS}, got {self.norm!r}")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(f"model {self.name!r}: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.position not in POSITIONS:
+            raise UserError(f"model {self.name!r}: position must be one of {POSITIONS}, got {self.position!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.n_heads
+
+    @property
+    def kv_hidden(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    # ---- parameters -------------------------------------------------------------------------
+
+    def layer_matmul_params(self) -> int:
+        """Weights of the matrix multiplies in one block (q, k, v, out projections and the MLP)."""
+        h, f = self.hidden, self.ffn_hidden
+        attention = h * (h + 2 * self.kv_hidden) + h * h
+        mlp = (3 if self.activation == "swiglu" else 2) * h * f
+        return attention + mlp
+
+    def layer_params(self) -> int:
+        h, f = self.hidden, self.ffn_hidden
+        biases = 0
+        if self.bias:
+            up_width = 2 * f if self.activation == "swiglu" else f
+            biases = (h + 2 * self.kv_hidden) + h + up_width + h
+        norms = 2 * self.norm_params_per_norm()
+        return self.layer_matmul_params() + biases + norms
+
+    def norm_params_per_norm(self) -> int:
+        return self.hidden * (2 if self.norm == "layernorm" else 1)
+
+    def embedding_params(self) -> int:
+        positions = self.max_seq_len * self.hidden if self.position == "learned" else 0
+        return self.vocab_size * self.hidden + positions
+
+    def param_count(self) -> int:
+        """Exact number of parameters of the module `autoscale.models.gpt.build_model` builds."""
+        head = 0 if self.tie_embeddings else self.vocab_size * self.hidden
+        return (self.embedding_params() + self.n_layers * self.layer_params()
+                + self.norm_params_per_norm() + head)
+
+    # ---- FLOPs ------------------------------------------------------------------------------
+
+    def forward_flops_per_token(self, seq_len: int) -> int:
+        """Forward FLOPs for one token: 2 per multiply-accumulate of every matmul.
+
+        Megatron-style count (Narayanan et al. 2021, Appendix): all matmuls of the blocks, the
+        attention scores and their product with V over the full sequence (2 * 2 * s * h per token
+        and layer; causal masking is not discounted), and the logit layer. Norms, activations and
+        softmax are ignored, as there.
+        """
+        per_layer = 2 * self.layer_matmul_params() + 4 * seq_len * self.hidden
+        return self.n_layers * per_layer + 2 * self.hidden * self.vocab_size
+
+    def train_flops_per_token(self, seq_len: int, *, recompute: bool = False) -> int:
+        """Model FLOPs of one training token: forward + backward (twice the forward).
+
+        With full activation recomputation the hardware also re-runs the blocks' forward (not the
+        logit layer), the 4/3 factor of Narayanan et al. 2021 eq. (3); MFU counts without it.
+        """
+        flops = 3 * self.forward_flops_per_token(seq_len)
+        if recompute:
+            flops += self.n_layers * (2 * self.layer_matmul_params() + 4 * seq_len * self.hidden)
+        return flops

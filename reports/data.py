@@ -1,0 +1,313 @@
+"""Report data: pure functions from a run folder to frames and dicts, with no plotly in sight.
+
+Optuna's habit: each plot has a data function (here) and a figure function (`reports.figures`), so
+what a figure shows is testable on a small hand-made frame. Input names are those of
+docs/run-folder.md; a half-written or older run folder (missing columns, no trials, a null best)
+still loads, because a report is what people open when a run went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from autoscale.errors import UserError
+from autoscale.point import Point
+from autoscale.results import COLUMNS, KNOB_COLUMNS
+
+FAILURE_KINDS = ("oom", "timeout", "crash", "nan", "pruned", "invalid")
+NUMERIC_COLUMNS = ("number", "zero_stage", "micro_batch", "grad_accum", "tp", "pp", "tokens_per_s",
+                   "samples_per_s", "tflops_per_device", "mfu", "peak_bytes", "loss", "steps", "step_s",
+                   "wall_s", "launch_s", "pred_peak_bytes", "pred_tokens_per_s")
+MIN_TRIALS_FOR_IMPORTANCE = 4  # PED-ANOVA compares the top quantile with the rest: fewer says nothing
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder, loaded: the trials frame, summary.json and the best ds_config."""
+
+    path: Path
+    trials: pd.DataFrame
+    summary: dict
+    ds_config: dict | None
+
+    @property
+    def study_name(self) -> str:
+        return str(self.summary.get("study_name") or self.path.name)
+
+    @property
+    def memory_limit_bytes(self) -> float | None:
+        limit = self.summary.get("memory_limit_bytes")
+        return float(limit) if limit else None
+
+
+def load_run(run_dir: Path) -> Run:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no run folder at {run_dir}")
+    csv = run_dir / "trials.csv"
+    if not csv.is_file():
+        raise UserError(f"{run_dir} has no trials.csv: is it a run folder written by `autoscale tune`?")
+    summary = _read_json(run_dir / "summary.json") or {}
+    if not isinstance(summary, dict):
+        raise UserError(f"{run_dir / 'summary.json'} is not a JSON object")
+    return Run(path=run_dir, trials=load_trials(csv), summary=summary, ds_config=_read_json(run_dir / "ds_config.json"))
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+
+
+def load_trials(csv: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(csv, dtype={"reason": str, "status": str})
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    return normalize_trials(frame)
+
+
+def normalize_trials(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every documented column present with a usable type, plus `failure` (see `failure_kind`)."""
+    frame = frame.copy()
+    for column in COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.NA
+    for column in NUMERIC_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("precision", "checkpointing", "offload", "kernels", "started_at", "finished_at"):
+        frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
+    frame["reason"] = frame["reason"].fillna("").astype(str)
+    frame["status"] = frame["status"].fillna("unknown").astype(str)
+    frame["is_baseline"] = frame["is_baseline"].map(_truthy).astype(bool)
+    frame["failure"] = [failure_kind(status, reason) for status, reason in zip(frame["status"], frame["reason"])]
+    return frame
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def failure_kind(status: str, reason: str) -> str:
+    """The kind named by `reason`'s prefix (`oom: ...` -> oom); "" for an ok trial."""
+    prefix = reason.split(":", 1)[0].strip().lower() if ":" in reason else ""
+    if prefix in FAILURE_KINDS:
+        return prefix
+    if status == "ok":
+        return ""
+    return "pruned" if status == "pruned" else "other"
+
+
+def finished(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials that measured a throughput."""
+    return frame[(frame["status"] == "ok") & frame["tokens_per_s"].notna()]
+
+
+def describe_row(row) -> str:
+    """A trial's knobs in plain words; rows the Point rejects (invalid trials) are listed raw."""
+    knobs = {k: row[k] for k in KNOB_COLUMNS if pd.notna(row[k])}
+    knobs = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in knobs.items()}
+    try:
+        return Point.from_dict(knobs).describe()
+    except (UserError, TypeError):
+        return ", ".join(f"{k} {v}" for k, v in knobs.items())
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials no other beats on both throughput (higher) and peak memory (lower),
+    ordered by peak memory."""
+    done = finished(frame).dropna(subset=["peak_bytes"])
+    ordered = done.sort_values(["peak_bytes", "tokens_per_s"], ascending=[True, False])
+    keep, fastest = [], float("-inf")
+    for index, tokens_per_s in ordered["tokens_per_s"].items():
+        if tokens_per_s > fastest:
+            keep.append(index)
+            fastest = tokens_per_s
+    return ordered.loc[keep]
+
+
+def feasible(frame: pd.DataFrame, memory_limit_bytes: float | None) -> pd.Series:
+    """Finished and within the memory limit: what the tuner may call best."""
+    ok = (frame["status"] == "ok") & frame["tokens_per_s"].notna()
+    if memory_limit_bytes:
+        ok &= ~(frame["peak_bytes"] > memory_limit_bytes)
+    return ok
+
+
+def elapsed_s(frame: pd.DataFrame) -> pd.Series:
+    """Seconds from the run's first start to each trial's finish; summed wall_s when the
+    timestamps are missing."""
+    started = pd.to_datetime(frame["started_at"], utc=True, errors="coerce", format="ISO8601")
+    finished_at = pd.to_datetime(frame["finished_at"], utc=True, errors="coerce", format="ISO8601")
+    if finished_at.notna().any() and started.notna().any():
+        return (finished_at - started.min()).dt.total_seconds()
+    return frame["wall_s"].fillna(0).cumsum()
+
+
+def best_so_far(frame: pd.DataFrame, memory_limit_bytes: float | None = None, by: str = "number") -> pd.DataFrame:
+    """The optimisation history: each trial's throughput (NaN unless feasible) and the best so far,
+    against the trial number (`by="number"`) or the seconds since the run started (`by="wall"`)."""
+    if by not in ("number", "wall"):
+        raise ValueError(f"by must be 'number' or 'wall', got {by!r}")
+    x = frame["number"] if by == "number" else elapsed_s(frame)
+    history = pd.DataFrame({"x": x, "number": frame["number"], "status": frame["status"],
+                            "tokens_per_s": frame["tokens_per_s"].where(feasible(frame, memory_limit_bytes))})
+    history = history.dropna(subset=["x"]).sort_values("x", kind="stable")
+    history["best_tokens_per_s"] = history["tokens_per_s"].cummax()
+    return history.reset_index(drop=True)
+
+
+def failure_counts(frame: pd.DataFrame) -> dict[str, int]:
+    kinds = frame.loc[frame["failure"] != "", "failure"]
+    return {kind: int(count) for kind, count in kinds.value_counts().items()}
+
+
+def predicted_vs_measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials with a cost-model prediction; empty when the model predicted nothing."""
+    columns = ["number", "pred_tokens_per_s", "tokens_per_s", "pred_peak_bytes", "peak_bytes"]
+    done = finished(frame)
+    has_prediction = done["pred_tokens_per_s"].notna() | done["pred_peak_bytes"].notna()
+    return done.loc[has_prediction, columns].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Importances:
+    """Optuna's parameter importances (summing to 1), or why there are none."""
+
+    values: dict[str, float]
+    note: str | None = None
+
+
+def param_importances(run_dir: Path, study_name: str | None) -> Importances:
+    """PED-ANOVA importances (Optuna's default evaluator, no scikit-learn) of the study in
+    `run_dir/study.db`, over the knobs that took more than one value. Trials the tuner answered
+    from an earlier measurement of the same point are left out, so a point does not count twice."""
+    import optuna
+
+    from autoscale.tuner import REPEAT_ATTR
+
+    db = Path(run_dir) / "study.db"
+    if not db.is_file():
+        return Importances({}, "no study.db in the run folder (the study may live in another storage)")
+    if not study_name:
+        return Importances({}, "summary.json names no study")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+            complete = [t for t in stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                        if REPEAT_ATTR not in t.user_attrs]
+            if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+                return Importances({}, f"{len(complete)} distinct completed trials: importances need at least "
+                                       f"{MIN_TRIALS_FOR_IMPORTANCE}")
+            varied = sorted({name for t in complete for name in t.params
+                             if len({repr(u.params.get(name)) for u in complete}) > 1})
+            if not varied:
+                return Importances({}, "no knob took more than one value")
+            study = optuna.create_study(directions=stored.directions)
+            study.add_trials(complete)
+            values = optuna.importance.get_param_importances(study, params=varied)
+    except Exception as error:  # a study from another Optuna version, a locked or foreign database
+        return Importances({}, f"importances unavailable: {type(error).__name__}: {str(error)[:200]}")
+    return Importances({name: float(value) for name, value in values.items()},
+                       f"from {len(complete)} distinct completed trials")
+
+
+def best_entry(run: Run) -> dict | None:
+    """summary.json's best, or, when it is null or absent, the fastest feasible trial in the frame."""
+    best = run.summary.get("best")
+    if best and best.get("metrics"):
+        return best
+    candidates = run.trials[feasible(run.trials, run.memory_limit_bytes) & ~run.trials["is_baseline"]]
+    if candidates.empty:
+        return None
+    row = candidates.loc[candidates["tokens_per_s"].idxmax()]
+    point = {k: (int(row[k]) if isinstance(row[k], float) else row[k]) for k in KNOB_COLUMNS if pd.notna(row[k])}
+    metrics = {k: (None if pd.isna(row[k]) else float(row[k])) for k in NUMERIC_COLUMNS if k in row.index}
+    return {"trial_number": None if pd.isna(row["number"]) else int(row["number"]), "point": point,
+            "metrics": metrics}
+
+
+def _point_words(point: dict | None) -> str:
+    if not point:
+        return ""
+    try:
+        return Point.from_dict(point).describe()
+    except (UserError, TypeError):
+        return ", ".join(f"{k} {v}" for k, v in point.items())
+
+
+def _baseline_tokens_per_s(run: Run) -> float | None:
+    baseline = run.summary.get("baseline") or {}
+    value = (baseline.get("metrics") or {}).get("tokens_per_s")
+    if value:
+        return float(value)
+    rows = finished(run.trials[run.trials["is_baseline"]])
+    return float(rows["tokens_per_s"].iloc[0]) if not rows.empty else None
+
+
+def headline(run: Run) -> dict | None:
+    """The summary card: what to run, how fast, how close to the memory limit, how much faster than
+    the baseline. None when no trial finished."""
+    best = best_entry(run)
+    if best is None:
+        return None
+    metrics = best.get("metrics") or {}
+    tokens_per_s = metrics.get("tokens_per_s")
+    peak_bytes = metrics.get("peak_bytes")
+    limit = run.memory_limit_bytes
+    baseline_tokens_per_s = _baseline_tokens_per_s(run)
+    speedup = run.summary.get("speedup")
+    if speedup is None and baseline_tokens_per_s and tokens_per_s:
+        speedup = tokens_per_s / baseline_tokens_per_s
+    return {
+        "trial_number": best.get("trial_number"),
+        "description": _point_words(best.get("point")),
+        "point": best.get("point") or {},
+        "tokens_per_s": tokens_per_s,
+        "tflops_per_device": metrics.get("tflops_per_device"),
+        "mfu": metrics.get("mfu"),
+        "peak_bytes": peak_bytes,
+        "memory_limit_bytes": limit,
+        "memory_used_fraction": peak_bytes / limit if peak_bytes and limit else None,
+        "headroom_bytes": limit - peak_bytes if peak_bytes is not None and limit else None,
+        "speedup": speedup,
+        "baseline_tokens_per_s": baseline_tokens_per_s,
+        "baseline_description": _point_words((run.summary.get("baseline") or {}).get("point")),
+    }
+
+
+def findings(run: Run, importances: Importances) -> list[str]:
+    """A few plain sentences on what the search learned, for readers who skip the figures."""
+    frame = run.trials
+    counts = frame["status"].value_counts()
+    failures = failure_counts(frame)
+    lines = [f"{len(frame)} trials: {int(counts.get('ok', 0))} finished, {int(counts.get('failed', 0))} failed, "
+             f"{int(counts.get('pruned', 0))} pruned."]
+    if failures:
+        lines.append("Why trials did not finish: " + ", ".join(
+            f"{count} {kind.upper() if kind in ('oom', 'nan') else kind}" for kind, count in failures.items()) + ".")
+    if importances.values:
+        ranked = sorted(importances.values.items(), key=lambda item: -item[1])
+        lines.append("The knobs that mattered most: " + ", ".join(
+            f"{name} ({share:.0%})" for name, share in ranked[:3]) + ".")
+    front = pareto_front(frame)
+    if len(front) > 1:
+        lightest, fastest = front.iloc[0], front.iloc[-1]
+        lines.append(f"{len(front)} configs trade speed for memory (the Pareto front): from "
+                     f"{lightest['tokens_per_s']:,.0f} tokens/s at {lightest['peak_bytes'] / 2**30:.2f} GiB to "
+                     f"{fastest['tokens_per_s']:,.0f} tokens/s at {fastest['peak_bytes'] / 2**30:.2f} GiB.")
+    limit = run.memory_limit_bytes
+    if limit:
+        over = int((frame["peak_bytes"] > limit).sum())
+        if over:
+            lines.append(f"{over} finished trials went over the memory limit and cannot be picked as best.")
+    return lines

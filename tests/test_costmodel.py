@@ -1,0 +1,148 @@
+"""The cost model's memory and time formulas against their published closed forms (pure, no trials)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from autoscale.costmodel import MEMORY_MARGIN, default_params, plan_cluster, predict, rank_points
+from autoscale.costmodel.comm import Link, all_gather_s, all_reduce_s, reduce_scatter_s
+from autoscale.costmodel.memory import (korthikanti_layer_bytes, layer_activation_bytes, logits_bytes,
+                                        model_states, zero_paper_model_states)
+from autoscale.costmodel.published import compare_published
+from autoscale.hardware import get_hardware
+from autoscale.models import PRESETS, ModelSpec
+from autoscale.point import Point
+
+SPEC = PRESETS["gpt-1.3b"]
+GPU = get_hardware("a100-80gb")
+PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "published_runs.csv"
+
+
+def point(**knobs) -> Point:
+    return Point(**{"zero_stage": 0, "micro_batch": 1, "grad_accum": 1, "precision": "bf16", **knobs})
+
+
+@pytest.mark.parametrize("stage, expected", [(0, 16 * 800), (1, 4 * 800 + 12 * 100), (2, 2 * 800 + 14 * 100),
+                                             (3, 16 * 100)])
+def test_zero_paper_formula_is_2_2_12_per_parameter_sharded_by_stage(stage, expected):
+    assert zero_paper_model_states(800, 8, stage) == expected
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_deepspeed_mixed_precision_states_are_the_paper_plus_an_fp32_grad_partition(stage):
+    states = model_states(800, precision="bf16", zero_stage=stage, offload="none", dp=8)
+    assert states.params + states.grads + states.optimizer == zero_paper_model_states(800, 8, stage)
+    assert states.step_transient == 4 * 100
+
+
+def test_fp32_zero0_keeps_params_grads_and_two_adam_moments():
+    states = model_states(1000, precision="fp32", zero_stage=0, offload="none", dp=4)
+    assert (states.params, states.grads, states.optimizer) == (4000, 4000, 8000)
+
+
+def test_offload_moves_optimizer_states_to_host():
+    states = model_states(800, precision="bf16", zero_stage=2, offload="cpu", dp=8)
+    assert states.optimizer == 0 and states.host == (12 + 4 + 2) * 100
+
+
+def test_model_states_shrink_with_each_zero_stage():
+    sizes = [predict(SPEC, point(zero_stage=s), GPU, world_size=8, seq_len=2048).memory.model_states_bytes
+             for s in (0, 1, 2, 3)]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+
+
+@pytest.mark.parametrize("tp", [1, 2, 8])
+@pytest.mark.parametrize("checkpointing", ["none", "selective", "full"])
+def test_itemised_activations_reproduce_korthikanti_closed_forms(tp, checkpointing):
+    spec = ModelSpec(name="k", n_layers=2, hidden=1024, n_heads=16, vocab_size=1000, max_seq_len=2048)
+    s, b = 2048, 2
+    ours = layer_activation_bytes(spec, tokens=s * b, seq_len=s, element=2, tp=tp, checkpointing=checkpointing,
+                                  dropout=True, flash_attention=False)
+    paper = korthikanti_layer_bytes(seq_len=s, micro_batch=b, hidden=1024, n_heads=16, tp=tp,
+                                    checkpointing=checkpointing)
+    assert ours == pytest.approx(paper, rel=1e-12)
+
+
+def test_korthikanti_no_recompute_is_34_plus_5as_over_h():
+    s, b, h, a = 2048, 1, 4096, 32
+    assert korthikanti_layer_bytes(seq_len=s, micro_batch=b, hidden=h, n_heads=a) == s * b * h * (34 + 5 * a * s / h)
+
+
+def test_our_model_keeps_no_attention_scores():
+    spec = ModelSpec(name="k", n_layers=2, hidden=256, n_heads=4, vocab_size=1000, max_seq_len=4096)
+    short, long = (layer_activation_bytes(spec, tokens=4096, seq_len=s, element=2) for s in (128, 4096))
+    assert short == long  # SDPA: linear in tokens, no s^2 term
+
+
+def test_torch_loss_holds_three_fp32_logit_buffers():
+    assert logits_bytes(SPEC, tokens=10, precision="fp32", kernels="torch", tp=1) == 10 * SPEC.vocab_size * 12
+
+
+def test_bubble_is_p_minus_1_over_m_of_the_pipelined_time():
+    params = replace(default_params(GPU.name), pipeline_p2p_overlap=1.0)
+    time = predict(SPEC, point(pp=4, grad_accum=8), GPU, world_size=4, seq_len=2048, params=params).time
+    assert time.bubble_s == pytest.approx(3 / 8 * time.compute_s)
+
+
+def test_interleaving_divides_the_bubble_by_the_chunks():
+    params = replace(default_params(GPU.name), pipeline_p2p_overlap=1.0)
+    plain, interleaved = (predict(SPEC, point(pp=4, grad_accum=8), GPU, world_size=4, seq_len=2048, params=params,
+                                  pipeline_chunks=v).time.bubble_s for v in (1, 2))
+    assert interleaved == pytest.approx(plain / 2)
+
+
+def test_ring_collectives_grow_with_size_and_follow_the_ring_cost():
+    link = Link(bytes_per_s=1e9, latency_s=0.0)
+    sizes = [1e3, 1e6, 1e9]
+    assert [all_reduce_s(b, 8, link) for b in sizes] == sorted(all_reduce_s(b, 8, link) for b in sizes)
+    assert all_reduce_s(1e9, 8, link) == pytest.approx(2 * 7 / 8)
+    assert reduce_scatter_s(1e9, 8, link) + all_gather_s(1e9, 8, link) == pytest.approx(all_reduce_s(1e9, 8, link))
+    assert all_reduce_s(1e9, 1, link) == 0.0
+
+
+def test_data_parallel_comm_grows_with_the_model():
+    small, large = (predict(PRESETS[name], point(zero_stage=1), GPU, world_size=16, seq_len=2048).time.comm_s
+                    for name in ("gpt-350m", "gpt-2.7b"))
+    assert large > small > 0
+
+
+def test_full_recompute_costs_a_third_more_block_compute():
+    none, full = (predict(SPEC, point(checkpointing=c), GPU, world_size=1, seq_len=2048).time.compute_s
+                  for c in ("none", "full"))
+    assert 1.25 < full / none < 4 / 3
+
+
+def test_a_model_too_large_for_the_device_does_not_fit():
+    prediction = predict(PRESETS["gpt-13b"], point(), get_hardware("l40s"), world_size=1, seq_len=2048)
+    assert not prediction.fits and prediction.memory.peak_bytes > MEMORY_MARGIN * prediction.memory_limit_bytes
+
+
+def test_cpu_ranks_share_the_machine_memory():
+    cpu = get_hardware("cpu")
+    prediction = predict(PRESETS["gpt-tiny"], point(), cpu, world_size=2, seq_len=128)
+    assert prediction.memory_limit_bytes == cpu.memory_bytes // 2
+
+
+def test_rank_points_keeps_fitting_points_fastest_first():
+    points = [point(zero_stage=s, micro_batch=m) for s in (0, 3) for m in (1, 64)]
+    ranked = rank_points(PRESETS["gpt-2.7b"], points, get_hardware("a100-40gb"), world_size=8, seq_len=2048)
+    speeds = [prediction.time.tokens_per_s for _, prediction in ranked]
+    assert ranked and all(p.fits for _, p in ranked) and speeds == sorted(speeds, reverse=True)
+    assert len(ranked) < len(points)
+
+
+def test_plan_cluster_holds_fixed_knobs_and_matches_the_global_batch():
+    ranked = plan_cluster(SPEC, get_hardware("h100-sxm"), 16, global_batch=256, seq_len=2048,
+                          fixed={"zero_stage": 1, "precision": "bf16"})
+    for candidate, _ in ranked[:20]:
+        assert candidate.zero_stage == 1 and candidate.precision == "bf16"
+        assert candidate.global_batch(16) == 256
+
+
+def test_published_runs_are_predicted_within_the_goal_with_one_parameter_set():
+    rows = compare_published(PUBLISHED_CSV)
+    errors = sorted(abs(row.error) for row in rows)
+    assert errors[len(errors) // 2] <= 0.15 and errors[-1] <= 0.30
