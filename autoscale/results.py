@@ -138,6 +138,8 @@ class RunInfo:
     command: list[str]
     storage: str | None
     started_at: str
+    predicted: bool = False  # True for --backend model: every figure is the cost model's prediction
+    evaluated: dict | None = None  # --backend model: how many points were predicted, fitting, pruned
     versions: dict = field(default_factory=versions)
     git_commit: str | None = field(default_factory=git_commit)
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
+from autoscale.costmodel.predict import MEMORY_MARGIN
 from autoscale.ds_config import to_ds_config, write_ds_config
 from autoscale.errors import UserError
 from autoscale.models import resolve_model
@@ -20,15 +23,19 @@ from autoscale.results import RunInfo, utc_now
 from autoscale.space import load_space
 from autoscale.tuner import Observer, TuneConfig, TuneOutcome, tune
 
-MEMORY_MARGIN = 0.9  # of the device's memory a config may use
+if TYPE_CHECKING:
+    from autoscale.hardware import Hardware
+
 MIN_FREE_DISK_BYTES = 50 * 2**20
 
 
 def resolve_backend(backend: str) -> str:
     import torch
 
-    if backend not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--backend must be auto, cpu or cuda, got {backend!r}")
+    if backend not in ("auto", "cpu", "cuda", "model"):
+        raise UserError(f"--backend must be auto, cpu, cuda or model, got {backend!r}")
+    if backend == "model":
+        return backend
     if backend == "auto":
         backend = "cuda" if torch.cuda.is_available() else "cpu"
     if backend == "cuda" and not torch.cuda.is_available():
@@ -59,11 +66,9 @@ def check_writable(out_dir: Path) -> None:
                         f"need at least {MIN_FREE_DISK_BYTES // 2**20} MiB")
 
 
-def memory_limit_per_rank(backend: str, nproc: int) -> int:
-    from autoscale.hardware import detect
-
-    hardware = detect(backend)
-    per_rank = hardware.memory_bytes / nproc if backend == "cpu" else hardware.memory_bytes
+def memory_limit_per_rank(hardware, nproc: int) -> int:
+    """What one rank may use: a GPU's memory, or a share of the host's when ranks share a CPU."""
+    per_rank = hardware.memory_bytes / nproc if hardware.name == "cpu" else hardware.memory_bytes
     return int(per_rank * MEMORY_MARGIN)
 
 
@@ -71,20 +76,29 @@ def memory_limit_per_rank(backend: str, nproc: int) -> int:
 class TuneSession:
     config: TuneConfig
     info: RunInfo
+    hardware: "Hardware"
 
     @classmethod
     def from_flags(cls, *, model: str, trials: int, space: str, global_batch: int | None, seq_len: int | None,
                    backend: str, nproc: int | None, out: Path | None, study_name: str | None,
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
-                   command: list[str], fault: str | None = None) -> "TuneSession":
-        from autoscale.hardware import detect
+                   command: list[str], fault: str | None = None, hardware: str | None = None,
+                   gpus: int | None = None) -> "TuneSession":
+        from autoscale.hardware import detect, get_hardware
 
         spec = resolve_model(model)
         search_space = load_space(space)
         backend = resolve_backend(backend)
-        nproc = nproc or default_nproc(backend)
-        if nproc < 1:
-            raise UserError("--nproc must be at least 1")
+        if backend == "model":
+            if hardware is None:
+                raise UserError("--backend model plans for a cluster: name it with --hardware (and --gpus)")
+            target = get_hardware(hardware)
+            nproc = gpus or nproc or target.gpus_per_node
+        elif hardware is not None or gpus is not None:
+            raise UserError("--hardware and --gpus describe a cluster to plan for: use them with --backend model")
+        else:
+            target = detect(backend)
+            nproc = nproc or default_nproc(backend)
         seq_len = seq_len or min(spec.max_seq_len, 1024)
         if seq_len > spec.max_seq_len:
             raise UserError(f"--seq-len {seq_len} exceeds {spec.name}'s maximum of {spec.max_seq_len}")
@@ -92,30 +106,77 @@ class TuneSession:
         study_name = study_name or f"{spec.name}-{backend}"
         out_dir = out or Path("runs") / study_name
         check_writable(out_dir)
-        hardware = detect(backend)
-        limit = memory_limit_per_rank(backend, nproc)
+        hardware = target
+        limit = memory_limit_per_rank(hardware, nproc)
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
                             memory_limit_bytes=limit, fault=fault)
-        info = RunInfo(study_name=study_name,
+        return cls(config, cls._run_info(config, hardware, command), hardware)
+
+    @classmethod
+    def for_worker(cls, *, storage: str, study_name: str, out: Path | None, command: list[str]) -> "TuneSession":
+        """Join a study started elsewhere: its settings come from the study itself."""
+        from autoscale.hardware import detect
+        from autoscale.study import RUN_ATTR, open_study
+
+        study = open_study(storage=storage, study_name=study_name, resume=True, seed=0, must_exist=True)
+        settings = study.user_attrs.get(RUN_ATTR)
+        if settings is None:
+            raise UserError(f"study {study_name!r} was not started by autoscale tune (it has no {RUN_ATTR!r})")
+        backend = resolve_backend(settings["backend"])
+        hardware = detect(backend)
+        out_dir = out or Path("runs") / study_name / f"worker-{socket.gethostname()}-{os.getpid()}"
+        check_writable(out_dir)
+        config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
+                                          resume=True, memory_limit_bytes=memory_limit_per_rank(hardware, settings["nproc"]))
+        return cls(config, cls._run_info(config, hardware, command), hardware)
+
+    @staticmethod
+    def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
+        spec = config.spec
+        return RunInfo(study_name=config.study_name,
                        model={"name": spec.name, "params": spec.param_count(),
-                              "train_flops_per_token": spec.train_flops_per_token(seq_len)},
-                       backend=backend, world_size=nproc, global_batch=global_batch, seq_len=seq_len,
+                              "train_flops_per_token": spec.train_flops_per_token(config.seq_len)},
+                       backend=config.backend, world_size=config.nproc, global_batch=config.global_batch,
+                       seq_len=config.seq_len,
                        hardware={"name": hardware.name, "description": hardware.description,
                                  "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops},
-                       memory_limit_bytes=limit, command=list(command), storage=config.storage_url,
-                       started_at=utc_now())
-        return cls(config, info)
+                       memory_limit_bytes=config.memory_limit_bytes, command=list(command),
+                       storage=config.storage_url, started_at=utc_now())
 
     def headline(self) -> str:
         c = self.config
-        return (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params) on {c.nproc} {c.backend} "
-                f"rank(s): global batch {c.global_batch} x {c.seq_len} tokens, {c.trials} trials, "
-                f"space {c.space.name!r} -> {c.out_dir}")
+        where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}" if c.backend == "model"
+                 else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
+        return (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
+                f"{c.global_batch} x {c.seq_len} tokens, space {c.space.name!r} -> {c.out_dir}")
+
+    def predictor(self):
+        """The cost model for this run's hardware, calibrated where `autoscale calibrate` has been run."""
+        from autoscale.costmodel import load_params, predict
+
+        c = self.config
+        hardware, params = self.hardware, load_params(self.hardware.name)
+
+        def predict_point(point: Point):
+            try:
+                return predict(c.spec, point, hardware, world_size=c.nproc, seq_len=c.seq_len, params=params)
+            except UserError:
+                return None  # a layout the model cannot place: measure it rather than guess
+
+        return predict_point
 
     def run(self, observer: Observer | None = None) -> TuneOutcome:
-        return tune(self.config, info=self.info, observer=observer)
+        c = self.config
+        if c.backend == "model":
+            from autoscale.planning import plan
+
+            records, summary = plan(spec=c.spec, space=c.space, hardware=self.hardware, gpus=c.nproc,
+                                    global_batch=c.global_batch, seq_len=c.seq_len, info=self.info, out_dir=c.out_dir)
+            return TuneOutcome(records=records, summary=summary,
+                               stopped_because=f"every point predicted ({summary['evaluated']['points']} points)")
+        return tune(c, info=self.info, observer=observer, predictor=self.predictor())
 
     def finish(self, outcome: TuneOutcome) -> list[str]:
         """Write the best ds_config and the report; return what to tell the user."""

@@ -8,25 +8,26 @@ again: its earlier outcome is reported to the sampler and the trial does not cou
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import optuna
 
+from autoscale.costmodel.predict import MEMORY_MARGIN
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
-from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point, baseline_point
-from autoscale.results import (RunInfo, TrialRecord, best_record, utc_now, write_summary,
-                               write_trials_csv)
+from autoscale.results import RunInfo, TrialRecord, summary_dict, utc_now, write_summary, write_trials_csv
 from autoscale.space import SearchSpace, point_for
+from autoscale.study import (RECORD_ATTR, REPEAT_ATTR, RUN_ATTR, open_study, point_key, point_params,
+                             records_of, running_points)
 
-RECORD_ATTR = "autoscale_record"
-REPEAT_ATTR = "autoscale_repeat_of"
+if TYPE_CHECKING:
+    from autoscale.costmodel import Prediction
+
 MAX_CONSECUTIVE_REPEATS = 50
-HEARTBEAT_S = 5  # Optuna marks a RUNNING trial without a heartbeat for 4x this as FAIL
+__all__ = ["REPEAT_ATTR", "TuneConfig", "TuneOutcome", "tune"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,10 +48,28 @@ class TuneConfig:
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     memory_limit_bytes: int | None = None  # per rank
     fault: str | None = None  # test-only, passed to every trial
+    seed_points: int = 2  # the cost model's top-ranked points, measured right after the baseline
 
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+
+    def settings(self) -> dict:
+        """What another process needs to continue this search (stored in the study)."""
+        return {"spec": asdict(self.spec), "space": {"name": self.space.name, "choices": self.space.choices},
+                "global_batch": self.global_batch, "seq_len": self.seq_len, "backend": self.backend,
+                "nproc": self.nproc, "trials": self.trials, "seed": self.seed,
+                "timeout_per_trial_s": self.timeout_per_trial_s, "measure": asdict(self.measure),
+                "seed_points": self.seed_points}
+
+    @classmethod
+    def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
+        values = dict(settings)
+        values["spec"] = ModelSpec(**values["spec"])
+        values["space"] = SearchSpace(values["space"]["name"],
+                                      {k: tuple(v) for k, v in values["space"]["choices"].items()})
+        values["measure"] = MeasurePolicy(**values["measure"])
+        return cls(**{**values, **overrides})
 
 
 class Observer(Protocol):
@@ -108,149 +127,158 @@ def prepare_space(space: SearchSpace, *, backend: str, global_batch: int, world_
     return space.restricted("micro_batch", fitting)
 
 
-def _records(study: optuna.Study, *, global_batch: int, world_size: int) -> list[TrialRecord]:
-    """Every trial that ran, from the study; a trial whose tuner died mid-run shows as failed."""
-    records = []
-    baseline = study.user_attrs.get(RECORD_ATTR)
-    if baseline:
-        records.append(TrialRecord.from_attrs(baseline))
-    for trial in study.get_trials(deepcopy=False):
-        if REPEAT_ATTR in trial.user_attrs:
-            continue
-        if RECORD_ATTR in trial.user_attrs:
-            records.append(TrialRecord.from_attrs(trial.user_attrs[RECORD_ATTR]))
-        elif trial.state == optuna.trial.TrialState.FAIL and trial.params:
-            point = point_for({"offload": "none", **trial.params}, global_batch=global_batch, world_size=world_size)
-            if point is not None:
-                records.append(TrialRecord(number=trial.number, point=point, status="failed",
-                                           reason="crash: interrupted (the tuner stopped during this trial)",
-                                           started_at=_iso(trial.datetime_start), finished_at=_iso(trial.datetime_complete)))
-    return records
+Predictor = Callable[[Point], "Prediction | None"]
 
 
-def _iso(moment) -> str:
-    return moment.astimezone().isoformat(timespec="seconds") if moment else ""
+class _Search:
+    """One process's share of the study. State lives in the study, re-read before each trial, so
+    several workers on one storage neither repeat a point nor overrun the trial budget (by more than
+    the trials in flight when the budget is reached)."""
 
+    def __init__(self, config: TuneConfig, info: RunInfo, observer: Observer,
+                 run: Callable[[TrialRequest], TrialResult], predictor: Predictor | None):
+        self.config, self.info, self.observer, self.run, self.predictor = config, info, observer, run, predictor
+        self.study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
+                                seed=config.seed)
+        if RUN_ATTR not in self.study.user_attrs:
+            self.study.set_user_attr(RUN_ATTR, config.settings())
+        self.space = prepare_space(config.space, backend=config.backend, global_batch=config.global_batch,
+                                   world_size=config.nproc)
+        self.space_points = self.space.points(global_batch=config.global_batch, world_size=config.nproc)
+        self.baseline = baseline_point(config.global_batch, config.nproc)
+        self.repeats_in_a_row = 0
+        self.stopped_because = "trial budget reached"
 
-def open_study(config: TuneConfig) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = config.storage_url
-    try:
-        rdb = optuna.storages.RDBStorage(
-            storage, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except Exception as error:  # SQLAlchemy raises many types for a bad URL or an unreachable server
-        raise UserError(f"cannot open storage {_masked(storage)}: {str(error).splitlines()[0][:200]}") from None
-    existing = {s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
-    if config.study_name in existing and not config.resume:
-        raise UserError(f"study {config.study_name!r} already exists in {_masked(storage)}: "
-                        "pass --resume to continue it or choose another --study-name")
-    if config.resume and config.study_name not in existing:
-        raise UserError(f"--resume: no study {config.study_name!r} in {_masked(storage)}")
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=5, multivariate=True)
-    study = optuna.create_study(study_name=config.study_name, storage=rdb, direction="maximize",
-                                sampler=sampler, load_if_exists=config.resume)
-    optuna.storages.fail_stale_trials(study)
-    return study
+    # ---- state, from the study -------------------------------------------------------------
 
+    def records(self) -> list[TrialRecord]:
+        return records_of(self.study, global_batch=self.config.global_batch, world_size=self.config.nproc)
 
-def _masked(url: str) -> str:
-    from autoscale.results import mask_password
+    def known(self) -> dict[tuple, TrialRecord]:
+        """Points with an outcome: measured (ok or failed) or pruned by the cost model."""
+        return {point_key(r.point): r for r in self.records() if r.result is not None or r.status == "pruned"}
 
-    return mask_password(url) or ""
+    @staticmethod
+    def launched(known: dict[tuple, TrialRecord]) -> int:
+        return sum(r.status != "pruned" for r in known.values())
 
+    def save(self) -> list[TrialRecord]:
+        records = self.records()
+        write_trials_csv(records, self.config.out_dir / "trials.csv")
+        write_summary(self.info, records, self.config.out_dir / "summary.json")
+        return records
 
-def _key(point: Point) -> tuple:
-    return tuple(sorted(point.as_dict().items()))
+    # ---- one point ------------------------------------------------------------------------
+
+    def measure(self, point: Point, number: int | None, *, is_baseline: bool) -> TrialRecord:
+        config, started_at = self.config, utc_now()
+        prediction = self.predictor(point) if self.predictor else None
+        predicted = dict(pred_peak_bytes=prediction.peak_bytes if prediction else None,
+                         pred_tokens_per_s=prediction.tokens_per_s if prediction else None)
+        if prediction is not None and not prediction.fits and not is_baseline:
+            return TrialRecord(number=number, point=point, status="pruned", is_baseline=is_baseline,
+                               reason=(f"pruned: predicted peak {prediction.peak_bytes / 2**30:.2f} GiB exceeds "
+                                       f"{MEMORY_MARGIN:.0%} of {prediction.memory_limit_bytes / 2**30:.2f} GiB"),
+                               started_at=started_at, finished_at=utc_now(), **predicted)
+        workdir = config.out_dir / "trials" / (str(number) if number is not None else "baseline")
+        request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
+                               nproc=config.nproc, workdir=workdir, timeout_s=config.timeout_per_trial_s,
+                               measure=config.measure, seed=config.seed, fault=config.fault)
+        result = self.run(request)
+        return TrialRecord(number=number, point=point, status="ok" if result.ok else "failed",
+                           reason=result.reason, result=result, is_baseline=is_baseline,
+                           started_at=started_at, finished_at=utc_now(), **predicted)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue the baseline (or measure it apart when the space lacks it) and the model's seeds."""
+        known = self.known()
+        if point_key(self.baseline) not in known:
+            if all(getattr(self.baseline, k) in self.space.choices[k] for k in self.space.choices):
+                self.study.enqueue_trial(point_params(self.baseline, self.space), skip_if_exists=True)
+            elif self.launched(known) < self.config.trials:
+                self.observer.trial_started(-1, self.baseline)
+                record = self.measure(self.baseline, None, is_baseline=True)
+                self.study.set_user_attr(RECORD_ATTR, record.to_attrs())
+                self.save()
+                self.observer.trial_finished(record, self.launched(self.known()))
+        if self.predictor is not None and not self.study.trials:
+            for point in _seed_points(self.space_points, self.predictor, self.config.seed_points):
+                self.study.enqueue_trial(point_params(point, self.space), skip_if_exists=True)
+
+    def objective(self, trial: optuna.Trial) -> float:
+        config = self.config
+        point = suggest_point(trial, self.space, global_batch=config.global_batch, world_size=config.nproc)
+        known = self.known()
+        earlier = known.get(point_key(point))
+        in_flight = running_points(self.study, but=trial.number, global_batch=config.global_batch,
+                                   world_size=config.nproc).get(point_key(point))
+        if earlier is not None or in_flight is not None:
+            self.repeats_in_a_row += 1
+            trial.set_user_attr(REPEAT_ATTR, earlier.number if earlier is not None else in_flight)
+            self.observer.repeat_skipped(trial.number, point, earlier.number if earlier is not None else in_flight)
+            if earlier is None:
+                raise optuna.TrialPruned()  # another worker is measuring it: no outcome to report yet
+            return _report(trial, earlier, config.memory_limit_bytes)
+        self.repeats_in_a_row = 0
+        self.observer.trial_started(trial.number, point)
+        record = self.measure(point, trial.number, is_baseline=point_key(point) == point_key(self.baseline))
+        trial.set_user_attr(RECORD_ATTR, record.to_attrs())
+        self.observer.trial_finished(record, self.launched(known) + (record.status != "pruned"))
+        return _report(trial, record, config.memory_limit_bytes)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.save()
+        known = self.known()
+        if self.launched(known) >= self.config.trials:
+            study.stop()
+        elif all(point_key(p) in known for p in self.space_points) or self.repeats_in_a_row >= MAX_CONSECUTIVE_REPEATS:
+            self.stopped_because = "every point of the space was measured"
+            study.stop()
+
+    def run_to_budget(self) -> TuneOutcome:
+        self.start()
+        if self.launched(self.known()) < self.config.trials:
+            self.study.optimize(self.objective, callbacks=[self.after_trial], catch=(_TrialFailed,),
+                                gc_after_trial=False)
+        else:
+            self.stopped_because = "trial budget already spent"
+        records = self.save()
+        return TuneOutcome(records=records, summary=summary_dict(self.info, records),
+                           stopped_because=self.stopped_because)
 
 
 def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
-         run: Callable[[TrialRequest], TrialResult] = run_trial) -> TuneOutcome:
-    """Run the study to `config.trials` measured trials (baseline included); files kept current."""
-    observer = observer or SilentObserver()
+         run: Callable[[TrialRequest], TrialResult] = run_trial, predictor: Predictor | None = None) -> TuneOutcome:
+    """Run the study to `config.trials` launched trials (baseline included); files kept current.
+
+    With a `predictor` (the cost model), a point predicted not to fit is recorded as pruned and
+    never launched (it does not count against the budget), and the study starts from the
+    model's top-ranked points. Several processes may run this on one storage at once.
+    """
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(config)
-    space = prepare_space(config.space, backend=config.backend, global_batch=config.global_batch,
-                          world_size=config.nproc)
-    measured: dict[tuple, TrialRecord] = {
-        _key(r.point): r for r in _records(study, global_batch=config.global_batch, world_size=config.nproc)
-        if r.result is not None}
-    counted = len(measured)
-    space_points = space.points(global_batch=config.global_batch, world_size=config.nproc)
-    repeats_in_a_row = 0
-    stopped_because = "trial budget reached"
+    return _Search(config, info, observer or SilentObserver(), run, predictor).run_to_budget()
 
-    def measure(point: Point, number: int | None, *, is_baseline: bool) -> TrialRecord:
-        started_at = utc_now()
-        request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
-                               nproc=config.nproc, workdir=config.out_dir / "trials" / str(number if number is not None else "baseline"),
-                               timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                               fault=config.fault)
-        result = run(request)
-        return TrialRecord(number=number, point=point, status="ok" if result.ok else "failed",
-                           reason=result.reason, result=result, is_baseline=is_baseline,
-                           started_at=started_at, finished_at=utc_now())
 
-    def save() -> None:
-        records = _records(study, global_batch=config.global_batch, world_size=config.nproc)
-        write_trials_csv(records, config.out_dir / "trials.csv")
-        write_summary(info, records, config.out_dir / "summary.json")
-
-    baseline = baseline_point(config.global_batch, config.nproc)
-    in_space = all(getattr(baseline, k) in space.choices[k] for k in space.choices)
-    if _key(baseline) not in measured:
-        if in_space:
-            study.enqueue_trial({k: getattr(baseline, k) for k in space.choices}, skip_if_exists=True)
-        elif counted < config.trials:
-            observer.trial_started(-1, baseline)
-            record = measure(baseline, None, is_baseline=True)
-            study.set_user_attr(RECORD_ATTR, record.to_attrs())
-            measured[_key(baseline)] = record
-            counted += 1
-            save()
-            observer.trial_finished(record, counted)
-
-    def objective(trial: optuna.Trial) -> float:
-        nonlocal counted, repeats_in_a_row
-        point = suggest_point(trial, space, global_batch=config.global_batch, world_size=config.nproc)
-        earlier = measured.get(_key(point))
-        if earlier is not None:
-            repeats_in_a_row += 1
-            trial.set_user_attr(REPEAT_ATTR, earlier.number)
-            observer.repeat_skipped(trial.number, point, earlier.number)
-            return _report(trial, earlier, config.memory_limit_bytes)
-        repeats_in_a_row = 0
-        observer.trial_started(trial.number, point)
-        record = measure(point, trial.number, is_baseline=_key(point) == _key(baseline))
-        trial.set_user_attr(RECORD_ATTR, record.to_attrs())
-        measured[_key(point)] = record
-        counted += 1
-        observer.trial_finished(record, counted)
-        return _report(trial, record, config.memory_limit_bytes)
-
-    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal stopped_because
-        save()
-        if counted >= config.trials:
-            study.stop()
-        elif all(_key(p) in measured for p in space_points) or repeats_in_a_row >= MAX_CONSECUTIVE_REPEATS:
-            stopped_because = "every point of the space was measured"
-            study.stop()
-
-    if counted < config.trials:
-        study.optimize(objective, callbacks=[stop_when_done], catch=(_TrialFailed,), gc_after_trial=False)
-    else:
-        stopped_because = "trial budget already spent by earlier runs"
-    save()
-    records = _records(study, global_batch=config.global_batch, world_size=config.nproc)
-    from autoscale.results import summary_dict
-
-    return TuneOutcome(records=records, summary=summary_dict(info, records), stopped_because=stopped_because)
+def _seed_points(points: list[Point], predictor: Predictor, count: int) -> list[Point]:
+    """The cost model's fastest fitting points, best first."""
+    predicted = [(p, predictor(p)) for p in points]
+    fitting = [(p, pr) for p, pr in predicted if pr is not None and pr.fits]
+    fitting.sort(key=lambda pair: pair[1].tokens_per_s, reverse=True)
+    return [p for p, _ in fitting[:count]]
 
 
 def _report(trial: optuna.Trial, record: TrialRecord, memory_limit_bytes: int | None) -> float:
-    """Tell Optuna the outcome: tokens/s with the memory constraint, or a failed trial."""
+    """Tell Optuna the outcome: tokens/s with the memory constraint, or a failed trial.
+
+    A pruned point is reported infeasible (its predicted excess as the constraint) with value 0,
+    so constrained TPE learns the region does not fit.
+    """
+    if record.status == "pruned":
+        limit = memory_limit_bytes or 0
+        trial.set_constraint("memory_bytes", float(max(1, (record.pred_peak_bytes or 0) - limit)))
+        return 0.0
     if record.status != "ok":
         raise _TrialFailed(record.reason)
     peak = record.result.peak_bytes or 0

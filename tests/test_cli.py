@@ -5,7 +5,7 @@ import pytest
 from autoscale.cli import app, main
 
 TUNE_OPTIONS = {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
-                "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed"}
+                "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus"}
 
 
 def options_of(command_name: str) -> set[str]:
@@ -29,7 +29,10 @@ def test_models_lists_every_preset(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["tune", "--model", "gpt-5"], "unknown model 'gpt-5'"),
-    (["tune", "--backend", "tpu"], "--backend must be auto, cpu or cuda"),
+    (["tune", "--backend", "tpu"], "--backend must be auto, cpu, cuda or model"),
+    (["tune", "--backend", "model"], "--backend model plans for a cluster: name it with --hardware"),
+    (["tune", "--backend", "model", "--hardware", "tpu-v9"], "unknown hardware 'tpu-v9'"),
+    (["tune", "--backend", "cpu", "--gpus", "8"], "use them with --backend model"),
     (["tune", "--trials", "0"], "--trials"),
     (["tune", "--trials", "many"], "Invalid value for '--trials'"),
     (["tune", "--space", "nope"], "search space 'nope' not found"),

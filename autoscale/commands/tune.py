@@ -80,7 +80,8 @@ def tune(
     space: str = typer.Option("default", help="Search space: a name in search_spaces/ or a YAML path."),
     global_batch: Optional[int] = typer.Option(None, min=1, help="Sequences per optimizer step, held fixed. Default: 8 per rank."),
     seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence. Default: the model's, at most 1024."),
-    backend: str = typer.Option("auto", help="auto, cpu or cuda (auto: cuda when a GPU is visible)."),
+    backend: str = typer.Option("auto", help="auto, cpu, cuda (auto: cuda when a GPU is visible), or model: "
+                                "plan on the cost model for --hardware x --gpus, nothing launched."),
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
     out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
     study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend>."),
@@ -88,6 +89,8 @@ def tune(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL. Default: sqlite in the study's folder."),
     resume: bool = typer.Option(False, help="Continue an existing study; measured points are kept."),
     seed: int = typer.Option(0, help="Seed of the sampler and of the synthetic data."),
+    hardware: Optional[str] = typer.Option(None, help="--backend model: a catalog name (h100-sxm, a100-80gb, ...) or a YAML file."),
+    gpus: Optional[int] = typer.Option(None, min=1, help="--backend model: devices in the cluster."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -95,18 +98,25 @@ def tune(
     session = TuneSession.from_flags(model=model, trials=trials, space=space, global_batch=global_batch,
                                      seq_len=seq_len, backend=backend, nproc=nproc, out=out,
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
-                                     storage=storage, resume=resume, seed=seed, command=sys.argv)
+                                     storage=storage, resume=resume, seed=seed, command=sys.argv,
+                                     hardware=hardware, gpus=gpus)
+    run_session(session, console)
+
+
+def run_session(session, console) -> None:
+    """Run a prepared session with a progress bar, then print the top configs and write the outputs."""
     console.print(session.headline(), highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
-        outcome = session.run(observer=ConsoleObserver(trials, progress))
+        outcome = session.run(observer=ConsoleObserver(session.config.trials, progress))
     summary = outcome.summary
     console.print(f"stopped: {outcome.stopped_because}")
     if summary["best"] is None:
         raise UserError(f"no trial succeeded; see {session.config.out_dir / 'trials.csv'} for the reasons")
     console.print(top_table(summary, outcome.records))
     speedup = summary.get("speedup")
-    console.print(f"best: {summary['best']['description']}"
+    label = "best (PREDICTED, not measured)" if summary.get("predicted") else "best"
+    console.print(f"{label}: {summary['best']['description']}"
                   + (f", {speedup:.2f}x the baseline's tokens/s" if speedup else ""), highlight=False)
     for line in session.finish(outcome):
         console.print(line, highlight=False)

@@ -8,6 +8,7 @@ port or memory.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -18,9 +19,10 @@ import time
 from pathlib import Path
 
 from autoscale.ds_config import to_ds_config
-from autoscale.engine.request import TrialRequest, TrialResult
+from autoscale.engine.request import STARTED_MARKER, TrialRequest, TrialResult
 
 POLL_S = 0.05
+PR_SET_PDEATHSIG = 1
 GRACE_AFTER_FIRST_FAILURE_S = 2.0
 
 
@@ -38,6 +40,16 @@ def rank_environment(request: TrialRequest, *, port: int, launch_time: float) ->
         cores = len(os.sched_getaffinity(0))
         env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(max(1, cores // request.nproc)))
     return env
+
+
+def _die_with_parent() -> None:
+    """Runs in each rank before exec: if the tuner dies (even by SIGKILL), the kernel kills the rank,
+    so no orphan keeps a port or memory (prctl(2), PR_SET_PDEATHSIG; Linux only, else a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill_group(pgid: int) -> None:
@@ -89,10 +101,27 @@ def _last_line(path: Path) -> str:
 
 
 def run_trial(request: TrialRequest) -> TrialResult:
-    """Run one trial in fresh processes; always returns a result, failed ones with their reason."""
+    """Run one trial in fresh processes; always returns a result, failed ones with their reason.
+
+    A rank killed by a signal before training began (seen here as a rare SIGABRT inside gloo's
+    start-up on a loaded machine) says nothing about the config, so that one case is retried once;
+    the second outcome stands.
+    """
+    result = _run_once(request)
+    if result.failure_kind == "crash" and " killed by " in result.reason and not started_training(request.workdir):
+        retried = _run_once(request)
+        return retried if retried.ok else TrialResult.failed(f"{retried.reason} (also on retry)", wall_s=retried.wall_s)
+    return result
+
+
+def started_training(workdir: Path) -> bool:
+    return (workdir / STARTED_MARKER).exists()
+
+
+def _run_once(request: TrialRequest) -> TrialResult:
     workdir = request.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*workdir.glob("rank*.error.json"), workdir / "result.json"]:
+    for stale in [*workdir.glob("rank*.error.json"), workdir / "result.json", workdir / STARTED_MARKER]:
         stale.unlink(missing_ok=True)
     request_path, result_path = workdir / "request.json", workdir / "result.json"
     request_path.write_text(request.to_json())
@@ -111,7 +140,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
                 rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
                 group = {"process_group": 0 if pgid is None else pgid}
                 processes.append(subprocess.Popen(command, env=rank_env, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL, **group))
+                                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, **group))
             pgid = pgid or processes[0].pid
         finished = _wait(processes, started + request.timeout_s)
     finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from autoscale.engine.measure import peak_memory_bytes, relative_standard_error, reset_peak_memory
-from autoscale.engine.request import TrialRequest
+from autoscale.engine.request import STARTED_MARKER, TrialRequest
 
 
 class NonFiniteLoss(RuntimeError):
@@ -91,6 +91,8 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
         return value
 
     train_start = time.time()
+    if rank == 0:
+        (request.workdir / STARTED_MARKER).touch()
     for step in range(policy.warmup_steps):
         _inject_fault(request, rank, step, engine)
         optimizer_step()

@@ -15,6 +15,7 @@ from autoscale.point import Point
 
 BACKENDS = ("cpu", "cuda")
 FAULTS = ("crash", "hang", "nan", "oom", "slow")  # test-only fault injection, see rank.py
+STARTED_MARKER = "training-started"  # rank 0 writes it into the workdir before its first step
 
 
 @dataclass(frozen=True, kw_only=True)

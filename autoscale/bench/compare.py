@@ -1,0 +1,100 @@
+"""A candidate record against a baseline record: one row per config and metric. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from autoscale.bench.metrics import METRICS
+from autoscale.bench.record import BenchRecord, environment_changes, hardware_differences
+from autoscale.bench.stats import IMPROVED, REGRESSED, Comparison, compare_samples
+from autoscale.bench.suite import DEFAULT_THRESHOLD, Suite
+
+FAILED, NEW = "failed", "new"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricRow:
+    case: str
+    metric: str
+    unit: str
+    higher_is_better: bool
+    threshold: float
+    baseline_samples: list[float]
+    candidate_samples: list[float]
+    comparison: Comparison
+    failures: list[str] = field(default_factory=list)  # the candidate's failed repeats of this case
+
+    @property
+    def verdict(self) -> str:
+        return FAILED if self.failures else self.comparison.verdict
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["verdict"] = self.verdict
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchComparison:
+    rows: list[MetricRow]
+    new_cases: list[str]  # measured now, absent from the baseline
+    missing_cases: list[str]  # in the baseline, not measured now
+    changed_definitions: list[str]  # same name, different config: the comparison is of different work
+    environment_changes: list[str]
+    hardware_differences: list[str]
+
+    @property
+    def regressions(self) -> list[MetricRow]:
+        return [row for row in self.rows if row.verdict in (REGRESSED, FAILED)]
+
+    @property
+    def improvements(self) -> list[MetricRow]:
+        return [row for row in self.rows if row.verdict == IMPROVED]
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.regressions)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["rows"] = [row.as_dict() for row in self.rows]
+        return data
+
+
+def compare_records(baseline: BenchRecord, candidate: BenchRecord, suite: Suite, *,
+                    default_threshold: float = DEFAULT_THRESHOLD, seed: int = 0) -> BenchComparison:
+    rows, new_cases, changed = [], [], []
+    for name, case in candidate.cases.items():
+        base_case = baseline.cases.get(name)
+        if base_case is None:
+            new_cases.append(name)
+            continue
+        if case.kind == "trial" and base_case.definition != case.definition:
+            changed.append(name)
+        for metric_name in sorted(set(case.samples) | set(base_case.samples), key=list(METRICS).index):
+            metric = METRICS[metric_name]
+            threshold = suite.threshold(name, metric_name, default_threshold)
+            base_samples, cand_samples = base_case.samples.get(metric_name, []), case.samples.get(metric_name, [])
+            comparison = compare_samples(base_samples, cand_samples, higher_is_better=metric.higher_is_better,
+                                         threshold=threshold, alpha=suite.alpha, confidence=suite.confidence,
+                                         n_resamples=suite.resamples, seed=seed)
+            rows.append(MetricRow(case=name, metric=metric_name, unit=metric.unit,
+                                  higher_is_better=metric.higher_is_better, threshold=threshold,
+                                  baseline_samples=list(base_samples), candidate_samples=list(cand_samples),
+                                  comparison=comparison, failures=list(case.failures)))
+        if not case.samples and case.failures:  # nothing measured at all (a kernel command that failed)
+            rows.append(_failure_row(name, case.failures))
+    for name, case in candidate.cases.items():
+        if name not in baseline.cases and case.failures:
+            rows.append(_failure_row(name, case.failures))
+    missing = [name for name in baseline.cases if name not in candidate.cases]
+    return BenchComparison(rows=rows, new_cases=new_cases, missing_cases=missing, changed_definitions=changed,
+                           environment_changes=environment_changes(baseline, candidate),
+                           hardware_differences=hardware_differences(baseline.hardware, candidate.hardware))
+
+
+def _failure_row(case: str, failures: list[str]) -> MetricRow:
+    empty = Comparison(baseline_median=None, candidate_median=None, ratio=None, ci_low=None, ci_high=None,
+                       p_value=None, verdict=FAILED)
+    return MetricRow(case=case, metric="run", unit="", higher_is_better=True, threshold=0.0,
+                     baseline_samples=[], candidate_samples=[], comparison=empty, failures=list(failures))

@@ -1,0 +1,68 @@
+"""Run a suite: every config `repeats` times, each repeat a fresh `run_trial` (new processes, so a
+repeat's noise includes start-up, allocator and scheduling, as a nightly run's would).
+
+The one place with side effects besides the outputs; the statistics never see a process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from autoscale.bench.kernels import run_kernel_benchmarks
+from autoscale.bench.metrics import TRIAL_METRICS
+from autoscale.bench.record import BenchRecord, CaseSamples, new_record
+from autoscale.bench.suite import BenchCase, Suite
+from autoscale.engine import TrialRequest, TrialResult, run_trial
+
+
+class Observer(Protocol):
+    def repeat_finished(self, case: BenchCase, repeat: int, result: TrialResult) -> None: ...
+
+
+def resolve_backend_and_nproc(suite: Suite, case: BenchCase | None = None) -> tuple[str, int]:
+    from autoscale.session import default_nproc, resolve_backend
+
+    backend = resolve_backend(suite.backend)
+    return backend, (case.nproc if case and case.nproc else default_nproc(backend))
+
+
+def run_case(case: BenchCase, *, backend: str, nproc: int, workdir: Path, observer: Observer | None = None,
+             fault: str | None = None, slow_step_s: float = 0.0) -> CaseSamples:
+    """`fault`/`slow_step_s` are the engine's test-only knobs, for tests and benchmarks/ only."""
+    samples: dict[str, list[float]] = {name: [] for name in TRIAL_METRICS}
+    failures = []
+    for repeat in range(case.repeats):
+        request = TrialRequest(spec=case.spec, point=case.point, seq_len=case.seq_len, backend=backend,
+                               nproc=nproc, workdir=workdir / case.name / f"repeat{repeat}",
+                               timeout_s=case.timeout_s, measure=case.measure, ds_config=case.ds_config,
+                               fault=fault, slow_step_s=slow_step_s)
+        result = run_trial(request)
+        if observer is not None:
+            observer.repeat_finished(case, repeat, result)
+        if not result.ok:
+            failures.append(f"repeat {repeat}: {result.reason}")
+            continue
+        for name, metric in TRIAL_METRICS.items():
+            value = metric.from_trial(result)
+            if value is not None:
+                samples[name].append(value)
+    definition = {**case.definition(), "nproc": nproc}
+    return CaseSamples(kind="trial", definition=definition, samples=samples, failures=failures)
+
+
+def run_suite(suite: Suite, *, workdir: Path, command: list[str] = (), observer: Observer | None = None,
+              fault: str | None = None, slow_step_s: float = 0.0) -> BenchRecord:
+    backend, _ = resolve_backend_and_nproc(suite)
+    cases: dict[str, CaseSamples] = {}
+    for case in suite.cases:
+        _, nproc = resolve_backend_and_nproc(suite, case)
+        cases[case.name] = run_case(case, backend=backend, nproc=nproc, workdir=workdir, observer=observer,
+                                    fault=fault, slow_step_s=slow_step_s)
+    if suite.kernels is not None:
+        kernel_cases, failures = run_kernel_benchmarks(suite.kernels, workdir / "kernels")
+        cases.update(kernel_cases)
+        if failures:
+            cases["kernel:run"] = CaseSamples(kind="kernel", definition={"command": suite.kernels.command},
+                                              samples={}, failures=failures)
+    return new_record(suite.name, backend, cases, list(command))

@@ -1,0 +1,95 @@
+"""`autoscale bench`: run a suite of fixed configs, compare with a baseline, exit 1 on a regression."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from autoscale.bench.history import DEFAULT_HISTORY
+from autoscale.bench.suite import DEFAULT_THRESHOLD
+from autoscale.console import make_console
+
+console = make_console()
+VERDICT_STYLE = {"regressed": "bold red", "failed": "bold red", "improved": "green", "unchanged": "",
+                 "not comparable": "yellow"}
+
+
+class RepeatPrinter:
+    def repeat_finished(self, case, repeat: int, result) -> None:
+        if result.ok:
+            line = (f"[green]ok[/]     {case.name} repeat {repeat + 1}/{case.repeats}  "
+                    f"{result.tokens_per_s:>10,.0f} tok/s  step {result.step_s * 1e3:8.1f} ms  "
+                    f"peak {result.peak_bytes / 2**20:8.1f} MiB")
+        else:
+            line = f"[red]failed[/] {case.name} repeat {repeat + 1}/{case.repeats}  {result.reason}"
+        console.print(line, highlight=False)
+
+
+def comparison_table(comparison) -> Table:
+    table = Table(title="against the baseline (ratio = now / baseline, 95% bootstrap interval)")
+    for column in ("config", "metric", "baseline", "now", "ratio [interval]", "p", "threshold", "verdict"):
+        table.add_column(column, justify="left" if column in ("config", "metric", "verdict") else "right")
+    for row in comparison.rows:
+        c = row.comparison
+        number = (lambda v: "-" if v is None else (f"{v / 2**20:,.1f} MiB" if row.unit == "bytes" else f"{v:.4g}"))
+        ratio = "-" if c.ratio is None else f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
+        style = VERDICT_STYLE.get(row.verdict, "")
+        table.add_row(row.case, row.metric, number(c.baseline_median), number(c.candidate_median), ratio,
+                      "-" if c.p_value is None else f"{c.p_value:.3g}", f"{row.threshold:.0%}",
+                      f"[{style}]{row.verdict}[/]" if style else row.verdict)
+    return table
+
+
+def bench(
+    suite: Path = typer.Option(..., help="Suite YAML: the fixed configs to time (see ci/suites/)."),
+    baseline: Optional[Path] = typer.Option(None, help="Baseline JSON to compare with; exit 1 on a regression."),
+    save_baseline: Optional[Path] = typer.Option(None, help="Save this run's samples as a baseline file."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="Smallest change that counts, as a fraction, for "
+                                    "metrics whose threshold the suite does not set."),
+    history: Path = typer.Option(DEFAULT_HISTORY, help="Folder that gets one JSON file per run."),
+    junit: Optional[Path] = typer.Option(None, help="Write JUnit XML (one testcase per config and metric)."),
+    html: Optional[Path] = typer.Option(None, help="Write the HTML trend page of the history."),
+    allow_hardware_mismatch: bool = typer.Option(False, help="Compare with a baseline from other hardware."),
+    workdir: Optional[Path] = typer.Option(None, help="Keep the trials' folders here (default: temporary)."),
+) -> None:
+    """Time a suite of fixed configs (fresh processes per repeat) and flag significant regressions."""
+    from autoscale.bench.job import BenchOptions, run_bench
+    from autoscale.bench.junit import describe
+
+    options = BenchOptions(suite=suite, baseline=baseline, save_baseline=save_baseline, threshold=threshold,
+                           history=history, junit=junit, html=html, allow_hardware_mismatch=allow_hardware_mismatch,
+                           workdir=workdir, command=sys.argv)
+    outcome = run_bench(options, observer=RepeatPrinter())
+    comparison = outcome.comparison
+    if comparison is not None:
+        console.print(comparison_table(comparison))
+        for note, names in (("new configs (not in the baseline)", comparison.new_cases),
+                            ("in the baseline but not run", comparison.missing_cases),
+                            ("configs changed since the baseline", comparison.changed_definitions),
+                            ("changed since the baseline", comparison.environment_changes),
+                            ("hardware differs (allowed)", comparison.hardware_differences)):
+            if names:
+                console.print(f"{note}: {'; '.join(names)}", highlight=False)
+    for name, failures in outcome.record.failed_cases.items():
+        console.print(f"[red]failed[/] {name}: {'; '.join(failures)}", highlight=False)
+    if outcome.baseline_refused:
+        console.print(f"[red]baseline {outcome.baseline_refused}[/]", highlight=False)
+    for what, path in outcome.written.items():
+        console.print(f"wrote {what}: {path}", highlight=False)
+    if outcome.regressed:
+        regressions = comparison.regressions if comparison else []
+        console.print(f"[bold red]REGRESSION[/]: {len(regressions)} metric(s) regressed or failed"
+                      + "".join(f"\n  {describe(row)}" for row in regressions), highlight=False)
+        raise typer.Exit(1)
+    if comparison is not None:
+        improved = comparison.improvements
+        console.print(f"no regression; {len(improved)} metric(s) improved" +
+                      "".join(f"\n  {describe(row)}" for row in improved), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

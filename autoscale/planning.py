@@ -1,0 +1,81 @@
+"""`autoscale tune --backend model`: the whole search on the cost model, for a cluster we cannot run on.
+
+Every point of the space is predicted (tensor- and pipeline-parallel degrees included: a space
+that leaves them at 1 gets every degree the cluster can lay out), predicted OOMs are recorded as
+pruned, and the fastest fitting point becomes `ds_config.json`. Every figure written is a
+prediction and says so: `summary.json` has `"predicted": true`, and the console prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from autoscale.costmodel import Prediction, load_params, predict
+from autoscale.costmodel.planner import candidate_values
+from autoscale.engine.request import TrialResult
+from autoscale.errors import UserError
+from autoscale.hardware import Hardware
+from autoscale.point import Point
+from autoscale.results import RunInfo, TrialRecord, utc_now, write_summary, write_trials_csv
+from autoscale.space import SearchSpace
+
+MAX_ROWS = 500  # fitting points kept in trials.csv, fastest first; the rest are counted
+
+
+def _space_for_cluster(space: SearchSpace, spec, hardware: Hardware, gpus: int, global_batch: int) -> SearchSpace:
+    choices = dict(space.choices)
+    candidates = candidate_values(spec, hardware, gpus, global_batch=global_batch)
+    for knob in ("tp", "pp"):
+        if choices[knob] == (1,):
+            choices[knob] = tuple(candidates[knob])
+    return SearchSpace(space.name, choices)
+
+
+def predicted_result(prediction: Prediction) -> TrialResult:
+    return TrialResult(status="ok", tokens_per_s=prediction.tokens_per_s, tflops_per_device=prediction.time.tflops_per_gpu,
+                       mfu=prediction.time.mfu, peak_bytes=prediction.peak_bytes, step_s=prediction.time.step_s)
+
+
+def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batch: int, seq_len: int,
+         info: RunInfo, out_dir) -> tuple[list[TrialRecord], dict]:
+    params = load_params(hardware.name)
+    space = _space_for_cluster(space, spec, hardware, gpus, global_batch)
+    points = space.points(global_batch=global_batch, world_size=gpus)
+    if not points:
+        raise UserError(f"no point of space {space.name!r} makes global batch {global_batch} on {gpus} devices")
+    fitting: list[tuple[Point, Prediction]] = []
+    pruned: list[tuple[Point, Prediction]] = []
+    for point in points:
+        try:
+            prediction = predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
+        except UserError:
+            continue  # cannot be laid out (tp vs heads, pp with ZeRO-2/3)
+        (fitting if prediction.fits else pruned).append((point, prediction))
+    fitting.sort(key=lambda pair: -pair[1].tokens_per_s)
+    pruned.sort(key=lambda pair: pair[1].peak_bytes)
+    now = utc_now()
+    records = [TrialRecord(number=i, point=point, status="ok", result=predicted_result(prediction),
+                           pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s,
+                           started_at=now, finished_at=now)
+               for i, (point, prediction) in enumerate(fitting[:MAX_ROWS])]
+    records += [TrialRecord(number=len(records) + i, point=point, status="pruned",
+                            reason=f"pruned: predicted peak {prediction.peak_bytes / 2**30:.1f} GiB exceeds the "
+                                   f"{prediction.memory_limit_bytes / 2**30:.0f} GiB device",
+                            pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s,
+                            started_at=now, finished_at=now)
+                for i, (point, prediction) in enumerate(pruned[:50])]
+    baseline_point = Point(zero_stage=0, micro_batch=1, grad_accum=global_batch // gpus)
+    if global_batch % gpus == 0:
+        try:
+            prediction = predict(spec, baseline_point, hardware, world_size=gpus, seq_len=seq_len, params=params)
+            if prediction.fits:
+                records.append(TrialRecord(number=None, point=baseline_point, status="ok", is_baseline=True,
+                                           result=predicted_result(prediction), pred_peak_bytes=prediction.peak_bytes,
+                                           pred_tokens_per_s=prediction.tokens_per_s, started_at=now, finished_at=now))
+        except UserError:
+            pass
+    write_trials_csv(records, out_dir / "trials.csv")
+    info = replace(info, predicted=True, evaluated={"points": len(points), "fitting": len(fitting),
+                                                    "predicted_oom": len(pruned)})
+    summary = write_summary(info, records, out_dir / "summary.json")
+    return records, summary
