@@ -36,7 +36,7 @@ def utc_now() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class TrialRecord:
-    number: int | None  # Optuna's trial number; None for a baseline measured outside the study
+    number: int | None  # Optuna's trial number (None only for --backend model's predicted baseline)
     point: Point
     status: str  # ok, failed, pruned
     reason: str = ""
@@ -98,11 +98,19 @@ def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
     _atomic_write(path, trials_frame(records).to_csv(index=False))
 
 
+_USER_AND_PASSWORD = re.compile(r"(?P<head>[\w+.-]*://[^:/@\s]*:)(?P<password>.*)@(?P<host>[^@]*)$", re.DOTALL)
+
+
 def mask_password(url: str | None) -> str | None:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db
+
+    The password runs to the *last* `@`: one typed unescaped (`p@ss`) is hidden whole, even though
+    SQLAlchemy would split it there. Masking too much is harmless; too little leaks the secret.
+    A URL inside other text (`--storage=postgresql://...`, an error message) is masked the same way.
+    """
     if url is None:
         return None
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+    return _USER_AND_PASSWORD.sub(r"\g<head>***@\g<host>", url)
 
 
 def versions() -> dict[str, str]:
@@ -159,6 +167,7 @@ def summary_dict(info: RunInfo, records: list[TrialRecord]) -> dict:
     counts = {status: sum(r.status == status for r in records) for status in ("ok", "failed", "pruned")}
     data = asdict(info)
     data["storage"] = mask_password(info.storage)
+    data["command"] = [mask_password(arg) for arg in info.command]  # `--storage URL` is in the command line
     data.update(best=_entry(best), baseline=_entry(baseline), speedup=speedup, counts=counts,
                 finished_at=utc_now())
     return data

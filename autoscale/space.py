@@ -91,6 +91,12 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     except FileNotFoundError:
         raise UserError(f"search space {str(name_or_path)!r} not found (built-in: "
                         f"{', '.join(p.stem for p in sorted(SPACES_DIR.glob('*.yaml')))})") from None
+    except IsADirectoryError:
+        raise UserError(f"search space {str(path)!r} is a directory, not a YAML file") from None
+    except OSError as error:
+        raise UserError(f"cannot read search space {str(path)!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"search space {str(path)!r} is not a text file (YAML expected)") from None
     except yaml.YAMLError as error:
         raise UserError(f"search space {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(raw, dict):

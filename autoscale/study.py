@@ -14,11 +14,13 @@ import optuna
 from autoscale.errors import UserError
 from autoscale.point import Point
 from autoscale.results import TrialRecord, mask_password
-from autoscale.space import SearchSpace, point_for
+from autoscale.space import SearchSpace
 
 RECORD_ATTR = "autoscale_record"
 REPEAT_ATTR = "autoscale_repeat_of"
 RUN_ATTR = "autoscale_run"
+POINT_ATTR = "autoscale_point"  # set when a trial starts measuring: an interrupted trial still says what it ran
+BASELINE_ATTR = "autoscale_baseline"
 HEARTBEAT_S = 5  # Optuna marks a RUNNING trial without a heartbeat for 4x this as FAIL, and retries it once
 INTERRUPTED = "crash: interrupted (the tuner stopped during this trial)"
 
@@ -51,33 +53,32 @@ def open_study(*, storage: str, study_name: str, resume: bool, seed: int, must_e
 def records_of(study: optuna.Study, *, global_batch: int, world_size: int) -> list[TrialRecord]:
     """Every trial that ran, once each; a trial whose tuner died mid-run shows as failed."""
     records = []
-    baseline = study.user_attrs.get(RECORD_ATTR)
-    if baseline:
-        records.append(TrialRecord.from_attrs(baseline))
     for trial in study.get_trials(deepcopy=False):
         if REPEAT_ATTR in trial.user_attrs:
             continue
         if RECORD_ATTR in trial.user_attrs:
             records.append(TrialRecord.from_attrs(trial.user_attrs[RECORD_ATTR]))
-        elif trial.state == optuna.trial.TrialState.FAIL and trial.params:
-            point = point_for({"offload": "none", **trial.params}, global_batch=global_batch, world_size=world_size)
-            if point is not None:
-                records.append(TrialRecord(number=trial.number, point=point, status="failed", reason=INTERRUPTED,
-                                           started_at=_iso(trial.datetime_start),
-                                           finished_at=_iso(trial.datetime_complete)))
+        elif trial.state == optuna.trial.TrialState.FAIL and POINT_ATTR in trial.user_attrs:
+            records.append(TrialRecord(number=trial.number, point=Point.from_dict(trial.user_attrs[POINT_ATTR]),
+                                       status="failed", reason=INTERRUPTED,
+                                       is_baseline=bool(trial.user_attrs.get(BASELINE_ATTR)),
+                                       started_at=_iso(trial.datetime_start), finished_at=_iso(trial.datetime_complete)))
     return records
 
 
-def running_points(study: optuna.Study, *, but: int, global_batch: int, world_size: int) -> dict[tuple, int]:
+def running_points(study: optuna.Study, *, but: int) -> dict[tuple, int]:
     """Points other workers are measuring right now, by key, with their trial numbers."""
     running = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.number == but or REPEAT_ATTR in trial.user_attrs or not trial.params:
-            continue
-        point = point_for({"offload": "none", **trial.params}, global_batch=global_batch, world_size=world_size)
-        if point is not None:
-            running[point_key(point)] = trial.number
+        if trial.number != but and REPEAT_ATTR not in trial.user_attrs and POINT_ATTR in trial.user_attrs:
+            running[point_key(Point.from_dict(trial.user_attrs[POINT_ATTR]))] = trial.number
     return running
+
+
+def has_baseline_trial(study: optuna.Study) -> bool:
+    """Whether the baseline is queued, running or done (an interrupted one is retried by Optuna)."""
+    return any(t.user_attrs.get(BASELINE_ATTR) and t.state != optuna.trial.TrialState.FAIL
+               for t in study.get_trials(deepcopy=False))
 
 
 def _iso(moment) -> str:

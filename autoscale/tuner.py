@@ -20,8 +20,8 @@ from autoscale.models.spec import ModelSpec
 from autoscale.point import Point, baseline_point
 from autoscale.results import RunInfo, TrialRecord, summary_dict, utc_now, write_summary, write_trials_csv
 from autoscale.space import SearchSpace, point_for
-from autoscale.study import (RECORD_ATTR, REPEAT_ATTR, RUN_ATTR, open_study, point_key, point_params,
-                             records_of, running_points)
+from autoscale.study import (BASELINE_ATTR, POINT_ATTR, RECORD_ATTR, REPEAT_ATTR, RUN_ATTR, has_baseline_trial,
+                             open_study, point_key, point_params, records_of, running_points)
 
 if TYPE_CHECKING:
     from autoscale.costmodel import Prediction
@@ -170,7 +170,7 @@ class _Search:
 
     # ---- one point ------------------------------------------------------------------------
 
-    def measure(self, point: Point, number: int | None, *, is_baseline: bool) -> TrialRecord:
+    def measure(self, point: Point, number: int, *, is_baseline: bool) -> TrialRecord:
         config, started_at = self.config, utc_now()
         prediction = self.predictor(point) if self.predictor else None
         predicted = dict(pred_peak_bytes=prediction.peak_bytes if prediction else None,
@@ -180,7 +180,7 @@ class _Search:
                                reason=(f"pruned: predicted peak {prediction.peak_bytes / 2**30:.2f} GiB exceeds "
                                        f"{MEMORY_MARGIN:.0%} of {prediction.memory_limit_bytes / 2**30:.2f} GiB"),
                                started_at=started_at, finished_at=utc_now(), **predicted)
-        workdir = config.out_dir / "trials" / (str(number) if number is not None else "baseline")
+        workdir = config.out_dir / "trials" / str(number)
         request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
                                nproc=config.nproc, workdir=workdir, timeout_s=config.timeout_per_trial_s,
                                measure=config.measure, seed=config.seed, fault=config.fault)
@@ -192,28 +192,28 @@ class _Search:
     # ---- the loop -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Queue the baseline (or measure it apart when the space lacks it) and the model's seeds."""
-        known = self.known()
-        if point_key(self.baseline) not in known:
-            if all(getattr(self.baseline, k) in self.space.choices[k] for k in self.space.choices):
-                self.study.enqueue_trial(point_params(self.baseline, self.space), skip_if_exists=True)
-            elif self.launched(known) < self.config.trials:
-                self.observer.trial_started(-1, self.baseline)
-                record = self.measure(self.baseline, None, is_baseline=True)
-                self.study.set_user_attr(RECORD_ATTR, record.to_attrs())
-                self.save()
-                self.observer.trial_finished(record, self.launched(self.known()))
-        if self.predictor is not None and not self.study.trials:
+        """Queue the baseline first, then the cost model's top-ranked points."""
+        if point_key(self.baseline) not in self.known() and not has_baseline_trial(self.study):
+            self.study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True, POINT_ATTR: self.baseline.as_dict()})
+        if self.predictor is not None and not any(RECORD_ATTR in t.user_attrs for t in self.study.trials):
             for point in _seed_points(self.space_points, self.predictor, self.config.seed_points):
                 self.study.enqueue_trial(point_params(point, self.space), skip_if_exists=True)
 
+    def point_of(self, trial: optuna.Trial) -> Point:
+        """The queued point (the baseline, or a trial Optuna retries), else the sampler's suggestion."""
+        queued = trial.user_attrs.get(POINT_ATTR)
+        if queued is not None:
+            return Point.from_dict(queued)
+        point = suggest_point(trial, self.space, global_batch=self.config.global_batch, world_size=self.config.nproc)
+        trial.set_user_attr(POINT_ATTR, point.as_dict())
+        return point
+
     def objective(self, trial: optuna.Trial) -> float:
         config = self.config
-        point = suggest_point(trial, self.space, global_batch=config.global_batch, world_size=config.nproc)
+        point = self.point_of(trial)
         known = self.known()
         earlier = known.get(point_key(point))
-        in_flight = running_points(self.study, but=trial.number, global_batch=config.global_batch,
-                                   world_size=config.nproc).get(point_key(point))
+        in_flight = running_points(self.study, but=trial.number).get(point_key(point))
         if earlier is not None or in_flight is not None:
             self.repeats_in_a_row += 1
             trial.set_user_attr(REPEAT_ATTR, earlier.number if earlier is not None else in_flight)
@@ -222,8 +222,9 @@ class _Search:
                 raise optuna.TrialPruned()  # another worker is measuring it: no outcome to report yet
             return _report(trial, earlier, config.memory_limit_bytes)
         self.repeats_in_a_row = 0
-        self.observer.trial_started(trial.number, point)
-        record = self.measure(point, trial.number, is_baseline=point_key(point) == point_key(self.baseline))
+        is_baseline = point_key(point) == point_key(self.baseline)
+        self.observer.trial_started(-1 if is_baseline else trial.number, point)
+        record = self.measure(point, trial.number, is_baseline=is_baseline)
         trial.set_user_attr(RECORD_ATTR, record.to_attrs())
         self.observer.trial_finished(record, self.launched(known) + (record.status != "pruned"))
         return _report(trial, record, config.memory_limit_bytes)

@@ -30,7 +30,8 @@ class CaseSamples:
     kind: str  # "trial" or "kernel"
     definition: dict
     samples: dict[str, list[float]]
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # repeats that failed every attempt
+    flaky: list[str] = field(default_factory=list)  # failed attempts whose repeat then succeeded
 
 
 @dataclass(frozen=True, kw_only=True)

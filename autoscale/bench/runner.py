@@ -1,6 +1,11 @@
 """Run a suite: every config `repeats` times, each repeat a fresh `run_trial` (new processes, so a
 repeat's noise includes start-up, allocator and scheduling, as a nightly run's would).
 
+A failed repeat is tried again up to the config's `retries` (default 1): on CPU a rank now and then
+dies with SIGABRT at exit after its result is written (a gloo/shm teardown race), and one such flake
+must not void a night's comparison. Retried failures are kept as `flaky` in the record; a repeat
+that fails every attempt is a failure, and fails the run.
+
 The one place with side effects besides the outputs; the statistics never see a process.
 """
 
@@ -21,9 +26,13 @@ class Observer(Protocol):
 
 
 def resolve_backend_and_nproc(suite: Suite, case: BenchCase | None = None) -> tuple[str, int]:
+    from autoscale.errors import UserError
     from autoscale.session import default_nproc, resolve_backend
 
-    backend = resolve_backend(suite.backend)
+    try:
+        backend = resolve_backend(suite.backend)
+    except UserError as error:
+        raise UserError(f"suite {suite.name!r} (backend: {suite.backend}): {error}") from None
     return backend, (case.nproc if case and case.nproc else default_nproc(backend))
 
 
@@ -31,24 +40,30 @@ def run_case(case: BenchCase, *, backend: str, nproc: int, workdir: Path, observ
              fault: str | None = None, slow_step_s: float = 0.0) -> CaseSamples:
     """`fault`/`slow_step_s` are the engine's test-only knobs, for tests and benchmarks/ only."""
     samples: dict[str, list[float]] = {name: [] for name in TRIAL_METRICS}
-    failures = []
+    failures, flaky = [], []
     for repeat in range(case.repeats):
-        request = TrialRequest(spec=case.spec, point=case.point, seq_len=case.seq_len, backend=backend,
-                               nproc=nproc, workdir=workdir / case.name / f"repeat{repeat}",
-                               timeout_s=case.timeout_s, measure=case.measure, ds_config=case.ds_config,
-                               fault=fault, slow_step_s=slow_step_s)
-        result = run_trial(request)
-        if observer is not None:
-            observer.repeat_finished(case, repeat, result)
+        failed_attempts = []
+        for attempt in range(case.retries + 1):
+            request = TrialRequest(spec=case.spec, point=case.point, seq_len=case.seq_len, backend=backend,
+                                   nproc=nproc, workdir=workdir / case.name / f"repeat{repeat}-{attempt}",
+                                   timeout_s=case.timeout_s, measure=case.measure, ds_config=case.ds_config,
+                                   fault=fault, slow_step_s=slow_step_s)
+            result = run_trial(request)
+            if observer is not None:
+                observer.repeat_finished(case, repeat, result)
+            if result.ok:
+                break
+            failed_attempts.append(f"repeat {repeat}, attempt {attempt + 1}: {result.reason}")
         if not result.ok:
-            failures.append(f"repeat {repeat}: {result.reason}")
+            failures.extend(failed_attempts)
             continue
+        flaky.extend(failed_attempts)
         for name, metric in TRIAL_METRICS.items():
             value = metric.from_trial(result)
             if value is not None:
                 samples[name].append(value)
     definition = {**case.definition(), "nproc": nproc}
-    return CaseSamples(kind="trial", definition=definition, samples=samples, failures=failures)
+    return CaseSamples(kind="trial", definition=definition, samples=samples, failures=failures, flaky=flaky)
 
 
 def run_suite(suite: Suite, *, workdir: Path, command: list[str] = (), observer: Observer | None = None,

@@ -73,6 +73,7 @@ class _ConfigFile(_Strict):
     warmup_steps: int | None = Field(None, ge=0)
     measure: _MeasureFile | None = None
     repeats: int = Field(5, ge=2)
+    retries: int = Field(1, ge=0, le=5)
     timeout_s: float = Field(600.0, gt=0)
     thresholds: dict[str, float] = {}
 
@@ -142,6 +143,7 @@ class BenchCase:
     nproc: int | None  # None: the backend's default (2 CPU ranks, all GPUs)
     measure: MeasurePolicy
     repeats: int
+    retries: int
     timeout_s: float
     thresholds: dict[str, float] = field(default_factory=dict)
 
@@ -236,8 +238,8 @@ def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
                                 min_steps=raw.steps, max_steps=raw.steps, target_rse=0.0,
                                 max_measure_s=raw.timeout_s)
     return BenchCase(name=raw.name, spec=spec, point=point, ds_config=ds_config, seq_len=raw.seq_len,
-                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, timeout_s=raw.timeout_s,
-                     thresholds=dict(raw.thresholds))
+                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, retries=raw.retries,
+                     timeout_s=raw.timeout_s, thresholds=dict(raw.thresholds))
 
 
 def load_suite(path: Path | str) -> Suite:

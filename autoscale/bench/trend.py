@@ -29,7 +29,8 @@ PAGE = """{% extends "base.html.j2" %}
   <div class="kicker">autoscale bench</div>
   <h1>{{ suite }}</h1>
   <div class="subtitle">{{ runs }} run(s) in the history · latest {{ latest.created_at }} · commit
-    <code>{{ (latest.git_commit or "–")[:10] }}</code> · {{ latest.hardware.description }} ({{ latest.hardware.device }})</div>
+    <code>{{ (latest.git_commit or "–")[:10] }}</code> · {{ latest.hardware.description }}
+    ({{ latest.hardware.device }})</div>
 </header>
 <section class="panel">
   <h2>Latest run against its baseline</h2>

@@ -29,16 +29,22 @@ class RepeatPrinter:
         console.print(line, highlight=False)
 
 
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 2**20:,.1f} MiB" if unit == "bytes" else f"{value:.4g}"
+
+
 def comparison_table(comparison) -> Table:
     table = Table(title="against the baseline (ratio = now / baseline, 95% bootstrap interval)")
     for column in ("config", "metric", "baseline", "now", "ratio [interval]", "p", "threshold", "verdict"):
         table.add_column(column, justify="left" if column in ("config", "metric", "verdict") else "right")
     for row in comparison.rows:
         c = row.comparison
-        number = (lambda v: "-" if v is None else (f"{v / 2**20:,.1f} MiB" if row.unit == "bytes" else f"{v:.4g}"))
         ratio = "-" if c.ratio is None else f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
         style = VERDICT_STYLE.get(row.verdict, "")
-        table.add_row(row.case, row.metric, number(c.baseline_median), number(c.candidate_median), ratio,
+        table.add_row(row.case, row.metric, _value(c.baseline_median, row.unit),
+                      _value(c.candidate_median, row.unit), ratio,
                       "-" if c.p_value is None else f"{c.p_value:.3g}", f"{row.threshold:.0%}",
                       f"[{style}]{row.verdict}[/]" if style else row.verdict)
     return table
@@ -74,6 +80,9 @@ def bench(
                             ("hardware differs (allowed)", comparison.hardware_differences)):
             if names:
                 console.print(f"{note}: {'; '.join(names)}", highlight=False)
+    for name, case in outcome.record.cases.items():
+        if case.flaky:
+            console.print(f"[yellow]retried[/] {name}: {'; '.join(case.flaky)}", highlight=False)
     for name, failures in outcome.record.failed_cases.items():
         console.print(f"[red]failed[/] {name}: {'; '.join(failures)}", highlight=False)
     if outcome.baseline_refused:
@@ -82,7 +91,9 @@ def bench(
         console.print(f"wrote {what}: {path}", highlight=False)
     if outcome.regressed:
         regressions = comparison.regressions if comparison else []
-        console.print(f"[bold red]REGRESSION[/]: {len(regressions)} metric(s) regressed or failed"
+        failed = len(outcome.record.failed_cases)
+        console.print(f"[bold red]REGRESSION[/]: {len(regressions)} metric(s) regressed or failed, "
+                      f"{failed} config(s) with failed repeats"
                       + "".join(f"\n  {describe(row)}" for row in regressions), highlight=False)
         raise typer.Exit(1)
     if comparison is not None:

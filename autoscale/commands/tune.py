@@ -36,11 +36,13 @@ class ConsoleObserver:
         self.task = progress.add_task("trials", total=total)
 
     def trial_started(self, number: int, point: Point) -> None:
-        label = "baseline" if number < 0 else f"trial {number}"
+        label = "baseline" if number < 0 else f"trial {number}"  # -1: the baseline
         self.progress.update(self.task, description=f"{label}: {point.short()}")
 
     def trial_finished(self, record: TrialRecord, counted: int) -> None:
-        label = "baseline" if record.number is None else f"trial {record.number:>3}"
+        label = f"trial {record.number:>3}" if record.number is not None else "predicted"
+        if record.is_baseline:
+            label += " (baseline)"
         if record.status == "ok":
             r = record.result
             mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-"

@@ -47,8 +47,15 @@ class Hardware:
 
 
 def _parse_entry(name: str, raw: dict, origin: str) -> Hardware:
+    where = f"hardware entry {name!r} in {origin}"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: must be a mapping of field to value, got {raw!r}")
+    peak = raw.get("peak_tflops")
+    if not isinstance(peak, dict) or "fp32" not in peak:
+        raise UserError(f"{where}: peak_tflops must map precisions to TFLOP/s, with fp32 among them "
+                        f"(e.g. {{fp32: 67, bf16: 989.5}}), got {peak!r}")
     try:
-        return Hardware(name=name, description=raw.get("description", name),
+        entry = Hardware(name=name, description=raw.get("description", name),
                         peak_tflops={k: float(v) for k, v in raw["peak_tflops"].items()},
                         memory_bytes=int(float(raw["memory_gb"]) * GB),
                         memory_bandwidth_gb_s=float(raw["memory_bandwidth_gb_s"]),
@@ -59,8 +66,20 @@ def _parse_entry(name: str, raw: dict, origin: str) -> Hardware:
                         intra_node_latency_us=float(raw.get("intra_node_latency_us", 5.0)),
                         inter_node_latency_us=float(raw.get("inter_node_latency_us", 10.0)),
                         source=raw.get("source", ""), match=tuple(raw.get("match", ())))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UserError(f"hardware entry {name!r} in {origin}: missing or bad field ({error})") from None
+    except KeyError as error:
+        raise UserError(f"{where}: missing field {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"{where}: bad field ({error})") from None
+    figures = {"memory_gb": entry.memory_bytes, "memory_bandwidth_gb_s": entry.memory_bandwidth_gb_s,
+               "intra_node_gb_s": entry.intra_node_gb_s, "inter_node_gb_s": entry.inter_node_gb_s,
+               "host_link_gb_s": entry.host_link_gb_s,
+               **{f"peak_tflops.{precision}": value for precision, value in entry.peak_tflops.items()}}
+    negative = next((key for key, value in figures.items() if value < 0), None)
+    if negative is not None:
+        raise UserError(f"{where}: {negative} must not be negative")
+    if entry.gpus_per_node < 1:
+        raise UserError(f"{where}: gpus_per_node must be at least 1")
+    return entry
 
 
 def load_catalog_file(path: Path) -> dict[str, Hardware]:
@@ -68,6 +87,12 @@ def load_catalog_file(path: Path) -> dict[str, Hardware]:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"hardware file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"hardware file {str(path)!r} is a directory, not a YAML file") from None
+    except OSError as error:
+        raise UserError(f"cannot read hardware file {str(path)!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"hardware file {str(path)!r} is not a text file (YAML expected)") from None
     except yaml.YAMLError as error:
         raise UserError(f"hardware file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -90,7 +115,10 @@ def get_hardware(name_or_path: str) -> Hardware:
         entries = load_catalog_file(Path(name_or_path))
         if len(entries) != 1:
             raise UserError(f"hardware file {name_or_path!r} must hold exactly one entry, found {len(entries)}")
-        return next(iter(entries.values()))
+        entry = next(iter(entries.values()))
+        if entry.memory_bytes <= 0 or entry.peak_tflops["fp32"] <= 0:
+            raise UserError(f"hardware file {name_or_path!r}: memory_gb and peak_tflops.fp32 must be positive")
+        return entry
     raise UserError(f"unknown hardware {name_or_path!r}: choose one of {', '.join(catalog())} or give a YAML file")
 
 

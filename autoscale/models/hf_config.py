@@ -67,8 +67,14 @@ def spec_from_hf_config(path: str | Path) -> ModelSpec:
         config = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"model config {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"model config {str(path)!r} is a directory: give the config.json inside it") from None
+    except OSError as error:
+        raise UserError(f"cannot read model config {str(path)!r}: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"model config {str(path)!r} is not valid JSON: {error}") from None
     if not isinstance(config, dict):
         raise UserError(f"model config {str(path)!r} must hold a JSON object")
-    return spec_from_hf_dict(config, name=path.parent.name or path.stem)
+    # `llama-7b/config.json` is named by its folder, as the Hub lays models out; `my-model.json` by its stem
+    name = (path.parent.name or path.stem) if path.name == "config.json" else path.stem
+    return spec_from_hf_dict(config, name=name)
