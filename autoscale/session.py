@@ -21,7 +21,7 @@ from autoscale.models import resolve_model
 from autoscale.point import Point
 from autoscale.results import RunInfo, utc_now
 from autoscale.space import load_space
-from autoscale.tuner import Observer, TuneConfig, TuneOutcome, tune
+from autoscale.tuner import Observer, TuneConfig, TuneOutcome, prepare_space, tune
 
 if TYPE_CHECKING:
     from autoscale.hardware import Hardware
@@ -105,6 +105,8 @@ class TuneSession:
         global_batch = global_batch or 8 * nproc
         study_name = study_name or f"{spec.name}-{backend}"
         out_dir = out or Path("runs") / study_name
+        if backend != "model":
+            prepare_space(search_space, backend=backend, global_batch=global_batch, world_size=nproc)
         check_writable(out_dir)
         hardware = target
         limit = memory_limit_per_rank(hardware, nproc)

@@ -8,6 +8,7 @@ machine) sees the same trials and can rebuild the same search.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import optuna
 
@@ -30,11 +31,15 @@ def open_study(*, storage: str, study_name: str, resume: bool, seed: int, must_e
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     masked = mask_password(storage)
+    _check_url(storage, resume=resume or must_exist, study_name=study_name)
     try:
         rdb = optuna.storages.RDBStorage(
             storage, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         existing = {s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
+    except ImportError:
+        raise UserError(f"cannot open storage {masked}: its database driver is not installed "
+                        "(for PostgreSQL: pip install -e .[postgres])") from None
     except Exception as error:  # SQLAlchemy and drivers raise many types for bad URLs, servers and files
         detail = mask_password(str(error).strip().splitlines()[0][:200]) if str(error).strip() else type(error).__name__
         raise UserError(f"cannot open storage {masked}: {detail}") from None
@@ -48,6 +53,21 @@ def open_study(*, storage: str, study_name: str, resume: bool, seed: int, must_e
                                 load_if_exists=True)
     optuna.storages.fail_stale_trials(study)
     return study
+
+
+def _check_url(storage: str, *, resume: bool, study_name: str) -> None:
+    """Refuse what would leak a password or leave litter before connecting."""
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except Exception:  # noqa: BLE001 - SQLAlchemy's ArgumentError and ValueError alike
+        raise UserError(f"cannot open storage {mask_password(storage)}: not a database URL") from None
+    if "@" in (url.host or ""):
+        raise UserError(f"cannot open storage {mask_password(storage)}: the password holds a raw '@': "
+                        "percent-encode it as %40")
+    if resume and url.drivername.startswith("sqlite") and url.database and not Path(url.database).is_file():
+        raise UserError(f"no study {study_name!r}: {url.database} does not exist")
 
 
 def records_of(study: optuna.Study, *, global_batch: int, world_size: int) -> list[TrialRecord]:

@@ -138,12 +138,12 @@ class _Search:
     def __init__(self, config: TuneConfig, info: RunInfo, observer: Observer,
                  run: Callable[[TrialRequest], TrialResult], predictor: Predictor | None):
         self.config, self.info, self.observer, self.run, self.predictor = config, info, observer, run, predictor
+        self.space = prepare_space(config.space, backend=config.backend, global_batch=config.global_batch,
+                                   world_size=config.nproc)  # before the study: a bad input must not touch it
         self.study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
                                 seed=config.seed)
         if RUN_ATTR not in self.study.user_attrs:
             self.study.set_user_attr(RUN_ATTR, config.settings())
-        self.space = prepare_space(config.space, backend=config.backend, global_batch=config.global_batch,
-                                   world_size=config.nproc)
         self.space_points = self.space.points(global_batch=config.global_batch, world_size=config.nproc)
         self.baseline = baseline_point(config.global_batch, config.nproc)
         self.repeats_in_a_row = 0

@@ -192,7 +192,7 @@ def param_importances(run_dir: Path, study_name: str | None) -> Importances:
     from an earlier measurement of the same point are left out, so a point does not count twice."""
     import optuna
 
-    from autoscale.tuner import REPEAT_ATTR
+    from autoscale.study import REPEAT_ATTR
 
     db = Path(run_dir) / "study.db"
     if not db.is_file():
@@ -204,12 +204,12 @@ def param_importances(run_dir: Path, study_name: str | None) -> Importances:
             warnings.simplefilter("ignore")
             stored = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
             complete = [t for t in stored.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                        if REPEAT_ATTR not in t.user_attrs]
+                        if REPEAT_ATTR not in t.user_attrs and t.params]  # the baseline is queued without params
             if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
                 return Importances({}, f"{len(complete)} distinct completed trials: importances need at least "
                                        f"{MIN_TRIALS_FOR_IMPORTANCE}")
             varied = sorted({name for t in complete for name in t.params
-                             if len({repr(u.params.get(name)) for u in complete}) > 1})
+                             if len({repr(u.params[name]) for u in complete if name in u.params}) > 1})
             if not varied:
                 return Importances({}, "no knob took more than one value")
             study = optuna.create_study(directions=stored.directions)

@@ -87,6 +87,8 @@ def bench(
         console.print(f"[red]failed[/] {name}: {'; '.join(failures)}", highlight=False)
     if outcome.baseline_refused:
         console.print(f"[red]baseline {outcome.baseline_refused}[/]", highlight=False)
+    if junit is not None and comparison is None:
+        console.print("no JUnit written: without --baseline there is nothing to pass or fail", highlight=False)
     for what, path in outcome.written.items():
         console.print(f"wrote {what}: {path}", highlight=False)
     if outcome.regressed:
