@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from autoscale.hardware import Hardware
 
 MIN_FREE_DISK_BYTES = 50 * 2**20
+LAUNCHERS = ("warm", "fresh")  # warm: fork servers kept across trials (engine/pool.py); fresh: new processes
 
 
 def resolve_backend(backend: str) -> str:
@@ -83,12 +84,14 @@ class TuneSession:
                    backend: str, nproc: int | None, out: Path | None, study_name: str | None,
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
                    command: list[str], fault: str | None = None, hardware: str | None = None,
-                   gpus: int | None = None) -> "TuneSession":
+                   gpus: int | None = None, launcher: str = "warm") -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
 
         spec = resolve_model(model)
         search_space = load_space(space)
         backend = resolve_backend(backend)
+        if launcher not in LAUNCHERS:
+            raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
         if backend == "model":
             if hardware is None:
                 raise UserError("--backend model plans for a cluster: name it with --hardware (and --gpus)")
@@ -113,7 +116,7 @@ class TuneSession:
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
-                            memory_limit_bytes=limit, fault=fault)
+                            memory_limit_bytes=limit, fault=fault, launcher=launcher)
         return cls(config, cls._run_info(config, hardware, command), hardware)
 
     @classmethod
@@ -178,7 +181,12 @@ class TuneSession:
                                     global_batch=c.global_batch, seq_len=c.seq_len, info=self.info, out_dir=c.out_dir)
             return TuneOutcome(records=records, summary=summary,
                                stopped_because=f"every point predicted ({summary['evaluated']['points']} points)")
-        return tune(c, info=self.info, observer=observer, predictor=self.predictor())
+        if c.launcher == "fresh":
+            return tune(c, info=self.info, observer=observer, predictor=self.predictor())
+        from autoscale.engine import WarmPool
+
+        with WarmPool(c.out_dir / "pool") as pool:
+            return tune(c, info=self.info, observer=observer, run=pool, predictor=self.predictor())
 
     def finish(self, outcome: TuneOutcome) -> list[str]:
         """Write the best ds_config and the report; return what to tell the user."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from typer.testing import CliRunner
 
 from autoscale.bench.record import load_record
@@ -101,10 +100,10 @@ def test_a_slower_config_under_the_same_name_is_flagged_with_exit_1(saved):
 
 
 def test_a_memory_growth_is_flagged_with_exit_1(saved):
-    """Micro-batch 32 instead of 2 (one accumulation step): the activations, logits and their gradients
-    grow 16-fold and the measured peak resident set with them; a real allocation, not a faked sample."""
+    """Micro-batch 16 instead of 2 (one accumulation step): the activations, logits and their gradients
+    grow 8-fold and the measured peak resident set with them; a real allocation, not a faked sample."""
     folder, baseline = saved
-    code, junit = compare(folder, baseline, smoke_suite(folder, "bigger.yaml", micro_batch=32, grad_accum=1),
+    code, junit = compare(folder, baseline, smoke_suite(folder, "bigger.yaml", micro_batch=16, grad_accum=1),
                           "bigger")
     assert code == 1 and "peak_bytes" in regressed_metrics(junit)
     history = sorted((folder / "history").glob("*.json"))

@@ -89,4 +89,4 @@ def test_a_rank_killed_by_the_kernel_reads_as_oom(tmp_path, quick_measure):
     class Dead:
         returncode = -signal.SIGKILL
 
-    assert launch._failure_reason(tmp_path, [Dead()]).startswith("oom: rank0 killed by SIGKILL")
+    assert launch.failure_reason(tmp_path, [Dead()]).startswith("oom: rank0 killed by SIGKILL")

@@ -18,7 +18,8 @@ def describe(row: MetricRow) -> str:
         return f"{row.case}: failed: {'; '.join(row.failures)}"
     if c.ratio is None:
         return f"{row.case} {row.metric}: {c.verdict} ({c.note})"
-    return (f"{row.case} {row.metric}: {c.baseline_median:.6g} -> {c.candidate_median:.6g} {row.unit}, "
+    scale, unit = (2**20, "MiB") if row.unit == "bytes" else (1, row.unit)
+    return (f"{row.case} {row.metric}: {c.baseline_median / scale:.6g} -> {c.candidate_median / scale:.6g} {unit}, "
             f"ratio {c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}], p={c.p_value:.3g}, "
             f"threshold {row.threshold:.0%}: {row.verdict}")
 

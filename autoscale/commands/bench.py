@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from autoscale.bench.history import DEFAULT_HISTORY
@@ -25,7 +26,7 @@ class RepeatPrinter:
                     f"{result.tokens_per_s:>10,.0f} tok/s  step {result.step_s * 1e3:8.1f} ms  "
                     f"peak {result.peak_bytes / 2**20:8.1f} MiB")
         else:
-            line = f"[red]failed[/] {case.name} repeat {repeat + 1}/{case.repeats}  {result.reason}"
+            line = f"[red]failed[/] {case.name} repeat {repeat + 1}/{case.repeats}  {escape(result.reason)}"
         console.print(line, highlight=False)
 
 
@@ -43,7 +44,7 @@ def comparison_table(comparison) -> Table:
         c = row.comparison
         ratio = "-" if c.ratio is None else f"{c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
         style = VERDICT_STYLE.get(row.verdict, "")
-        table.add_row(row.case, row.metric, _value(c.baseline_median, row.unit),
+        table.add_row(escape(row.case), row.metric, _value(c.baseline_median, row.unit),
                       _value(c.candidate_median, row.unit), ratio,
                       "-" if c.p_value is None else f"{c.p_value:.3g}", f"{row.threshold:.0%}",
                       f"[{style}]{row.verdict}[/]" if style else row.verdict)
@@ -79,29 +80,29 @@ def bench(
                             ("changed since the baseline", comparison.environment_changes),
                             ("hardware differs (allowed)", comparison.hardware_differences)):
             if names:
-                console.print(f"{note}: {'; '.join(names)}", highlight=False)
+                console.print(f"{note}: {escape('; '.join(names))}", highlight=False)
     for name, case in outcome.record.cases.items():
         if case.flaky:
-            console.print(f"[yellow]retried[/] {name}: {'; '.join(case.flaky)}", highlight=False)
+            console.print(f"[yellow]retried[/] {escape(name)}: {escape('; '.join(case.flaky))}", highlight=False)
     for name, failures in outcome.record.failed_cases.items():
-        console.print(f"[red]failed[/] {name}: {'; '.join(failures)}", highlight=False)
+        console.print(f"[red]failed[/] {escape(name)}: {escape('; '.join(failures))}", highlight=False)
     if outcome.baseline_refused:
         console.print(f"[red]baseline {outcome.baseline_refused}[/]", highlight=False)
     if junit is not None and comparison is None:
         console.print("no JUnit written: without --baseline there is nothing to pass or fail", highlight=False)
     for what, path in outcome.written.items():
-        console.print(f"wrote {what}: {path}", highlight=False)
+        console.print(f"wrote {what}: {escape(str(path))}", highlight=False)
     if outcome.regressed:
         regressions = comparison.regressions if comparison else []
         failed = len(outcome.record.failed_cases)
         console.print(f"[bold red]REGRESSION[/]: {len(regressions)} metric(s) regressed or failed, "
                       f"{failed} config(s) with failed repeats"
-                      + "".join(f"\n  {describe(row)}" for row in regressions), highlight=False)
+                      + "".join(f"\n  {escape(describe(row))}" for row in regressions), highlight=False)
         raise typer.Exit(1)
     if comparison is not None:
         improved = comparison.improvements
         console.print(f"no regression; {len(improved)} metric(s) improved" +
-                      "".join(f"\n  {describe(row)}" for row in improved), highlight=False)
+                      "".join(f"\n  {escape(describe(row))}" for row in improved), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

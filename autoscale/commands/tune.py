@@ -93,6 +93,8 @@ def tune(
     seed: int = typer.Option(0, help="Seed of the sampler and of the synthetic data."),
     hardware: Optional[str] = typer.Option(None, help="--backend model: a catalog name (h100-sxm, a100-80gb, ...) or a YAML file."),
     gpus: Optional[int] = typer.Option(None, min=1, help="--backend model: devices in the cluster."),
+    launcher: str = typer.Option("warm", help="warm: ranks kept as fork servers across trials (fast); "
+                                 "fresh: new processes for every trial."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -101,7 +103,7 @@ def tune(
                                      seq_len=seq_len, backend=backend, nproc=nproc, out=out,
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
-                                     hardware=hardware, gpus=gpus)
+                                     hardware=hardware, gpus=gpus, launcher=launcher)
     run_session(session, console)
 
 

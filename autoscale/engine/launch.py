@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from autoscale.ds_config import to_ds_config
 from autoscale.engine.request import STARTED_MARKER, TrialRequest, TrialResult
@@ -42,7 +43,7 @@ def rank_environment(request: TrialRequest, *, port: int, launch_time: float) ->
     return env
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in each rank before exec: if the tuner dies (even by SIGKILL), the kernel kills the rank,
     so no orphan keeps a port or memory (prctl(2), PR_SET_PDEATHSIG; Linux only, else a no-op)."""
     try:
@@ -52,7 +53,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
@@ -74,7 +75,7 @@ def _wait(processes: list[subprocess.Popen], deadline: float) -> bool:
     return False
 
 
-def _failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> str:
+def failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> str:
     errors = sorted(workdir.glob("rank*.error.json"))
     if errors:
         record = json.loads(errors[0].read_text())
@@ -101,15 +102,17 @@ def _last_line(path: Path) -> str:
 
 
 def run_trial(request: TrialRequest) -> TrialResult:
-    """Run one trial in fresh processes; always returns a result, failed ones with their reason.
+    """Run one trial in fresh processes; always returns a result, failed ones with their reason."""
+    return retry_startup_crash(_run_once, request)
 
-    A rank killed by a signal before training began (seen here as a rare SIGABRT inside gloo's
+
+def retry_startup_crash(run_once: Callable[[TrialRequest], TrialResult], request: TrialRequest) -> TrialResult:
+    """A rank killed by a signal before training began (seen here as a rare SIGABRT inside gloo's
     start-up on a loaded machine) says nothing about the config, so that one case is retried once;
-    the second outcome stands.
-    """
-    result = _run_once(request)
+    the second outcome stands."""
+    result = run_once(request)
     if result.failure_kind == "crash" and " killed by " in result.reason and not started_training(request.workdir):
-        retried = _run_once(request)
+        retried = run_once(request)
         return retried if retried.ok else TrialResult.failed(f"{retried.reason} (also on retry)", wall_s=retried.wall_s)
     return result
 
@@ -140,12 +143,12 @@ def _run_once(request: TrialRequest) -> TrialResult:
                 rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
                 group = {"process_group": 0 if pgid is None else pgid}
                 processes.append(subprocess.Popen(command, env=rank_env, stdout=log, stderr=subprocess.STDOUT,
-                                                  stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, **group))
+                                                  stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, **group))
             pgid = pgid or processes[0].pid
         finished = _wait(processes, started + request.timeout_s)
     finally:
         if pgid is not None:
-            _kill_group(pgid)
+            kill_group(pgid)
         for process in processes:
             process.wait()
     wall_s = time.monotonic() - started
@@ -153,4 +156,4 @@ def _run_once(request: TrialRequest) -> TrialResult:
         return TrialResult.failed(f"timeout: no result after {request.timeout_s:.0f} s", wall_s=wall_s)
     if result_path.exists() and all(p.returncode == 0 for p in processes):
         return TrialResult.from_dict({**json.loads(result_path.read_text()), "wall_s": wall_s})
-    return TrialResult.failed(_failure_reason(workdir, processes), wall_s=wall_s)
+    return TrialResult.failed(failure_reason(workdir, processes), wall_s=wall_s)

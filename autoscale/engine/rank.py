@@ -164,33 +164,49 @@ def _configure_quiet_logging() -> None:
     ds_logger.setLevel(logging.WARNING)
 
 
-def main(argv: list[str]) -> int:
-    request_path, result_path = Path(argv[0]), Path(argv[1])
-    request = TrialRequest.from_json(request_path.read_text())
+def init_distributed(backend: str) -> None:
+    import deepspeed
+
+    _configure_quiet_logging()
+    deepspeed.init_distributed(dist_backend="nccl" if backend == "cuda" else "gloo")
+
+
+def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) -> bool:
+    """This rank's part of one trial; rank 0 writes the result. False (and an error file) on failure."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    launch_time = float(os.environ.get("AUTOSCALE_LAUNCH_TIME", time.time()))
     try:
-        import deepspeed
-
-        _configure_quiet_logging()
-        deepspeed.init_distributed(dist_backend="nccl" if request.backend == "cuda" else "gloo")
         outcome = train_and_measure(request, rank=rank, world_size=world_size, local_rank=local_rank)
     except BaseException as error:  # noqa: BLE001 - every failure must reach the parent with a kind
-        record = error_record(error)
-        (result_path.parent / f"rank{rank}.error.json").write_text(json.dumps(record))
-        print(f"rank {rank}: {record['kind']}: {record['message']}", file=sys.stderr, flush=True)
-        return 3
+        record_failure(error, result_path.parent, rank)
+        return False
     if rank == 0:
         from autoscale.hardware import detect
 
         hardware = detect(request.backend)
         devices = 1 if request.backend == "cpu" else world_size  # CPU ranks share one device
-        precision = request.point.precision
         summary = summarise(request, outcome, world_size=world_size, launch_time=launch_time,
-                            peak_flops_per_device=hardware.peak_flops(precision), devices=devices)
+                            peak_flops_per_device=hardware.peak_flops(request.point.precision), devices=devices)
         result_path.write_text(json.dumps(summary))
-    return 0
+    return True
+
+
+def record_failure(error: BaseException, workdir: Path, rank: int) -> None:
+    record = error_record(error)
+    (workdir / f"rank{rank}.error.json").write_text(json.dumps(record))
+    print(f"rank {rank}: {record['kind']}: {record['message']}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    request_path, result_path = Path(argv[0]), Path(argv[1])
+    request = TrialRequest.from_json(request_path.read_text())
+    launch_time = float(os.environ.get("AUTOSCALE_LAUNCH_TIME", time.time()))
+    try:
+        init_distributed(request.backend)
+    except BaseException as error:  # noqa: BLE001
+        record_failure(error, result_path.parent, int(os.environ["RANK"]))
+        return 3
+    return 0 if run_rank(request, result_path, launch_time=launch_time) else 3
 
 
 if __name__ == "__main__":

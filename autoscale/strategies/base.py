@@ -1,0 +1,82 @@
+"""The shape every search strategy shares, and what a strategy may know before measuring anything.
+
+A strategy proposes one point at a time from a finite list and is then told the outcome, as the
+engine's own `TrialResult` (tokens/s and peak memory, or a failure whose kind says oom, timeout,
+crash or nan). Strategies are pure: the replay benchmark and the tests drive them from a table,
+a recorder or the tuner would drive them from real trials.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from autoscale.engine.request import TrialResult
+from autoscale.errors import UserError
+from autoscale.hardware import Hardware
+from autoscale.models.spec import ModelSpec
+from autoscale.point import Point
+from autoscale.space import SearchSpace
+from autoscale.study import point_key
+from autoscale.tuner import Predictor
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchContext:
+    """The candidates (a space as `prepare_space` left it) and, for strategies that use it, the cost model."""
+
+    space: SearchSpace
+    global_batch: int
+    world_size: int
+    predictor: Predictor | None = None
+    memory_limit_bytes: int | None = None  # per rank, the tuner's constraint
+
+    def points(self) -> list[Point]:
+        return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
+
+
+class Strategy(ABC):
+    """Propose the next point to measure; learn from each outcome.
+
+    The contract, checked for every registered strategy in tests/test_strategies.py: `propose` never
+    returns a point already told; called until it returns None (telling each outcome in between),
+    it returns every point it is willing to launch exactly once. Calls alternate: propose, tell.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, context: SearchContext, *, seed: int):
+        self.context, self.seed = context, seed
+        self.points = context.points()
+        self.results: dict[tuple, TrialResult] = {}
+
+    @abstractmethod
+    def propose(self) -> Point | None:
+        """The next point to launch, or None when nothing is left to try."""
+
+    def tell(self, point: Point, result: TrialResult) -> None:
+        self.results[point_key(point)] = result
+        self.learn(point, result)
+
+    def learn(self, point: Point, result: TrialResult) -> None:
+        """Strategies that model the outcomes update their model here."""
+
+    def unmeasured(self) -> list[Point]:
+        return [p for p in self.points if point_key(p) not in self.results]
+
+
+def cost_model_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int) -> Predictor:
+    """The predictor `autoscale tune` gives its search (see TuneSession.predictor): calibrated where
+    `autoscale calibrate` has been run, None for a layout the model cannot place."""
+    from autoscale.costmodel import load_params, predict
+
+    params = load_params(hardware.name)
+
+    def predict_point(point: Point):
+        try:
+            return predict(spec, point, hardware, world_size=world_size, seq_len=seq_len, params=params)
+        except UserError:
+            return None
+
+    return predict_point

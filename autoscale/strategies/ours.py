@@ -1,0 +1,63 @@
+"""Ours: exactly the search `autoscale tune` runs, driven by ask/tell instead of `study.optimize`.
+
+From the tuner, reused rather than rewritten: the baseline is measured first (queued with its
+point, not as sampler parameters), then the cost model's top-ranked fitting points (`_seed_points`,
+`TuneConfig.seed_points` of them), then constrained TPE over `suggest_point`; a point predicted not
+to fit is told to the sampler as infeasible without a launch (the baseline never is), and every
+outcome goes through the tuner's `_report` (tokens/s plus the memory constraint, failures FAIL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import optuna
+from optuna.trial import TrialState
+
+from autoscale.point import Point, baseline_point
+from autoscale.results import TrialRecord
+from autoscale.strategies.ask_tell import AskTellStrategy
+from autoscale.strategies.base import SearchContext
+from autoscale.study import BASELINE_ATTR, POINT_ATTR, point_key, point_params
+from autoscale.tuner import TuneConfig, _report, _seed_points, _TrialFailed
+
+SEED_POINTS = next(f.default for f in fields(TuneConfig) if f.name == "seed_points")
+
+
+class Autoscale(AskTellStrategy):
+    name = "autoscale"
+
+    def __init__(self, context: SearchContext, *, seed: int, **kwargs):
+        if context.predictor is None:
+            raise ValueError("strategy 'autoscale' needs the cost model: give the SearchContext a predictor")
+        super().__init__(context, seed=seed, **kwargs)
+        self.predictions = {point_key(p): context.predictor(p) for p in self.points}
+        keys = set(self.predictions)
+        self.baseline = baseline_point(context.global_batch, context.world_size)
+        if point_key(self.baseline) in keys:
+            self.study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True, POINT_ATTR: self.baseline.as_dict()})
+        for point in _seed_points(self.points, context.predictor, SEED_POINTS):
+            self.study.enqueue_trial(point_params(point, context.space), skip_if_exists=True)
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        # the sampler of autoscale.study.open_study
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+
+    def launchable(self, point: Point) -> bool:
+        prediction = self.predictions.get(point_key(point))
+        return point_key(point) == point_key(self.baseline) or prediction is None or prediction.fits
+
+    def settle_without_launch(self, point: Point, trial: optuna.Trial) -> TrialRecord | None:
+        if self.launchable(point):
+            return None
+        prediction = self.predictions[point_key(point)]
+        return TrialRecord(number=trial.number, point=point, status="pruned", reason="pruned: predicted not to fit",
+                           pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s)
+
+    def report(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        try:
+            value = _report(trial, record, self.context.memory_limit_bytes)
+        except _TrialFailed:
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        self.study.tell(trial, value)

@@ -1,0 +1,230 @@
+"""Replaying strategies against a table of measured trials: how many trials to a near-best config?
+
+A table is a trials.csv-shaped CSV holding one row per point of a whole space, plus a JSON sidecar
+(`<table>.json`) saying what was measured where: model, world size, sequence length, global batch,
+hardware, the space's choices, and whether the figures are synthetic. Replaying a strategy feeds
+it the table's outcome for each point it proposes instead of running a trial, so every strategy
+is compared on the same measurements, and a seed's result is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autoscale.engine.request import TrialResult
+from autoscale.errors import UserError
+from autoscale.hardware import Hardware, get_hardware
+from autoscale.models.spec import ModelSpec
+from autoscale.point import Point
+from autoscale.results import KNOB_COLUMNS, TrialRecord, write_trials_csv
+from autoscale.space import KNOBS, SearchSpace
+from autoscale.strategies import STRATEGIES, SearchContext, Strategy, cost_model_predictor, make_strategy
+from autoscale.study import point_key
+
+NEAR_BEST = 0.03  # the issue's "within 3% of the table's best"
+INTEGER_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayTable:
+    name: str
+    synthetic: bool
+    spec: ModelSpec
+    hardware: Hardware
+    world_size: int
+    seq_len: int
+    global_batch: int
+    space: SearchSpace
+    results: dict[tuple, TrialResult] = field(repr=False)
+
+    def points(self) -> list[Point]:
+        return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
+
+    def best_tokens_per_s(self) -> float:
+        ok = [r.tokens_per_s for r in self.results.values() if r.ok and r.tokens_per_s]
+        if not ok:
+            raise UserError(f"table {self.name!r} has no ok trial: nothing to find")
+        return max(ok)
+
+    def is_near_best(self, result: TrialResult, tolerance: float = NEAR_BEST) -> bool:
+        return result.ok and (result.tokens_per_s or 0) >= (1 - tolerance) * self.best_tokens_per_s()
+
+    def context(self) -> SearchContext:
+        """What `autoscale tune` would know on this table's machine: the space and the cost model."""
+        from autoscale.session import memory_limit_per_rank
+
+        return SearchContext(space=self.space, global_batch=self.global_batch, world_size=self.world_size,
+                             predictor=cost_model_predictor(self.spec, self.hardware, world_size=self.world_size,
+                                                            seq_len=self.seq_len),
+                             memory_limit_bytes=memory_limit_per_rank(self.hardware, self.world_size))
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    return Path(csv_path).with_suffix(".json")
+
+
+def sidecar_dict(*, name: str, synthetic: bool, spec: ModelSpec, hardware: Hardware, world_size: int, seq_len: int,
+                 global_batch: int, backend: str, space: SearchSpace, **extra) -> dict:
+    """The sidecar's keys; `extra` carries where and when (versions, timestamps, runner, notes)."""
+    return {"name": name, "synthetic": synthetic, "model": spec.name, "model_spec": asdict(spec),
+            "world_size": world_size, "seq_len": seq_len, "global_batch": global_batch, "backend": backend,
+            "hardware_name": hardware.name, "hardware": asdict(hardware),
+            "space": {"name": space.name, "choices": {k: list(v) for k, v in space.choices.items()}}, **extra}
+
+
+def write_table(csv_path: Path, records: list[TrialRecord], sidecar: dict) -> None:
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(records, csv_path)
+    sidecar_path(csv_path).write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+
+
+def _value(raw):
+    return None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else raw
+
+
+def _rows(frame: pd.DataFrame) -> dict[tuple, TrialResult]:
+    results = {}
+    for row in frame.to_dict("records"):
+        knobs = {k: (int(row[k]) if k in INTEGER_KNOBS else str(row[k])) for k in KNOB_COLUMNS}
+        point = Point(**knobs)
+        if point_key(point) in results:
+            raise UserError(f"point {point.short()} appears twice in the table")
+        status = str(row["status"])
+        if status not in ("ok", "failed"):
+            continue  # a pruned row was never measured
+        peak = _value(row.get("peak_bytes"))
+        results[point_key(point)] = TrialResult(
+            status=status, reason=str(_value(row.get("reason")) or ""), tokens_per_s=_value(row.get("tokens_per_s")),
+            peak_bytes=int(peak) if peak is not None else None, step_s=_value(row.get("step_s")),
+            wall_s=float(_value(row.get("wall_s")) or 0.0))
+    return results
+
+
+def _space_from_table(name: str, frame: pd.DataFrame) -> SearchSpace:
+    """A sidecar without the space's choices: the table's distinct values, in ascending order."""
+    return SearchSpace(name, {k: tuple(sorted(frame[k].dropna().unique().tolist())) for k in KNOBS})
+
+
+def _hardware(sidecar: dict) -> Hardware:
+    entry = sidecar.get("hardware")
+    if isinstance(entry, dict):
+        return Hardware(**{**entry, "match": tuple(entry.get("match", ()))})
+    return get_hardware(sidecar["hardware_name"])
+
+
+def load_table(csv_path: Path) -> ReplayTable:
+    from autoscale.models.presets import resolve_model
+
+    csv_path = Path(csv_path)
+    side = sidecar_path(csv_path)
+    if not csv_path.is_file() or not side.is_file():
+        raise UserError(f"a replay table needs {csv_path} and its sidecar {side}")
+    sidecar = json.loads(side.read_text())
+    frame = pd.read_csv(csv_path)
+    spec = ModelSpec(**sidecar["model_spec"]) if "model_spec" in sidecar else resolve_model(sidecar["model"])
+    space = (SearchSpace(sidecar["space"]["name"], {k: tuple(v) for k, v in sidecar["space"]["choices"].items()})
+             if "space" in sidecar else _space_from_table(csv_path.stem, frame))
+    table = ReplayTable(name=sidecar.get("name", csv_path.stem), synthetic=bool(sidecar.get("synthetic", False)),
+                        spec=spec, hardware=_hardware(sidecar), world_size=int(sidecar["world_size"]),
+                        seq_len=int(sidecar["seq_len"]), global_batch=int(sidecar["global_batch"]), space=space,
+                        results=_rows(frame))
+    missing = [p.short() for p in table.points() if point_key(p) not in table.results]
+    if missing:
+        raise UserError(f"table {csv_path} lacks {len(missing)} point(s) of its space, e.g. {missing[0]}: "
+                        "a replay needs the whole space measured")
+    return table
+
+
+def trials_to_near_best(strategy: Strategy, table: ReplayTable, *, tolerance: float = NEAR_BEST) -> int | None:
+    """Trials launched up to and including the first near-best one; None if the strategy never gets there."""
+    seen: set[tuple] = set()
+    while (point := strategy.propose()) is not None:
+        key = point_key(point)
+        if key in seen:
+            raise RuntimeError(f"strategy {strategy.name!r} proposed {point.short()} twice")
+        if key not in table.results:
+            raise RuntimeError(f"strategy {strategy.name!r} proposed {point.short()}, which is not in the table")
+        seen.add(key)
+        result = table.results[key]
+        strategy.tell(point, result)
+        if table.is_near_best(result, tolerance):
+            return len(seen)
+    return None
+
+
+def replay(table: ReplayTable, *, strategies: list[str] | None = None, seeds: range = range(20),
+           tolerance: float = NEAR_BEST) -> dict[str, list[int | None]]:
+    context = table.context()
+    return {name: [trials_to_near_best(make_strategy(name, context, seed=seed), table, tolerance=tolerance)
+                   for seed in seeds]
+            for name in (strategies or list(STRATEGIES))}
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    strategy: str
+    median: float
+    p25: float
+    p75: float
+    low: float
+    high: float
+    mean: float  # over the seeds that found a near-best point
+    not_found: int
+    vs_grid: float | None
+    vs_random: float | None
+
+
+def _quantile(counts: list[float], q: float) -> float:
+    """A quantile where "never found" (inf) may take part: inf when any interpolated neighbour is inf."""
+    ordered = sorted(counts)
+    position = q * (len(ordered) - 1)
+    lower, upper = ordered[math.floor(position)], ordered[math.ceil(position)]
+    if not (math.isfinite(lower) and math.isfinite(upper)):
+        return math.inf
+    return float(lower + (upper - lower) * (position - math.floor(position)))
+
+
+def summarize(counts: dict[str, list[int | None]]) -> list[SummaryRow]:
+    values = {name: [math.inf if c is None else float(c) for c in found] for name, found in counts.items()}
+    medians = {name: _quantile(v, 0.5) for name, v in values.items()}
+
+    def ratio(name: str, reference: str) -> float | None:
+        base = medians.get(reference)
+        return medians[name] / base if base and math.isfinite(base) else None
+
+    rows = []
+    for name, v in values.items():
+        finite = [c for c in v if math.isfinite(c)]
+        rows.append(SummaryRow(strategy=name, median=medians[name], p25=_quantile(v, 0.25), p75=_quantile(v, 0.75),
+                               low=min(v), high=max(v), mean=float(np.mean(finite)) if finite else math.inf,
+                               not_found=len(v) - len(finite), vs_grid=ratio(name, "grid"),
+                               vs_random=ratio(name, "random")))
+    return rows
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    held: bool | None  # None: a strategy it compares was not replayed
+
+
+def goals(rows: list[SummaryRow], *, ours: str = "autoscale") -> list[Goal]:
+    """Issue 9's goal: ours needs at most a third of grid's trials and half of random's median."""
+    by_name = {r.strategy: r for r in rows}
+    mine = by_name.get(ours)
+
+    def check(reference: str, fraction: float, label: str) -> Goal:
+        other = by_name.get(reference)
+        text = f"{ours} median <= {label} {reference}'s median"
+        if mine is None or other is None:
+            return Goal(text, None)
+        return Goal(text, mine.median <= fraction * other.median)
+
+    return [check("grid", 1 / 3, "1/3 of"), check("random", 1 / 2, "1/2 of")]
