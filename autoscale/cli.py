@@ -36,7 +36,7 @@ for _name in COMMANDS:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code in this mode
     except UserError as error:
         print(f"autoscale: error: {error}", file=sys.stderr)
         return 2
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Exit as done:
         return done.exit_code
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -150,8 +150,6 @@ def test_a_regression_exits_1_through_typer_after_writing_every_output(tmp_path)
     assert junit.exists() and html.exists() and len(list((tmp_path / "h").glob("*.json"))) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="autoscale.cli.main drops the exit code click returns for typer.Exit "
-                                       "under standalone_mode=False (the `except typer.Exit` there never runs)")
 def test_the_autoscale_entry_point_exits_1_on_a_regression(tmp_path):
     baseline = tmp_path / "base.json"
     common = ["bench", "--history", str(tmp_path / "h")]
