@@ -21,7 +21,7 @@ from autoscale.models import resolve_model
 from autoscale.point import Point
 from autoscale.results import RunInfo, utc_now
 from autoscale.space import load_space
-from autoscale.tuner import Observer, TuneConfig, TuneOutcome, prepare_space, tune
+from autoscale.tuner import Observer, TuneConfig, TuneOutcome, dropped_choices, prepare_space, tune
 
 if TYPE_CHECKING:
     from autoscale.hardware import Hardware
@@ -154,8 +154,14 @@ class TuneSession:
         c = self.config
         where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}" if c.backend == "model"
                  else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
-        return (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
+        line = (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
                 f"{c.global_batch} x {c.seq_len} tokens, space {c.space.name!r} -> {c.out_dir}")
+        if c.backend != "model":
+            prepared = prepare_space(c.space, backend=c.backend, global_batch=c.global_batch, world_size=c.nproc)
+            dropped = dropped_choices(c.space, prepared)
+            if dropped:
+                line += f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): {', '.join(dropped)}"
+        return line
 
     def predictor(self):
         """The cost model for this run's hardware, calibrated where `autoscale calibrate` has been run."""

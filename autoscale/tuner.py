@@ -119,6 +119,7 @@ def prepare_space(space: SearchSpace, *, backend: str, global_batch: int, world_
     """Keep what this backend can run and what can make the global batch; fail early if nothing is left."""
     if backend == "cpu":
         space = space.restricted("precision", ("fp32", "bf16"))
+        space = space.restricted("kernels", cpu_kernel_sets())
     space.check_global_batch(global_batch=global_batch, world_size=world_size)
     fitting = tuple(m for m in space.choices["micro_batch"]
                     if any(point_for({"zero_stage": 0, "micro_batch": m, "precision": "fp32", "checkpointing": "none",
@@ -261,6 +262,20 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     """
     config.out_dir.mkdir(parents=True, exist_ok=True)
     return _Search(config, info, observer or SilentObserver(), run, predictor).run_to_budget()
+
+
+def cpu_kernel_sets() -> tuple[str, ...]:
+    """Kernel sets worth measuring on CPU: Triton's run only under its interpreter there
+    (TRITON_INTERPRET=1, slow: correctness, not speed), otherwise they would fall back to torch."""
+    import os
+
+    return ("torch", "compile", "triton") if os.environ.get("TRITON_INTERPRET") == "1" else ("torch", "compile")
+
+
+def dropped_choices(before: SearchSpace, after: SearchSpace) -> list[str]:
+    """What `prepare_space` left out, for the console: nothing is dropped silently."""
+    return [f"{knob} {value}" for knob, values in before.choices.items() for value in values
+            if value not in after.choices[knob]]
 
 
 def _seed_points(points: list[Point], predictor: Predictor, count: int) -> list[Point]:

@@ -60,3 +60,15 @@ def test_impossible_global_batch_is_refused():
 def test_fp16_only_space_is_refused_on_cpu(tmp_path):
     with pytest.raises(UserError, match="no precision choice"):
         prepare_space(load_space(write(tmp_path, "precision: [fp16]\n")), backend="cpu", global_batch=4, world_size=2)
+
+
+def test_triton_kernels_are_measured_on_cpu_only_under_the_interpreter(tmp_path, monkeypatch):
+    from autoscale.tuner import dropped_choices
+
+    space = load_space(write(tmp_path, "kernels: [torch, triton]\n"))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    prepared = prepare_space(space, backend="cpu", global_batch=4, world_size=2)
+    assert prepared.choices["kernels"] == ("torch",)
+    assert dropped_choices(space, prepared) == ["kernels triton"]
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert prepare_space(space, backend="cpu", global_batch=4, world_size=2).choices["kernels"] == ("torch", "triton")
