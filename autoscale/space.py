@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from autoscale.errors import UserError
 from autoscale.point import Point
+from autoscale.userfiles import read_user_yaml
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 KNOBS = ("zero_stage", "micro_batch", "precision", "checkpointing", "offload", "kernels", "tp", "pp")
@@ -86,19 +87,9 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = SPACES_DIR / f"{name_or_path}.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"search space {str(name_or_path)!r} not found (built-in: "
-                        f"{', '.join(p.stem for p in sorted(SPACES_DIR.glob('*.yaml')))})") from None
-    except IsADirectoryError:
-        raise UserError(f"search space {str(path)!r} is a directory, not a YAML file") from None
-    except OSError as error:
-        raise UserError(f"cannot read search space {str(path)!r}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"search space {str(path)!r} is not a text file (YAML expected)") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"search space {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    raw = read_user_yaml(path, f"search space {str(path)!r}",
+                         missing=f"search space {str(name_or_path)!r} not found (built-in: "
+                                 f"{', '.join(p.stem for p in sorted(SPACES_DIR.glob('*.yaml')))})")
     if not isinstance(raw, dict):
         raise UserError(f"search space {str(path)!r} must be a mapping of knob to list of choices")
     try:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoscale.bench.metrics import KERNEL_METRICS, TRIAL_METRICS
 from autoscale.engine import MeasurePolicy
 from autoscale.errors import UserError
+from autoscale.userfiles import read_user_yaml
 from autoscale.models.presets import resolve_model
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
@@ -245,12 +246,7 @@ def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
 def load_suite(path: Path | str) -> Suite:
     """Read and validate a suite file; every problem is a one-line UserError naming the file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"suite file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"suite file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    raw = read_user_yaml(path, f"suite file {str(path)!r}")
     if not isinstance(raw, dict):
         raise UserError(f"suite file {str(path)!r} must be a mapping with name and configs")
     try:

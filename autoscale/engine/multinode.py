@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoscale.errors import UserError
+from autoscale.userfiles import read_user_text
 
 RANK_MODULE = "autoscale.engine.rank"
 ENV_FILE_NAME = "deepspeed_env"
@@ -82,16 +83,7 @@ def parse_hostfile(text: str, origin: str = "hostfile") -> tuple[Host, ...]:
 
 def read_hostfile(path: str | Path) -> tuple[Host, ...]:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"--hostfile {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"--hostfile {str(path)!r} is a directory, not a hostfile") from None
-    except OSError as error:
-        raise UserError(f"cannot read --hostfile {str(path)!r}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--hostfile {str(path)!r} is not a text file") from None
+    text = read_user_text(path, f"--hostfile {str(path)!r}")
     return parse_hostfile(text, origin=f"hostfile {str(path)!r}")
 
 

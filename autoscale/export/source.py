@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoscale.errors import UserError
+from autoscale.userfiles import read_user_json
 from autoscale.point import Point
 
 # the knobs a ds_config carries, compared when a run folder holds both files
@@ -46,12 +47,7 @@ class ExportSource:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} not found") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
+    value = read_user_json(path, str(path), missing=f"{path} not found")
     if not isinstance(value, dict):
         raise UserError(f"{path} must hold a JSON object")
     return value

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from autoscale.errors import UserError
+from autoscale.userfiles import read_user_yaml
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 GB = 1e9
@@ -83,18 +84,7 @@ def _parse_entry(name: str, raw: dict, origin: str) -> Hardware:
 
 
 def load_catalog_file(path: Path) -> dict[str, Hardware]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"hardware file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"hardware file {str(path)!r} is a directory, not a YAML file") from None
-    except OSError as error:
-        raise UserError(f"cannot read hardware file {str(path)!r}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"hardware file {str(path)!r} is not a text file (YAML expected)") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"hardware file {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    raw = read_user_yaml(path, f"hardware file {str(path)!r}")
     if not isinstance(raw, dict):
         raise UserError(f"hardware file {str(path)!r} must map names to entries")
     return {name: _parse_entry(name, entry or {}, str(path)) for name, entry in raw.items()}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscale.errors import UserError
+from autoscale.userfiles import read_user_json
 from autoscale.models.spec import ModelSpec
 
 # spec field -> config key, per family; `None` keys take the family default below
@@ -63,16 +64,9 @@ def spec_from_hf_dict(config: dict[str, Any], name: str) -> ModelSpec:
 
 def spec_from_hf_config(path: str | Path) -> ModelSpec:
     path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"model config {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"model config {str(path)!r} is a directory: give the config.json inside it") from None
-    except OSError as error:
-        raise UserError(f"cannot read model config {str(path)!r}: {error.strerror or error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"model config {str(path)!r} is not valid JSON: {error}") from None
+    if path.is_dir():
+        raise UserError(f"model config {str(path)!r} is a directory: give the config.json inside it")
+    config = read_user_json(path, f"model config {str(path)!r}")
     if not isinstance(config, dict):
         raise UserError(f"model config {str(path)!r} must hold a JSON object")
     # `llama-7b/config.json` is named by its folder, as the Hub lays models out; `my-model.json` by its stem
