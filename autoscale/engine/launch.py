@@ -121,15 +121,24 @@ def started_training(workdir: Path) -> bool:
     return (workdir / STARTED_MARKER).exists()
 
 
-def _run_once(request: TrialRequest) -> TrialResult:
+def prepare_workdir(request: TrialRequest) -> tuple[Path, Path]:
+    """Write the request and its ds_config into the trial's folder, clear what an earlier attempt
+    left; return the request and result paths the ranks use."""
     workdir = request.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*workdir.glob("rank*.error.json"), workdir / "result.json", workdir / STARTED_MARKER]:
+    for stale in [*workdir.glob("rank*.error.json"), *workdir.glob("rank*.done"), workdir / "result.json",
+                  workdir / STARTED_MARKER]:
         stale.unlink(missing_ok=True)
     request_path, result_path = workdir / "request.json", workdir / "result.json"
     request_path.write_text(request.to_json())
     config = request.ds_config or to_ds_config(request.point, world_size=request.nproc)
     (workdir / "ds_config.json").write_text(json.dumps(config, indent=2))
+    return request_path, result_path
+
+
+def _run_once(request: TrialRequest) -> TrialResult:
+    workdir = request.workdir
+    request_path, result_path = prepare_workdir(request)
 
     started = time.monotonic()
     launch_time = time.time()

@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from autoscale.ds_config import to_ds_config
 from autoscale.engine.launch import (POLL_S, die_with_parent, failure_reason, free_port, kill_group,
-                                     rank_environment, retry_startup_crash)
+                                     prepare_workdir, rank_environment, retry_startup_crash)
 from autoscale.engine.request import TrialRequest, TrialResult
 
 
@@ -78,13 +77,7 @@ class WarmPool:
 
     def run(self, request: TrialRequest) -> TrialResult:
         workdir = request.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        for stale in [*workdir.glob("rank*.error.json"), *workdir.glob("rank*.done"), workdir / "result.json"]:
-            stale.unlink(missing_ok=True)
-        request_path, result_path = workdir / "request.json", workdir / "result.json"
-        request_path.write_text(request.to_json())
-        config = request.ds_config or to_ds_config(request.point, world_size=request.nproc)
-        (workdir / "ds_config.json").write_text(json.dumps(config, indent=2))
+        request_path, result_path = prepare_workdir(request)
 
         started = time.monotonic()
         if self.shape != (request.backend, request.nproc) or any(p.poll() is not None for p in self.processes):

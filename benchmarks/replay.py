@@ -1,0 +1,113 @@
+"""How many trials does each search strategy need to reach a config within 3% of the best?
+
+Replays every registered strategy (autoscale/strategies/) against a table of trials measured over a
+whole space, 20 seeds each, and prints per strategy the median, p25-p75, min-max and mean trials to
+the first near-best config, its ratio to grid's and random's medians, and whether issue 9's goal
+holds (ours at most a third of grid's trials and half of random's median).
+
+    python benchmarks/replay.py benchmarks/data/cpu-gpt-tiny.csv      # a table recorded by record_sweep.py
+    python benchmarks/replay.py --synthetic cpu                        # SYNTHETIC: cost model + noise
+    python benchmarks/replay.py --synthetic gpu --strategies grid,random,autoscale
+
+A synthetic table is built from the cost model itself, so it favours the cost-model-seeded
+strategy; its output says SYNTHETIC on every table and is never a measurement.
+ds-model-based needs xgboost (pip install xgboost), an optional dependency of this benchmark only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autoscale.errors import UserError
+from autoscale.strategies import STRATEGIES
+from autoscale.strategies.replay import NEAR_BEST, ReplayTable, SummaryRow, goals, load_table, replay, summarize
+
+SYNTHETIC_SETUPS = {
+    # the table record_sweep.py records by default, on this machine's CPU
+    "cpu": dict(model="gpt-tiny", hardware="cpu", backend="cpu", world_size=2, global_batch=16, seq_len=128),
+    # a model that does not fit everywhere, so predicted OOMs matter
+    "gpu": dict(model="llama-7b", hardware="a100-40gb", backend="cuda", world_size=8, global_batch=64, seq_len=2048),
+}
+
+
+def synthetic(which: str, *, space: str, seed: int) -> ReplayTable:
+    from autoscale.hardware import get_hardware
+    from autoscale.models.presets import resolve_model
+    from autoscale.space import load_space
+    from autoscale.strategies.synthetic import synthetic_table
+    from autoscale.tuner import prepare_space
+
+    setup = SYNTHETIC_SETUPS[which]
+    prepared = prepare_space(load_space(space), backend=setup["backend"], global_batch=setup["global_batch"],
+                             world_size=setup["world_size"])
+    table, _, _ = synthetic_table(name=f"SYNTHETIC-{which}-{setup['model']}", spec=resolve_model(setup["model"]),
+                                  hardware=get_hardware(setup["hardware"]), world_size=setup["world_size"],
+                                  seq_len=setup["seq_len"], global_batch=setup["global_batch"], space=prepared,
+                                  backend=setup["backend"], seed=seed)
+    return table
+
+
+def _count(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:.1f}".removesuffix(".0")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None or math.isinf(value) else f"{value:.2f}"
+
+
+def summary_table(table: ReplayTable, rows: list[SummaryRow], seeds: int) -> Table:
+    label = "SYNTHETIC (cost model + noise, not measured)" if table.synthetic else "measured"
+    result = Table(title=f"trials to within {NEAR_BEST:.0%} of the best, {seeds} seeds: {table.name} [{label}], "
+                         f"{len(table.points())} points")
+    for column in ("strategy", "median", "p25-p75", "min-max", "mean", "never", "vs grid", "vs random"):
+        result.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in rows:
+        result.add_row(row.strategy, _count(row.median), f"{_count(row.p25)}-{_count(row.p75)}",
+                       f"{_count(row.low)}-{_count(row.high)}", _count(row.mean), str(row.not_found),
+                       _ratio(row.vs_grid), _ratio(row.vs_random))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", nargs="?", type=Path, help="a CSV with its <table>.json sidecar")
+    parser.add_argument("--synthetic", choices=sorted(SYNTHETIC_SETUPS), help="replay a SYNTHETIC table instead")
+    parser.add_argument("--space", default="default", help="--synthetic: the search space")
+    parser.add_argument("--table-seed", type=int, default=0, help="--synthetic: seed of the made-up errors")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        if (args.table is None) == (args.synthetic is None):
+            raise UserError("give a table or --synthetic, not both")
+        table = synthetic(args.synthetic, space=args.space, seed=args.table_seed) if args.synthetic \
+            else load_table(args.table)
+        names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+        started = time.perf_counter()
+        counts = replay(table, strategies=names, seeds=range(args.seeds))
+    except UserError as error:
+        console.print(f"error: {error}", highlight=False)
+        return 2
+    if table.synthetic:
+        console.print("[bold yellow]SYNTHETIC TABLE: figures come from the cost model with made-up errors, "
+                      "not from measurements; the cost-model-seeded strategy is favoured by construction.[/]")
+    rows = summarize(counts)
+    console.print(summary_table(table, rows, args.seeds))
+    for goal in goals(rows):
+        verdict = {True: "holds", False: "does NOT hold", None: "not checked"}[goal.held]
+        console.print(f"goal: {goal.text}: {verdict}" + (" (SYNTHETIC table)" if table.synthetic else ""),
+                      highlight=False)
+    console.print(f"replayed in {time.perf_counter() - started:.0f} s", highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
