@@ -84,7 +84,8 @@ class TuneSession:
                    backend: str, nproc: int | None, out: Path | None, study_name: str | None,
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
                    command: list[str], fault: str | None = None, hardware: str | None = None,
-                   gpus: int | None = None, launcher: str = "warm") -> "TuneSession":
+                   gpus: int | None = None, launcher: str = "warm",
+                   hostfile: Path | None = None) -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
 
         spec = resolve_model(model)
@@ -102,6 +103,11 @@ class TuneSession:
         else:
             target = detect(backend)
             nproc = nproc or default_nproc(backend)
+        if hostfile is not None:
+            from autoscale.engine.multinode import read_hostfile, select_hosts
+
+            nproc = select_hosts(read_hostfile(hostfile))[1]  # the whole hostfile: one rank per slot
+            launcher = "hostfile"
         seq_len = seq_len or min(spec.max_seq_len, 1024)
         if seq_len > spec.max_seq_len:
             raise UserError(f"--seq-len {seq_len} exceeds {spec.name}'s maximum of {spec.max_seq_len}")
@@ -116,7 +122,8 @@ class TuneSession:
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
-                            memory_limit_bytes=limit, fault=fault, launcher=launcher)
+                            memory_limit_bytes=limit, fault=fault, launcher=launcher,
+                            hostfile=str(hostfile) if hostfile else None)
         return cls(config, cls._run_info(config, hardware, command), hardware)
 
     @classmethod
@@ -189,6 +196,12 @@ class TuneSession:
                                stopped_because=f"every point predicted ({summary['evaluated']['points']} points)")
         if c.launcher == "fresh":
             return tune(c, info=self.info, observer=observer, predictor=self.predictor())
+        if c.launcher == "hostfile":
+            from autoscale.engine.multinode import HostfileRunner
+
+            runner = HostfileRunner(c.hostfile, master_addr=socket.getfqdn(),
+                                    extra_env={"DS_ACCELERATOR": "cpu"} if c.backend == "cpu" else None)
+            return tune(c, info=self.info, observer=observer, run=runner, predictor=self.predictor())
         from autoscale.engine import WarmPool
 
         with WarmPool(c.out_dir / "pool") as pool:

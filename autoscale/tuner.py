@@ -49,7 +49,8 @@ class TuneConfig:
     memory_limit_bytes: int | None = None  # per rank
     fault: str | None = None  # test-only, passed to every trial
     seed_points: int = 2  # the cost model's top-ranked points, measured right after the baseline
-    launcher: str = "warm"  # how the session runs trials: warm fork servers, or fresh processes each
+    launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
+    hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
 
     @property
     def storage_url(self) -> str:

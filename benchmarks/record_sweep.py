@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+from dataclasses import asdict
 import sys
 from pathlib import Path
 from typing import Callable
@@ -43,15 +44,14 @@ def record_sweep(*, name: str, spec: ModelSpec, space: SearchSpace, hardware: Ha
     points = space.points(global_batch=global_batch, world_size=nproc)
     done: dict[tuple, TrialRecord] = {}
     if resume and csv_path.exists():
-        table = load_table_partial(csv_path)
-        done = {key: rec for key, rec in table.items()}
+        done = load_table_partial(csv_path)
     elif csv_path.exists():
         raise UserError(f"{csv_path} exists: pass --resume to complete it or choose another --name")
     predictor = cost_model_predictor(spec, hardware, world_size=nproc, seq_len=seq_len)
     baseline = point_key(baseline_point(global_batch, nproc))
     sidecar = sidecar_dict(name=name, synthetic=False, spec=spec, hardware=hardware, world_size=nproc,
                            seq_len=seq_len, global_batch=global_batch, backend=backend, space=space,
-                           runner=runner_name, measure=vars(measure), seed=seed, host=platform.node(),
+                           runner=runner_name, measure=asdict(measure), seed=seed, host=platform.node(),
                            versions=versions(), git_commit=git_commit(), started_at=utc_now())
     records = [done[point_key(p)] for p in points if point_key(p) in done]
     for number, point in enumerate(points):

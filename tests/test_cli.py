@@ -5,7 +5,7 @@ import pytest
 from autoscale.cli import app, main
 
 TUNE_OPTIONS = {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
-                "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus", "--launcher"}
+                "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus", "--launcher", "--hostfile"}
 
 
 def options_of(command_name: str) -> set[str]:

@@ -155,3 +155,24 @@ def test_values_a_remote_shell_would_interpret_are_refused(tmp_path, overrides, 
     with pytest.raises(UserError) as caught:
         launch_for(tmp_path, **overrides)
     assert message in str(caught.value)
+
+
+@pytest.mark.slow
+def test_the_hostfile_runner_really_starts_deepspeeds_launcher(tmp_path, quick_measure):
+    """This machine has no ssh server, and DeepSpeed's launcher checks every hostfile node over ssh
+    (even a lone localhost) before it launches: the runner must report that refusal as the trial's
+    failure, in one line, rather than hang or lose it."""
+    from autoscale.engine import TrialRequest
+    from autoscale.engine.multinode import HostfileRunner
+    from autoscale.models import PRESETS
+    from autoscale.point import Point
+
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    runner = HostfileRunner(hostfile, master_addr="127.0.0.1", extra_env={"DS_ACCELERATOR": "cpu"})
+    assert runner.world_size == 2
+    result = runner(TrialRequest(spec=PRESETS["gpt-tiny"], point=Point(zero_stage=2, micro_batch=2, grad_accum=2),
+                                 seq_len=64, nproc=2, workdir=tmp_path / "trial", measure=quick_measure))
+    assert result.status == "failed"
+    assert result.reason.startswith("crash: DeepSpeed's launcher exited with code 1:")
+    assert "not reachable via ssh" in result.reason

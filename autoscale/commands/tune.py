@@ -95,6 +95,8 @@ def tune(
     gpus: Optional[int] = typer.Option(None, min=1, help="--backend model: devices in the cluster."),
     launcher: str = typer.Option("warm", help="warm: ranks kept as fork servers across trials (fast); "
                                  "fresh: new processes for every trial."),
+    hostfile: Optional[Path] = typer.Option(None, help="Trials span the nodes of this DeepSpeed hostfile "
+                                            "(`host slots=N` lines), launched with DeepSpeed's launcher."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -103,7 +105,7 @@ def tune(
                                      seq_len=seq_len, backend=backend, nproc=nproc, out=out,
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
-                                     hardware=hardware, gpus=gpus, launcher=launcher)
+                                     hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile)
     run_session(session, console)
 
 

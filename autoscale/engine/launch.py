@@ -88,12 +88,12 @@ def failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> str:
             hint = " (likely the kernel's OOM killer)" if kind == "oom" else ""
             return f"{kind}: rank{rank} killed by {name}{hint}"
         if code not in (None, 0):
-            log = _last_line(workdir / f"rank{rank}.log")
+            log = last_line(workdir / f"rank{rank}.log")
             return f"crash: rank{rank} exited with code {code}: {log}"
     return "crash: no result written"
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

@@ -154,3 +154,56 @@ def build_launch(*, hostfile: str | Path, request_path: str | Path, result_path:
     env_file_text = "".join(f"{name}={value}\n" for name, value in extra_env.items())
     return MultiNodeLaunch(argv=argv, env=env, env_file=env_file, env_file_text=env_file_text,
                            hosts=hosts, world_size=world_size)
+
+
+class HostfileRunner:
+    """Runs each trial across the hostfile's nodes with DeepSpeed's launcher (`--hostfile`).
+
+    Callable like `run_trial`. On a timeout the launcher gets SIGTERM first (its handler ends the
+    remote ranks through pdsh), then its local process group is killed.
+    """
+
+    def __init__(self, hostfile: str | Path, *, master_addr: str, extra_env: dict[str, str] | None = None):
+        self.hostfile, self.master_addr, self.extra_env = hostfile, master_addr, dict(extra_env or {})
+        self.world_size = select_hosts(read_hostfile(hostfile))[1]
+
+    def __call__(self, request) -> "TrialResult":
+        import signal
+        import subprocess
+        import time
+
+        from autoscale.engine.launch import failure_reason, free_port, kill_group, last_line, prepare_workdir
+        from autoscale.engine.request import TrialResult
+
+        request_path, result_path = prepare_workdir(request)
+        launch = build_launch(hostfile=self.hostfile, request_path=request_path, result_path=result_path,
+                              master_addr=self.master_addr, master_port=free_port(),
+                              extra_env={**self.extra_env, "AUTOSCALE_LAUNCH_TIME": repr(time.time())})
+        launch.env_file.write_text(launch.env_file_text)
+        started = time.monotonic()
+        with open(request.workdir / "launcher.log", "wb") as log:
+            process = subprocess.Popen(launch.argv, env=launch.env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, process_group=0)
+        try:
+            process.wait(timeout=request.timeout_s)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            kill_group(process.pid)
+            process.wait()
+            return TrialResult.failed(f"timeout: no result after {request.timeout_s:.0f} s",
+                                      wall_s=time.monotonic() - started)
+        finally:
+            kill_group(process.pid)
+        wall_s = time.monotonic() - started
+        if process.returncode == 0 and result_path.exists():
+            import json
+
+            return TrialResult.from_dict({**json.loads(result_path.read_text()), "wall_s": wall_s})
+        if list(request.workdir.glob("rank*.error.json")):
+            return TrialResult.failed(failure_reason(request.workdir, []), wall_s=wall_s)
+        return TrialResult.failed(f"crash: DeepSpeed's launcher exited with code {process.returncode}: "
+                                  f"{last_line(request.workdir / 'launcher.log')}", wall_s=wall_s)

@@ -89,22 +89,28 @@ def _value(raw):
     return None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else raw
 
 
-def _rows(frame: pd.DataFrame) -> dict[tuple, TrialResult]:
-    results = {}
+def rows_of(frame: pd.DataFrame) -> list[TrialRecord]:
+    """The measured rows of a trials.csv-shaped frame as records (a pruned row was never measured)."""
+    records, seen = [], set()
     for row in frame.to_dict("records"):
-        knobs = {k: (int(row[k]) if k in INTEGER_KNOBS else str(row[k])) for k in KNOB_COLUMNS}
-        point = Point(**knobs)
-        if point_key(point) in results:
+        point = Point(**{k: (int(row[k]) if k in INTEGER_KNOBS else str(row[k])) for k in KNOB_COLUMNS})
+        if point_key(point) in seen:
             raise UserError(f"point {point.short()} appears twice in the table")
+        seen.add(point_key(point))
         status = str(row["status"])
         if status not in ("ok", "failed"):
-            continue  # a pruned row was never measured
+            continue
         peak = _value(row.get("peak_bytes"))
-        results[point_key(point)] = TrialResult(
-            status=status, reason=str(_value(row.get("reason")) or ""), tokens_per_s=_value(row.get("tokens_per_s")),
-            peak_bytes=int(peak) if peak is not None else None, step_s=_value(row.get("step_s")),
-            wall_s=float(_value(row.get("wall_s")) or 0.0))
-    return results
+        reason = str(_value(row.get("reason")) or "")
+        result = TrialResult(status=status, reason=reason, tokens_per_s=_value(row.get("tokens_per_s")),
+                             peak_bytes=int(peak) if peak is not None else None, step_s=_value(row.get("step_s")),
+                             wall_s=float(_value(row.get("wall_s")) or 0.0))
+        number = _value(row.get("number"))
+        records.append(TrialRecord(number=int(number) if number is not None else None, point=point, status=status,
+                                   reason=reason, result=result, is_baseline=bool(_value(row.get("is_baseline"))),
+                                   started_at=str(_value(row.get("started_at")) or ""),
+                                   finished_at=str(_value(row.get("finished_at")) or "")))
+    return records
 
 
 def _space_from_table(name: str, frame: pd.DataFrame) -> SearchSpace:
@@ -134,7 +140,7 @@ def load_table(csv_path: Path) -> ReplayTable:
     table = ReplayTable(name=sidecar.get("name", csv_path.stem), synthetic=bool(sidecar.get("synthetic", False)),
                         spec=spec, hardware=_hardware(sidecar), world_size=int(sidecar["world_size"]),
                         seq_len=int(sidecar["seq_len"]), global_batch=int(sidecar["global_batch"]), space=space,
-                        results=_rows(frame))
+                        results={point_key(r.point): r.result for r in rows_of(frame)})
     missing = [p.short() for p in table.points() if point_key(p) not in table.results]
     if missing:
         raise UserError(f"table {csv_path} lacks {len(missing)} point(s) of its space, e.g. {missing[0]}: "
