@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from autoscale.errors import UserError
@@ -64,8 +65,8 @@ def _ratio(value: float | None) -> str:
 
 def summary_table(table: ReplayTable, rows: list[SummaryRow], seeds: int) -> Table:
     label = "SYNTHETIC (cost model + noise, not measured)" if table.synthetic else "measured"
-    result = Table(title=f"trials to within {NEAR_BEST:.0%} of the best, {seeds} seeds: {table.name} [{label}], "
-                         f"{len(table.points())} points")
+    result = Table(title=escape(f"trials to within {NEAR_BEST:.0%} of the best, {seeds} seeds: {table.name} "
+                                f"[{label}], {len(table.points())} points"))
     for column in ("strategy", "median", "p25-p75", "min-max", "mean", "never", "vs grid", "vs random"):
         result.add_column(column, justify="left" if column == "strategy" else "right")
     for row in rows:

@@ -15,6 +15,7 @@ from autoscale.models.presets import resolve_model
 from autoscale.point import Point, baseline_point
 from autoscale.space import KNOBS, SearchSpace
 from autoscale.strategies import STRATEGIES, SearchContext, make_strategy
+from autoscale.strategies.ask_tell import AskTellStrategy
 from autoscale.strategies.ours import SEED_POINTS
 from autoscale.strategies.replay import (ReplayTable, goals, load_table, summarize, trials_to_near_best,
                                          write_table)
@@ -67,7 +68,11 @@ def table_of(space: SearchSpace, results: dict[tuple, TrialResult]) -> ReplayTab
 
 
 def run_to_the_end(name: str) -> list[Point]:
-    strategy = make_strategy(name, context(), seed=3)
+    """Every proposal until the strategy has none left; Optuna's samplers get a short repeat budget, so
+    the end of a run (mostly repeats) takes a few asks rather than the tuner's many."""
+    cls = STRATEGIES[name]
+    options = {"max_repeats": 3} if issubclass(cls, AskTellStrategy) else {}
+    strategy = cls(context(), seed=3, **options)
     proposed = []
     while (point := strategy.propose()) is not None:
         assert point_key(point) not in strategy.results, f"{name} re-proposed measured {point.short()}"

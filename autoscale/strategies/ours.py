@@ -27,10 +27,10 @@ SEED_POINTS = next(f.default for f in fields(TuneConfig) if f.name == "seed_poin
 class Autoscale(AskTellStrategy):
     name = "autoscale"
 
-    def __init__(self, context: SearchContext, *, seed: int, **kwargs):
+    def __init__(self, context: SearchContext, *, seed: int, **options):
         if context.predictor is None:
             raise ValueError("strategy 'autoscale' needs the cost model: give the SearchContext a predictor")
-        super().__init__(context, seed=seed, **kwargs)
+        super().__init__(context, seed=seed, **options)
         self.predictions = {point_key(p): context.predictor(p) for p in self.points}
         keys = set(self.predictions)
         self.baseline = baseline_point(context.global_batch, context.world_size)
