@@ -6,7 +6,6 @@ one line and exit code 2, not a half-written run folder.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -172,18 +171,10 @@ class TuneSession:
 
     def predictor(self):
         """The cost model for this run's hardware, calibrated where `autoscale calibrate` has been run."""
-        from autoscale.costmodel import load_params, predict
+        from autoscale.costmodel import point_predictor
 
         c = self.config
-        hardware, params = self.hardware, load_params(self.hardware.name)
-
-        def predict_point(point: Point):
-            try:
-                return predict(c.spec, point, hardware, world_size=c.nproc, seq_len=c.seq_len, params=params)
-            except UserError:
-                return None  # a layout the model cannot place: measure it rather than guess
-
-        return predict_point
+        return point_predictor(c.spec, self.hardware, world_size=c.nproc, seq_len=c.seq_len)
 
     def run(self, observer: Observer | None = None) -> TuneOutcome:
         c = self.config

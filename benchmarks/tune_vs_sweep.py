@@ -103,7 +103,7 @@ def write_sidecar(path: Path, spec, args, backend: str) -> None:
     path.write_text(json.dumps({
         "model": spec.name, "world_size": args.nproc, "seq_len": args.seq_len, "global_batch": args.global_batch,
         "hardware": detect(backend).name, "hardware_description": detect(backend).description,
-        "space": args.space, "recorded_at": utc_now(), "versions": versions(),
+        "space_name": args.space, "recorded_at": utc_now(), "versions": versions(),
         "note": "every point measured once with warm ranks (benchmarks/tune_vs_sweep.py)"}, indent=2) + "\n")
 
 

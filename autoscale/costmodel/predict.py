@@ -75,3 +75,20 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
     limit = hardware.memory_bytes // world_size if on_cpu else hardware.memory_bytes
     return Prediction(memory=memory, time=time, memory_limit_bytes=limit,
                       fits=memory.peak_bytes <= MEMORY_MARGIN * limit)
+
+
+def point_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int):
+    """`predict` bound to one run: what the tuner (and the replayed strategies) consult per point.
+
+    Calibrated where `autoscale calibrate` has been run; None for a layout the model cannot place
+    (that point is measured rather than guessed about).
+    """
+    params = load_params(hardware.name)
+
+    def predict_point(point: Point) -> Prediction | None:
+        try:
+            return predict(spec, point, hardware, world_size=world_size, seq_len=seq_len, params=params)
+        except UserError:
+            return None
+
+    return predict_point

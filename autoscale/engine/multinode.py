@@ -19,9 +19,13 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoscale.errors import UserError
 from autoscale.userfiles import read_user_text
+
+if TYPE_CHECKING:
+    from autoscale.engine.request import TrialRequest, TrialResult
 
 RANK_MODULE = "autoscale.engine.rank"
 ENV_FILE_NAME = "deepspeed_env"
@@ -167,7 +171,7 @@ class HostfileRunner:
         self.hostfile, self.master_addr, self.extra_env = hostfile, master_addr, dict(extra_env or {})
         self.world_size = select_hosts(read_hostfile(hostfile))[1]
 
-    def __call__(self, request) -> "TrialResult":
+    def __call__(self, request: "TrialRequest") -> "TrialResult":
         import signal
         import subprocess
         import time

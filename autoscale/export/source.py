@@ -8,7 +8,6 @@ Point's defaults, which is what that config ran with if autoscale did not write 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 
 from autoscale.errors import UserError
 from autoscale.userfiles import read_user_yaml

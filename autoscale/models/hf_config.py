@@ -6,7 +6,6 @@ differently, so one table per family says where each field comes from.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 

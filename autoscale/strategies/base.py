@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from autoscale.engine.request import TrialResult
-from autoscale.errors import UserError
 from autoscale.hardware import Hardware
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
@@ -67,16 +66,7 @@ class Strategy(ABC):
 
 
 def cost_model_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int) -> Predictor:
-    """The predictor `autoscale tune` gives its search (see TuneSession.predictor): calibrated where
-    `autoscale calibrate` has been run, None for a layout the model cannot place."""
-    from autoscale.costmodel import load_params, predict
+    """The predictor `autoscale tune` gives its search (`costmodel.point_predictor`)."""
+    from autoscale.costmodel import point_predictor
 
-    params = load_params(hardware.name)
-
-    def predict_point(point: Point):
-        try:
-            return predict(spec, point, hardware, world_size=world_size, seq_len=seq_len, params=params)
-        except UserError:
-            return None
-
-    return predict_point
+    return point_predictor(spec, hardware, world_size=world_size, seq_len=seq_len)

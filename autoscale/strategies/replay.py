@@ -122,6 +122,8 @@ def _hardware(sidecar: dict) -> Hardware:
     entry = sidecar.get("hardware")
     if isinstance(entry, dict):
         return Hardware(**{**entry, "match": tuple(entry.get("match", ()))})
+    if isinstance(entry, str):  # a catalog name, as benchmarks/tune_vs_sweep.py records it
+        return get_hardware(entry)
     return get_hardware(sidecar["hardware_name"])
 
 
