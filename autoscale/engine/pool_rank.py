@@ -82,7 +82,10 @@ def serve() -> int:
         _, status = os.waitpid(pid, 0)
         ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         done = Path(command["result"]).parent / f"rank{rank}.done"
-        done.write_text("ok" if ok else f"failed {os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)}")
+        code = os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        partial = done.with_name(done.name + ".tmp")
+        partial.write_text("ok" if ok else f"failed {code}")
+        os.replace(partial, done)  # atomic: the parent polls for this file and must never read it half-written
     return 0
 
 
