@@ -22,6 +22,9 @@ from autoscale.engine.launch import (POLL_S, die_with_parent, failure_reason, fr
 from autoscale.engine.request import TrialRequest, TrialResult
 
 
+POOL_START_TIMEOUT_S = 600.0  # importing torch and DeepSpeed on a loaded machine has taken a minute here
+
+
 class WarmPool:
     """Callable like `run_trial`; close it (or use it as a context manager) to end the ranks."""
 
@@ -43,6 +46,8 @@ class WarmPool:
     def _start(self, request: TrialRequest) -> None:
         self.close()
         self.pool_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.pool_dir.glob("ready-rank*"):
+            stale.unlink()
         env = rank_environment(request, port=free_port(), launch_time=time.time())
         env["AUTOSCALE_POOL_DIR"] = str(self.pool_dir)
         command = [sys.executable, "-m", "autoscale.engine.pool_rank"]
@@ -57,6 +62,16 @@ class WarmPool:
             self.processes.append(process)
         self.shape = (request.backend, request.nproc)
         self.starts += 1
+        self._wait_until_ready(request.nproc)
+
+    def _wait_until_ready(self, nproc: int) -> None:
+        """The fork servers' imports are the pool's cost, paid once: not part of any trial's timeout."""
+        ready = [self.pool_dir / f"ready-rank{rank}" for rank in range(nproc)]
+        deadline = time.monotonic() + POOL_START_TIMEOUT_S
+        while time.monotonic() < deadline and not all(path.exists() for path in ready):
+            if any(p.poll() is not None for p in self.processes):
+                break  # a server died while importing: the trial will report it
+            time.sleep(POLL_S)
 
     def close(self) -> None:
         if not self.processes:
@@ -79,9 +94,9 @@ class WarmPool:
         workdir = request.workdir
         request_path, result_path = prepare_workdir(request)
 
-        started = time.monotonic()
         if self.shape != (request.backend, request.nproc) or any(p.poll() is not None for p in self.processes):
             self._start(request)
+        started = time.monotonic()  # after the pool is ready: its start is paid once, not by this trial
         line = json.dumps({"request": str(request_path), "result": str(result_path), "port": free_port(),
                            "sent_at": time.time()})
         for process in self.processes:

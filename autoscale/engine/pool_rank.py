@@ -64,6 +64,7 @@ def _warm_up() -> None:
 def serve() -> int:
     rank = int(os.environ["RANK"])
     _warm_up()
+    (Path(os.environ["AUTOSCALE_POOL_DIR"]) / f"ready-rank{rank}").touch()  # the pool's clock starts here
     for line in sys.stdin:
         command = json.loads(line)
         if command.get("exit"):
