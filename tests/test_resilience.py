@@ -65,7 +65,7 @@ def test_a_tuner_killed_mid_trial_resumes_without_losing_or_double_counting(tmp_
     run = tmp_path / "runs" / "killed"
     tuner = autoscale(*args, cwd=tmp_path)
     wait_for(lambda: (run / "trials.csv").exists() and (run / "trials" / "1" / "training-started").exists(),
-             240, "the second trial to start training")
+             600, "the second trial to start training")
     finished_before = pd.read_csv(run / "trials.csv", keep_default_na=False)
     os.killpg(tuner.pid, signal.SIGKILL)
     tuner.wait()
@@ -73,7 +73,7 @@ def test_a_tuner_killed_mid_trial_resumes_without_losing_or_double_counting(tmp_
 
     time.sleep(4 * HEARTBEAT_S + 1)  # past Optuna's grace period: the interrupted trial is stale
     resumed = autoscale(*args, "--resume", cwd=tmp_path)
-    output, _ = resumed.communicate(timeout=400)
+    output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, output
 
     frame = pd.read_csv(run / "trials.csv", keep_default_na=False)
@@ -105,7 +105,7 @@ def test_three_workers_share_a_postgres_study_and_one_dies(tmp_path):
     doomed = autoscale("worker", "--storage", url, "--study-name", name, "--out", str(tmp_path / "doomed"), cwd=tmp_path)
     survivor = autoscale("worker", "--storage", url, "--study-name", name, "--out", str(tmp_path / "survivor"),
                          cwd=tmp_path)
-    wait_for(lambda: trial_in_flight(tmp_path / "doomed") is not None, 300, "the doomed worker to be mid-trial")
+    wait_for(lambda: trial_in_flight(tmp_path / "doomed") is not None, 600, "the doomed worker to be mid-trial")
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     wait_for(lambda: not rank_processes_under(tmp_path / "doomed"), 10, "the dead worker's ranks to die")
