@@ -51,13 +51,11 @@ def _warm_up() -> None:
     import deepspeed.runtime.zero.stage_1_and_2  # noqa: F401
     import deepspeed.runtime.zero.utils  # noqa: F401
     import deepspeed.runtime.zero.muon.muon_optimizer  # noqa: F401 - imported lazily by the optimizer check, 1 s
-    from deepspeed.comm.torch import build_shm_op
 
     import autoscale.hardware  # noqa: F401
     import autoscale.models.gpt  # noqa: F401
     from kernels import get_kernel_set
 
-    build_shm_op()  # DeepSpeed's CPU comm op: a JIT-built extension, loaded (and checked) once here
     get_kernel_set("torch")
 
 

@@ -168,6 +168,13 @@ def init_distributed(backend: str) -> None:
     import deepspeed
 
     _configure_quiet_logging()
+    if backend == "cpu":
+        # DeepSpeed's shared-memory all-reduce serves only ranks launched with LOCAL_SIZE set, which
+        # we never set; not loading it spares every rank a JIT build check and its file lock, which
+        # a rank killed mid-build (a timeout) would leave behind for every later rank to wait on.
+        import deepspeed.comm.torch as torch_comm
+
+        torch_comm.build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="nccl" if backend == "cuda" else "gloo")
 
 
