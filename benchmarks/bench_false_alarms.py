@@ -14,13 +14,14 @@ Injection (--injection):
 - `add` (default): the slowdown is added to the step times measured in each unchanged run, d seconds
   per optimizer step, and tokens/s recomputed from them: exactly what a sleep inside the timed step
   would do, on this machine's real run-to-run noise, without N more runs per slowdown.
-- `sleep`: one more real run per slowdown with the engine's test-only fault="slow". The engine
-  sleeps before its step timer starts, so today this shows what the metrics see of it (nothing);
-  kept so the sweep can be rerun end to end once the sleep is timed.
+- `sleep`: real runs with the engine's test-only fault="slow" (what `autoscale bench
+  --test-sleep-per-step` sets): every rank sleeps inside every timed step. `--sleep-runs` runs per
+  slowdown, each compared with the baseline; end to end, including the noise of the slowed runs.
 
     python benchmarks/bench_false_alarms.py                     # ~10 minutes on 2 shared cores
     python benchmarks/bench_false_alarms.py --runs 20 --out bench-fa
     python benchmarks/bench_false_alarms.py --reuse --out bench-fa   # tables again, no new runs
+    python benchmarks/bench_false_alarms.py --injection sleep --slowdowns 0.05,0.1,0.2,0.3
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slowdowns", default="0.02,0.05,0.1,0.2,0.3")
     parser.add_argument("--thresholds", default="0.05,0.1,0.2", help="false alarms are also counted at these")
     parser.add_argument("--injection", choices=("add", "sleep"), default="add")
+    parser.add_argument("--sleep-runs", type=int, default=3, help="real runs per slowdown with --injection sleep")
     parser.add_argument("--out", type=Path, default=Path("bench-false-alarms"))
     parser.add_argument("--reuse", action="store_true", help="read the runs saved in --out instead of running")
     args = parser.parse_args(argv)
@@ -152,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
                                       DEFAULT_THRESHOLD) for r in runs)
             total = len(runs)
         else:
-            slowed = run(suite, args.out, f"sleep{slowdown:g}", fault="slow", slow_step_s=slowdown * base_step)
-            hits = int(time_regressed(baseline, slowed, suite, DEFAULT_THRESHOLD))
-            total = 1
+            slowed = [load_record(path) if args.reuse and path.exists()
+                      else run(suite, args.out, path.stem, fault="slow", slow_step_s=slowdown * base_step)
+                      for path in (args.out / f"sleep{slowdown:g}-{i + 1}.json" for i in range(args.sleep_runs))]
+            hits = sum(time_regressed(baseline, record, suite, DEFAULT_THRESHOLD) for record in slowed)
+            total = len(slowed)
         print(f"| {slowdown:.0%} | {slowdown * base_step * 1e3:.1f} ms | {hits} of {total} |")
         if smallest is None and hits == total:
             smallest = slowdown

@@ -6,6 +6,10 @@ predicted and measured tokens/s: with the default parameters, calibrated on the 
 (in-sample), and two-fold cross-validated (fit on half the points, rank the other half), the
 honest figure. The issue's goal: 0.8 or better after calibration.
 
+When the sweep was recorded in rounds (`record_sweep.py --rounds N`, which writes
+`<name>.samples.csv`), it also prints Spearman's rho between the rounds themselves: how well the
+machine's own measurements agree on the ranking, the ceiling any model can be held to.
+
     python benchmarks/rank_correlation.py benchmarks/data/cpu-sweep-gpt-tiny.csv
 """
 
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 from pathlib import Path
 
@@ -21,34 +24,45 @@ from scipy.stats import spearmanr
 
 from autoscale.costmodel import default_params, predict
 from autoscale.costmodel.calibrate import Observation, Study, fit_study
-from autoscale.hardware import get_hardware
-from autoscale.models import resolve_model
-from autoscale.point import Point
-
-INTEGER_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
+from autoscale.strategies.replay import load_table
+from autoscale.study import point_key
 
 
 def read_table(path: Path) -> Study:
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    observations = []
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["status"] != "ok":
-                continue
-            knobs = {k: (int(row[k]) if k in INTEGER_KNOBS else row[k]) for k in
-                     ("zero_stage", "micro_batch", "grad_accum", "precision", "checkpointing", "offload", "kernels",
-                      "tp", "pp")}
-            observations.append(Observation(point=Point(**knobs), tokens_per_s=float(row["tokens_per_s"]),
-                                            peak_bytes=float(row["peak_bytes"])))
-    return Study(spec=resolve_model(sidecar["model"]), hardware=get_hardware(sidecar["hardware"]),
-                 world_size=int(sidecar["world_size"]), seq_len=int(sidecar["seq_len"]),
-                 observations=tuple(observations))
+    """The table's ok points as calibration observations, in the setting its sidecar records."""
+    table = load_table(path)
+    observations = tuple(Observation(point=point, tokens_per_s=float(result.tokens_per_s),
+                                     peak_bytes=float(result.peak_bytes))
+                         for point in table.points() if (result := table.results[point_key(point)]).ok)
+    return Study(spec=table.spec, hardware=table.hardware, world_size=table.world_size, seq_len=table.seq_len,
+                 observations=observations)
 
 
 def rho(study: Study, observations, params) -> float:
     predicted = [predict(study.spec, o.point, study.hardware, world_size=study.world_size, seq_len=study.seq_len,
                          params=params).time.tokens_per_s for o in observations]
     return float(spearmanr(predicted, [o.tokens_per_s for o in observations]).statistic)
+
+
+def round_agreement(table: Path) -> list[tuple[int, int, float]]:
+    """Spearman's rho between every two rounds of a sweep's samples file (points ok in both)."""
+    samples = table.with_name(f"{table.stem}.samples.csv")
+    if not samples.exists():
+        return []
+    by_round: dict[int, dict[int, float]] = {}
+    with samples.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["status"] == "ok":
+                by_round.setdefault(int(row["round"]), {})[int(row["number"])] = float(row["tokens_per_s"])
+    pairs = []
+    rounds = sorted(by_round)
+    for i, a in enumerate(rounds):
+        for b in rounds[i + 1:]:
+            common = sorted(set(by_round[a]) & set(by_round[b]))
+            if len(common) > 2:
+                pairs.append((a, b, float(spearmanr([by_round[a][n] for n in common],
+                                                    [by_round[b][n] for n in common]).statistic)))
+    return pairs
 
 
 def main() -> None:
@@ -75,6 +89,8 @@ def main() -> None:
     print(f"{'calibrated on the whole sweep (in-sample)':<44}{rho(study, observations, whole.params):>14.3f}")
     for index, value in enumerate(held_out):
         print(f"{f'calibrated on half, ranked on the other ({index + 1})':<44}{value:>14.3f}")
+    for a, b, value in round_agreement(args.table):
+        print(f"{f'measured round {a + 1} against round {b + 1} (no model)':<44}{value:>14.3f}")
     print(f"throughput median |error|: {whole.throughput_error_before:.1%} before, {whole.throughput_error_after:.1%} "
           f"after calibration; memory {whole.memory_error_before:.1%} -> {whole.memory_error_after:.1%}")
 

@@ -1,12 +1,18 @@
-"""Record a replay table: every point of a space measured with the real engine, one trial each.
+"""Record a replay table: every point of a space measured with the real engine, in one or more rounds.
 
 Writes `benchmarks/data/<name>.csv` (trials.csv columns) and `<name>.json` (what the replay needs
 for the cost model, plus where and when: hardware, versions, commit, runner, timestamps). The CSV
 is rewritten after every point, so a killed sweep keeps its rows and `--resume` measures only the
 points still missing. Run it on a quiet machine: the table is the truth every strategy is judged by.
 
+With `--rounds N` every point is measured N times, in rounds that each visit the whole space in a
+new shuffled order, so a slow spell of the machine is spread over many points instead of marking a
+run of neighbours. Each row is then the point's median trial (by tokens/s), and every single
+measurement is kept in `<name>.samples.csv` (with its round), from which
+`benchmarks/rank_correlation.py` reads how reproducible the measured ranking itself is.
+
     python benchmarks/record_sweep.py --name cpu-gpt-tiny                    # default space, 2 CPU ranks
-    python benchmarks/record_sweep.py --name cpu-gpt-tiny --runner pool      # the warm worker pool
+    python benchmarks/record_sweep.py --name cpu-gpt-tiny --runner pool --rounds 3
     python benchmarks/replay.py benchmarks/data/cpu-gpt-tiny.csv
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+import random
 from dataclasses import asdict
 import sys
 from pathlib import Path
@@ -37,51 +44,96 @@ Runner = Callable[[TrialRequest], TrialResult]
 
 def record_sweep(*, name: str, spec: ModelSpec, space: SearchSpace, hardware: Hardware, backend: str, nproc: int,
                  global_batch: int, seq_len: int, run: Runner, runner_name: str, out_dir: Path, work_dir: Path,
-                 timeout_s: float = 300.0, measure: MeasurePolicy = MeasurePolicy(), seed: int = 0,
+                 timeout_s: float = 300.0, measure: MeasurePolicy = MeasurePolicy(), rounds: int = 1, seed: int = 0,
                  resume: bool = False, say: Callable[[str], None] = print) -> list[TrialRecord]:
-    """Measure every point of `space` (already prepared) not yet in the table; return all records."""
+    """Measure every point of `space` (already prepared) `rounds` times; return the table's rows.
+
+    The samples file is the sweep's own record: a resumed sweep measures only the (round, point)
+    pairs it lacks, and the table is re-derived from it after every measurement."""
     csv_path = out_dir / f"{name}.csv"
+    samples_path = samples_path_of(csv_path)
     points = space.points(global_batch=global_batch, world_size=nproc)
-    done: dict[tuple, TrialRecord] = {}
-    if resume and csv_path.exists():
-        done = load_table_partial(csv_path)
-    elif csv_path.exists():
+    samples: list[tuple[int, TrialRecord]] = []
+    if resume and samples_path.exists():
+        samples = load_samples(samples_path)
+    elif csv_path.exists() or samples_path.exists():
         raise UserError(f"{csv_path} exists: pass --resume to complete it or choose another --name")
+    done = {(round_, point_key(r.point)) for round_, r in samples}
     predictor = cost_model_predictor(spec, hardware, world_size=nproc, seq_len=seq_len)
     baseline = point_key(baseline_point(global_batch, nproc))
     sidecar = sidecar_dict(name=name, synthetic=False, spec=spec, hardware=hardware, world_size=nproc,
                            seq_len=seq_len, global_batch=global_batch, backend=backend, space=space,
-                           runner=runner_name, measure=asdict(measure), seed=seed, host=platform.node(),
-                           versions=versions(), git_commit=git_commit(), started_at=utc_now())
-    records = [done[point_key(p)] for p in points if point_key(p) in done]
-    for number, point in enumerate(points):
-        if point_key(point) in done:
-            continue
-        say(f"[{number + 1}/{len(points)}] {point.short()}")
-        prediction = predictor(point)
-        started_at = utc_now()
-        request = TrialRequest(spec=spec, point=point, seq_len=seq_len, backend=backend, nproc=nproc,
-                               workdir=work_dir / str(number), timeout_s=timeout_s, measure=measure, seed=seed)
-        result = run(request)
-        records.append(TrialRecord(number=number, point=point, status="ok" if result.ok else "failed",
-                                   reason=result.reason, result=result, is_baseline=point_key(point) == baseline,
-                                   pred_peak_bytes=prediction.peak_bytes if prediction else None,
-                                   pred_tokens_per_s=prediction.tokens_per_s if prediction else None,
-                                   started_at=started_at, finished_at=utc_now()))
-        say(f"    {result.status} {result.tokens_per_s or 0:,.0f} tok/s {result.reason}")
-        records.sort(key=lambda r: r.number)
-        write_table(csv_path, records, {**sidecar, "finished_at": None, "points": len(points)})
+                           runner=runner_name, measure=asdict(measure), rounds=rounds, seed=seed,
+                           host=platform.node(), versions=versions(), git_commit=git_commit(), started_at=utc_now())
+    numbers = {point_key(p): number for number, p in enumerate(points)}
+    for round_ in range(rounds):
+        order = list(points)
+        if round_ > 0:  # round 0 keeps the space's order, so a one-round table reads as before
+            random.Random(seed + round_).shuffle(order)
+        for position, point in enumerate(order):
+            if (round_, point_key(point)) in done:
+                continue
+            number = numbers[point_key(point)]
+            say(f"[round {round_ + 1}/{rounds}, {position + 1}/{len(points)}] {point.short()}")
+            prediction = predictor(point)
+            started_at = utc_now()
+            request = TrialRequest(spec=spec, point=point, seq_len=seq_len, backend=backend, nproc=nproc,
+                                   workdir=work_dir / f"r{round_}-{number}", timeout_s=timeout_s, measure=measure,
+                                   seed=seed)
+            result = run(request)
+            record = TrialRecord(number=number, point=point, status="ok" if result.ok else "failed",
+                                 reason=result.reason, result=result, is_baseline=point_key(point) == baseline,
+                                 pred_peak_bytes=prediction.peak_bytes if prediction else None,
+                                 pred_tokens_per_s=prediction.tokens_per_s if prediction else None,
+                                 started_at=started_at, finished_at=utc_now())
+            samples.append((round_, record))
+            say(f"    {result.status} {result.tokens_per_s or 0:,.0f} tok/s {result.reason}")
+            write_samples(samples_path, samples)
+            write_table(csv_path, median_records(samples),
+                        {**sidecar, "finished_at": None, "points": len(points)})
+    records = median_records(samples)
     write_table(csv_path, records, {**sidecar, "finished_at": utc_now(), "points": len(points)})
     return records
 
 
-def load_table_partial(csv_path: Path) -> dict[tuple, TrialRecord]:
-    """The rows of an unfinished table, by point (for --resume)."""
+def median_records(samples: list[tuple[int, TrialRecord]]) -> list[TrialRecord]:
+    """One row per point: its median ok trial by tokens/s (the lower middle of an even count), or
+    its latest failure when no round succeeded."""
+    by_point: dict[tuple, list[TrialRecord]] = {}
+    for _, record in samples:
+        by_point.setdefault(point_key(record.point), []).append(record)
+    rows = []
+    for records in by_point.values():
+        ok = sorted((r for r in records if r.status == "ok"), key=lambda r: r.result.tokens_per_s)
+        rows.append(ok[(len(ok) - 1) // 2] if ok else records[-1])
+    return sorted(rows, key=lambda r: r.number)
+
+
+def samples_path_of(csv_path: Path) -> Path:
+    return csv_path.with_name(f"{csv_path.stem}.samples.csv")
+
+
+def write_samples(path: Path, samples: list[tuple[int, TrialRecord]]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame([{"round": round_, **record.row()} for round_, record in samples])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def load_samples(path: Path) -> list[tuple[int, TrialRecord]]:
+    """Every measurement of an unfinished sweep, with its round (for --resume)."""
     import pandas as pd
 
     from autoscale.strategies.replay import rows_of
 
-    return {point_key(r.point): r for r in rows_of(pd.read_csv(csv_path))}
+    frame = pd.read_csv(path)
+    samples = []
+    for round_, group in frame.groupby("round", sort=True):
+        samples += [(int(round_), record) for record in rows_of(group)]
+    return samples
 
 
 @contextlib.contextmanager
@@ -113,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-per-trial", type=float, default=300.0)
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--work-dir", type=Path, default=Path("runs") / "sweeps")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per point, in shuffled rounds")
+    parser.add_argument("--min-steps", type=int, default=MeasurePolicy.min_steps,
+                        help="timed steps at least, per measurement")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.min_steps < 1:
+        parser.error("--rounds and --min-steps must be at least 1")
     try:
         spec = resolve_model(args.model)
         space = prepare_space(load_space(args.space), backend=args.backend, global_batch=args.global_batch,
@@ -124,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             records = record_sweep(name=args.name, spec=spec, space=space, hardware=detect(args.backend),
                                    backend=args.backend, nproc=args.nproc, global_batch=args.global_batch,
                                    seq_len=args.seq_len, run=run, runner_name=args.runner, out_dir=args.out_dir,
-                                   work_dir=work_dir, timeout_s=args.timeout_per_trial, resume=args.resume)
+                                   work_dir=work_dir, timeout_s=args.timeout_per_trial, rounds=args.rounds,
+                                   measure=MeasurePolicy(min_steps=args.min_steps), resume=args.resume)
         load_table(args.out_dir / f"{args.name}.csv")  # the replay can read what was written
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ from autoscale.costmodel.comm import Link, all_gather_s, all_reduce_s, reduce_sc
 from autoscale.costmodel.memory import (korthikanti_layer_bytes, layer_activation_bytes, logits_bytes,
                                         model_states, zero_paper_model_states)
 from autoscale.costmodel.published import compare_published
+from autoscale.costmodel.time import zero_hook_calls
 from autoscale.hardware import get_hardware
 from autoscale.models import PRESETS, ModelSpec
 from autoscale.point import Point
@@ -146,3 +147,25 @@ def test_published_runs_are_predicted_within_the_goal_with_one_parameter_set():
     rows = compare_published(PUBLISHED_CSV)
     errors = sorted(abs(row.error) for row in rows)
     assert errors[len(errors) // 2] <= 0.15 and errors[-1] <= 0.30
+
+
+def test_zero_hooks_count_tensors_at_stage_2_and_module_gathers_at_stage_3():
+    spec = PRESETS["gpt-tiny"]
+    calls = {stage: zero_hook_calls(spec, point(zero_stage=stage)) for stage in range(4)}
+    assert calls == {0: 0, 1: 0, 2: spec.parameter_tensors(),
+                     3: spec.parameter_tensors() + 4 * spec.parameter_modules()}
+
+
+def test_zero_hook_time_is_paid_per_micro_batch():
+    """Same global batch, twice the micro-batches: the ZeRO-2 hook overhead doubles, ZeRO-0 has none."""
+    cpu, spec = get_hardware("cpu"), PRESETS["gpt-tiny"]
+    params = default_params("cpu")
+
+    def overhead(stage: int, micro_batch: int, grad_accum: int) -> float:
+        prediction = predict(spec, point(zero_stage=stage, micro_batch=micro_batch, grad_accum=grad_accum), cpu,
+                             world_size=2, seq_len=128, params=params)
+        return prediction.time.overhead_s - params.step_overhead_s
+
+    assert overhead(0, 4, 2) == 0 and overhead(0, 2, 4) == 0
+    assert overhead(2, 2, 4) == pytest.approx(2 * overhead(2, 4, 2))
+    assert overhead(2, 4, 2) == pytest.approx(2 * spec.parameter_tensors() * params.zero_hook_s)

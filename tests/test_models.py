@@ -15,6 +15,8 @@ def test_param_count_matches_the_built_module(name):
     with torch.device("meta"):  # no memory: a 13B model is counted, not allocated
         model = build_model(spec)
     assert spec.param_count() == sum(p.numel() for p in model.parameters())
+    assert spec.parameter_tensors() == len(list(model.parameters()))
+    assert spec.parameter_modules() == sum(1 for m in model.modules() if list(m.parameters(recurse=False)))
 
 
 def test_gpt3_presets_have_their_paper_sizes():

@@ -13,6 +13,7 @@ from rich.table import Table
 from autoscale.bench.history import DEFAULT_HISTORY
 from autoscale.bench.suite import DEFAULT_THRESHOLD
 from autoscale.console import make_console
+from autoscale.errors import UserError
 
 console = make_console()
 VERDICT_STYLE = {"regressed": "bold red", "failed": "bold red", "improved": "green", "unchanged": "",
@@ -62,14 +63,20 @@ def bench(
     html: Optional[Path] = typer.Option(None, help="Write the HTML trend page of the history."),
     allow_hardware_mismatch: bool = typer.Option(False, help="Compare with a baseline from other hardware."),
     workdir: Optional[Path] = typer.Option(None, help="Keep the trials' folders here (default: temporary)."),
+    test_sleep_per_step: float = typer.Option(0.0, hidden=True, help="Test only: every timed step sleeps this "
+                                              "many seconds more, a known slowdown to check detection with."),
 ) -> None:
     """Time a suite of fixed configs (fresh processes per repeat) and flag significant regressions."""
     from autoscale.bench.job import BenchOptions, run_bench
     from autoscale.bench.junit import describe
 
+    if test_sleep_per_step < 0:
+        raise UserError(f"--test-sleep-per-step must be 0 or more seconds, got {test_sleep_per_step}")
+
     options = BenchOptions(suite=suite, baseline=baseline, save_baseline=save_baseline, threshold=threshold,
                            history=history, junit=junit, html=html, allow_hardware_mismatch=allow_hardware_mismatch,
-                           workdir=workdir, command=sys.argv)
+                           workdir=workdir, command=sys.argv, fault="slow" if test_sleep_per_step > 0 else None,
+                           slow_step_s=test_sleep_per_step)
     outcome = run_bench(options, observer=RepeatPrinter())
     comparison = outcome.comparison
     if comparison is not None:

@@ -31,6 +31,7 @@ PRIOR_WEIGHT = 0.003  # per parameter, in log units, against residuals of order 
 BOUNDS = {  # (low, high) of each fitted parameter
     "gemm_efficiency_max": (0.01, 1.0), "gemm_half_tokens": (1.0, 1e5), "gemm_half_width": (1.0, 1e5),
     "half_precision_speed": (0.05, 4.0), "layer_overhead_s": (1e-7, 1.0), "step_overhead_s": (1e-6, 10.0),
+    "zero_hook_s": (1e-7, 0.1), "host_adam_gb_s": (0.01, 1e4),
     "host_baseline_bytes": (1 * MIB, 64 * 2**30), "device_context_bytes": (1 * MIB, 64 * 2**30),
     "activation_scale": (0.1, 10.0), "zero_fixed_bytes": (1 * MIB, 16 * 2**30),
     "zero_startup_bytes_per_param": (0.01, 64.0), "zero3_startup_bytes_per_param": (0.01, 64.0),
@@ -130,6 +131,10 @@ def parameters_to_fit(study: Study) -> tuple[list[str], list[str]]:
         time_names.append("gemm_half_tokens")
     if {p.precision for p in points} - {"fp32"} and "fp32" in {p.precision for p in points}:
         time_names.append("half_precision_speed")
+    if {p.zero_stage for p in points} & {2, 3} and len({p.zero_stage for p in points}) > 1:
+        time_names.append("zero_hook_s")
+    if {p.offload for p in points} == {"none", "cpu"}:
+        time_names.append("host_adam_gb_s")
     on_cpu = study.hardware.name == "cpu"
     memory_names = ["host_baseline_bytes" if on_cpu else "device_context_bytes", "activation_scale"]
     stages = {p.zero_stage for p in points}

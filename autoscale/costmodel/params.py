@@ -51,6 +51,11 @@ class EfficiencyParams:
     """Fixed cost per layer per micro-batch (fwd+bwd): kernel launches, Python dispatch."""
     step_overhead_s: float = 5e-3
     """Fixed cost per optimizer step: DeepSpeed's bookkeeping, gradient-norm, loss sync."""
+    zero_hook_s: float = 3e-5
+    """Host time of one ZeRO hook call, per micro-batch: ZeRO-2's gradient hook per parameter
+    tensor (copy into the reduction bucket, reduce when full) and ZeRO-3's gather and release hooks
+    per module in forward and backward. Python-dispatched and partly synchronising (ZeRO-3 waits
+    for its gathers), so it is counted in full on GPUs too, like `layer_overhead_s`."""
     optimizer_bytes_per_param: float = 36.0
     """Memory traffic of one Adam update per fp32 master parameter (read p, g, m, v; write p, m, v;
     16-bit copy back)."""
@@ -81,12 +86,14 @@ GPU_DEFAULTS = EfficiencyParams()
 CPU_DEFAULTS = EfficiencyParams(
     gemm_efficiency_max=0.45, gemm_half_width=64.0, gemm_half_tokens=64.0, half_precision_speed=1.0,
     link_efficiency=0.5,
-    comm_overlap=0.3, layer_overhead_s=1.5e-3, step_overhead_s=2e-2, optimizer_bytes_per_param=36.0,
+    comm_overlap=0.3, layer_overhead_s=1.5e-3, step_overhead_s=2e-2, zero_hook_s=2e-4,
+    optimizer_bytes_per_param=36.0,
     host_adam_gb_s=5.0, activation_scale=1.0, allocator_slack=0.0, host_baseline_bytes=437 * MIB,
     zero_fixed_bytes=60 * MIB, zero_startup_bytes_per_param=3.4, zero3_startup_bytes_per_param=14.5,
 )
 """CPU ranks: oneDNN GEMMs on two cores reach less of the FMA peak, Python dispatch is a larger
-share, gloo shares memory bandwidth. The memory terms were measured with
+share (zero_hook_s: gpt-tiny's ZeRO-2 steps took about 30 ms more than ZeRO-0's over 52 parameter
+tensors and 2-4 micro-batches, the median of a quiet sweep), gloo shares memory bandwidth. The memory terms were measured with
 `benchmarks/validate_memory.py` (2 ranks, Python 3.11, torch 2.13, DeepSpeed 0.19):
 host_baseline_bytes from gpt-tiny at ZeRO-0 (VmHWM less our model's bytes), the ZeRO terms from
 the residuals of gpt-cpu-small at stages 1-3; `autoscale calibrate` re-fits them per machine."""

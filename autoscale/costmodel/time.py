@@ -4,6 +4,9 @@ compute: the spine's FLOP count (`ModelSpec.train_flops_per_token`; full recompu
 blocks' forward, Narayanan et al. 2021 eq. (3)'s 4/3 on the blocks; selective re-runs only the
 attention core, Korthikanti et al. 2022 Sec. 5) over peak x a GEMM efficiency that saturates in
 the matrix width on one rank and in the micro-batch's tokens (`EfficiencyParams`).
+overhead: a fixed cost per optimizer step, and per micro-batch the host time of ZeRO-2/3's
+hooks (one per parameter tensor, and ZeRO-3's gather/release per module), which grows with the
+number of tensors rather than their size.
 communication, per step (DeepSpeed 0.19 with the engine's ds_config):
   ZeRO-0/1: one all-reduce of the gradients at the accumulation boundary, after backward;
   ZeRO-2: a reduce-scatter per micro-batch (overlap_comm: partly hidden behind backward) and an
@@ -103,6 +106,19 @@ def data_parallel_comm_s(n_params: int, point: Point, *, dp: int, link: Link,
     return point.grad_accum * per_micro_batch, 0.0
 
 
+def zero_hook_calls(spec: ModelSpec, point: Point) -> int:
+    """Host-side ZeRO hook calls per micro-batch that do work (DeepSpeed 0.19): ZeRO-2 reduces each
+    parameter's gradient from its hook; ZeRO-3 also gathers and releases each module's parameters
+    before and after its forward and its backward. ZeRO-1's hooks only accumulate (the reduction
+    waits for the boundary), a cost in the noise; pipeline stages own their share of the modules."""
+    if point.zero_stage < 2:
+        return 0
+    calls = spec.parameter_tensors()
+    if point.zero_stage == 3:
+        calls += 4 * spec.parameter_modules()
+    return math.ceil(calls / point.pp)
+
+
 def time_breakdown(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
                    placement: Placement, params: EfficiencyParams, pipeline_chunks: int = 1) -> TimeBreakdown:
     dp = max(1, point.data_parallel(world_size))
@@ -148,7 +164,7 @@ def time_breakdown(spec: ModelSpec, point: Point, hardware: Hardware, *, world_s
         host_s = shard * params.optimizer_bytes_per_param / (params.host_adam_gb_s * 1e9)
         transfer_s = 0.0 if placement.shared_device else shard * (4 + element) / (hardware.host_link_gb_s * 1e9)
         offload_s = host_s + transfer_s
-    overhead_s = params.step_overhead_s
+    overhead_s = params.step_overhead_s + point.grad_accum * zero_hook_calls(spec, point) * params.zero_hook_s
 
     step_s = compute_s + comm_s + bubble_s + optimizer_s + offload_s + overhead_s
     tokens_per_s = point.global_batch(world_size) * seq_len / step_s

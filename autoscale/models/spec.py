@@ -98,6 +98,21 @@ class ModelSpec:
         return (self.embedding_params() + self.n_layers * self.layer_params()
                 + self.norm_params_per_norm() + head)
 
+    def parameter_tensors(self) -> int:
+        """Parameter tensors of the built module: what DeepSpeed hooks one by one (ZeRO-2/3 gradient
+        hooks). A block has two norms (weight, and bias for layernorm) and four linears (fused qkv,
+        out, up, down; weight and, with biases, a bias)."""
+        per_norm = 2 if self.norm == "layernorm" else 1
+        per_layer = 2 * per_norm + 4 * (2 if self.bias else 1)
+        embeddings = 2 if self.position == "learned" else 1
+        head = 0 if self.tie_embeddings else 1
+        return self.n_layers * per_layer + embeddings + per_norm + head
+
+    def parameter_modules(self) -> int:
+        """Modules that own parameters: what ZeRO-3 gathers and releases one by one."""
+        embeddings = 2 if self.position == "learned" else 1
+        return self.n_layers * 6 + embeddings + 1 + (0 if self.tie_embeddings else 1)
+
     # ---- FLOPs ------------------------------------------------------------------------------
 
     def forward_flops_per_token(self, seq_len: int) -> int:
