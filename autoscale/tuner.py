@@ -48,7 +48,7 @@ class TuneConfig:
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     memory_limit_bytes: int | None = None  # per rank
     fault: str | None = None  # test-only, passed to every trial
-    seed_points: int = 2  # the cost model's top-ranked points, measured right after the baseline
+    seed_points: int = 2  # the cost model's top-ranked points, measured first (see opening_order)
     launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
     hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
 
@@ -195,12 +195,14 @@ class _Search:
     # ---- the loop -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Queue the baseline first, then the cost model's top-ranked points."""
-        if point_key(self.baseline) not in self.known() and not has_baseline_trial(self.study):
-            self.study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True, POINT_ATTR: self.baseline.as_dict()})
+        """Queue the cost model's top-ranked points and the baseline, in `opening_order`."""
+        seeds: list[Point] = []
         if self.predictor is not None and not any(RECORD_ATTR in t.user_attrs for t in self.study.trials):
-            for point in _seed_points(self.space_points, self.predictor, self.config.seed_points):
-                self.study.enqueue_trial(point_params(point, self.space), skip_if_exists=True)
+            seeds = _seed_points(self.space_points, self.predictor, self.config.seed_points)
+        baseline_due = point_key(self.baseline) not in self.known() and not has_baseline_trial(self.study)
+        budget_left = self.config.trials - self.launched(self.known())
+        enqueue_opening(self.study, opening_order(seeds, self.baseline if baseline_due else None, budget_left),
+                        baseline=self.baseline, space=self.space)
 
     def point_of(self, trial: optuna.Trial) -> Point:
         """The queued point (the baseline, or a trial Optuna retries), else the sampler's suggestion."""
@@ -277,6 +279,29 @@ def dropped_choices(before: SearchSpace, after: SearchSpace) -> list[str]:
     """What `prepare_space` left out, for the console: nothing is dropped silently."""
     return [f"{knob} {value}" for knob, values in before.choices.items() for value in values
             if value not in after.choices[knob]]
+
+
+def opening_order(seeds: list[Point], baseline: Point | None, budget_left: float) -> list[Point]:
+    """The first trials: the cost model's seeds, then the baseline (None: already measured or queued).
+
+    The likeliest near-best configs go first, so a good config is in hand as early as possible; the
+    baseline, the report's reference for the speedup, comes right after them, and never later than
+    the budget's last trial (with one trial left, it is the baseline)."""
+    seeds = [p for p in seeds if p != baseline]
+    if baseline is None:
+        return seeds
+    before = seeds[:max(0, int(min(budget_left, len(seeds) + 1)) - 1)]
+    return [*before, baseline, *seeds[len(before):]]
+
+
+def enqueue_opening(study: optuna.Study, order: list[Point], *, baseline: Point, space: SearchSpace) -> None:
+    """Queue the opening trials: the baseline with its point (it may lie outside the space), the
+    seeds as sampler parameters (so the sampler learns from them), each seed once."""
+    for point in order:
+        if point == baseline:
+            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True, POINT_ATTR: point.as_dict()})
+        else:
+            study.enqueue_trial(point_params(point, space), skip_if_exists=True)
 
 
 def _seed_points(points: list[Point], predictor: Predictor, count: int) -> list[Point]:

@@ -4,13 +4,16 @@ Reads a sweep table (`benchmarks/data/<name>.csv`, trials.csv columns, with its 
 sidecar: model, world size, seq_len, hardware) and prints Spearman's rank correlation between
 predicted and measured tokens/s: with the default parameters, calibrated on the whole sweep
 (in-sample), and two-fold cross-validated (fit on half the points, rank the other half), the
-honest figure. The issue's goal: 0.8 or better after calibration.
+honest figure; with `--fit-on`, calibrated on another model's sweep, the figure a user gets who
+calibrated once on this machine. The issue's goal: 0.8 or better after calibration.
 
 When the sweep was recorded in rounds (`record_sweep.py --rounds N`, which writes
 `<name>.samples.csv`), it also prints Spearman's rho between the rounds themselves: how well the
 machine's own measurements agree on the ranking, the ceiling any model can be held to.
 
-    python benchmarks/rank_correlation.py benchmarks/data/cpu-sweep-gpt-tiny.csv
+    python benchmarks/rank_correlation.py benchmarks/data/cpu-sweep-gpt-tiny-r3.csv
+    python benchmarks/rank_correlation.py benchmarks/data/cpu-sweep-llama-tiny-r3.csv \
+        --fit-on benchmarks/data/cpu-sweep-gpt-tiny-r3.csv    # parameters from another model's sweep
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", type=Path)
     parser.add_argument("--folds-seed", type=int, default=0)
+    parser.add_argument("--fit-on", type=Path, action="append", default=[], metavar="TABLE",
+                        help="also rank this table with parameters calibrated on another sweep (another model)")
     args = parser.parse_args()
     study = read_table(args.table)
     observations = list(study.observations)
@@ -89,6 +94,9 @@ def main() -> None:
     print(f"{'calibrated on the whole sweep (in-sample)':<44}{rho(study, observations, whole.params):>14.3f}")
     for index, value in enumerate(held_out):
         print(f"{f'calibrated on half, ranked on the other ({index + 1})':<44}{value:>14.3f}")
+    for other in args.fit_on:
+        fitted = fit_study(read_table(other), start=defaults)
+        print(f"{f'calibrated on {other.stem}':<44.44}{rho(study, observations, fitted.params):>14.3f}")
     for a, b, value in round_agreement(args.table):
         print(f"{f'measured round {a + 1} against round {b + 1} (no model)':<44}{value:>14.3f}")
     print(f"throughput median |error|: {whole.throughput_error_before:.1%} before, {whole.throughput_error_after:.1%} "

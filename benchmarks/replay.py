@@ -5,7 +5,7 @@ whole space, 20 seeds each, and prints per strategy the median, p25-p75, min-max
 the first near-best config, its ratio to grid's and random's medians, and whether issue 9's goal
 holds (ours at most a third of grid's trials and half of random's median).
 
-    python benchmarks/replay.py benchmarks/data/cpu-gpt-tiny.csv      # a table recorded by record_sweep.py
+    python benchmarks/replay.py benchmarks/data/cpu-sweep-gpt-tiny-r3.csv   # a table recorded by record_sweep.py
     python benchmarks/replay.py --synthetic cpu                        # SYNTHETIC: cost model + noise
     python benchmarks/replay.py --synthetic gpu --strategies grid,random,autoscale
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(100, Console().width))  # whole strategy names when piped
     try:
         if (args.table is None) == (args.synthetic is None):
             raise UserError("give a table or --synthetic, not both")

@@ -33,11 +33,17 @@ from autoscale.point import Point
 MEASURE = MeasurePolicy(warmup_steps=2, min_steps=5, max_steps=5, target_rse=0.0, max_measure_s=60)
 
 
+def deepspeed_launcher() -> str:
+    """DeepSpeed's `deepspeed` script beside this interpreter (a venv not activated), else on PATH."""
+    beside = Path(sys.executable).with_name("deepspeed")
+    return str(beside) if beside.exists() else shutil.which("deepspeed") or "deepspeed"
+
+
 def via_deepspeed_launcher(request: TrialRequest) -> TrialResult:
     request.workdir.mkdir(parents=True, exist_ok=True)
     request_path, result_path = request.workdir / "request.json", request.workdir / "result.json"
     request_path.write_text(request.to_json())
-    argv = [shutil.which("deepspeed") or "deepspeed", "--num_gpus", str(request.nproc), "--no_local_rank",
+    argv = [deepspeed_launcher(), "--num_gpus", str(request.nproc), "--no_local_rank",
             "--master_port", str(free_port()), "--module", "autoscale.engine.rank", str(request_path), str(result_path)]
     env = {**os.environ, "DS_ACCELERATOR": "cpu"} if request.backend == "cpu" else dict(os.environ)
     started = time.monotonic()

@@ -53,33 +53,33 @@ def render_report(run: data.Run) -> str:
     finished = data.finished(frame)
     plots = []
     if not frame.empty:
-        plots.append(_plot("memory", "Throughput against peak memory",
+        plots.append(plot_block("memory", "Throughput against peak memory",
                            "Every trial; the Pareto front joins the configs nothing beats on both axes. Hover "
                            "a point for its config.",
                            figures.throughput_memory_figure(frame, front, limit,
                                                             card["trial_number"] if card else None)))
     if not finished.empty:
-        plots.append(_plot("history", "Optimisation history", "Best feasible throughput found so far.",
+        plots.append(plot_block("history", "Optimisation history", "Best feasible throughput found so far.",
                            figures.history_figure(data.best_so_far(frame, limit, "number"),
                                                   data.best_so_far(frame, limit, "wall"))))
     if importances.values:
-        plots.append(_plot("importance", "Which knobs mattered",
+        plots.append(plot_block("importance", "Which knobs mattered",
                            "Optuna's parameter importances (PED-ANOVA) for throughput.",
                            figures.importance_figure(importances.values)))
     if len(finished) >= 2:
-        plots.append(_plot("parallel", "Knobs of the finished trials",
+        plots.append(plot_block("parallel", "Knobs of the finished trials",
                            "One line per finished trial, coloured by throughput; drag along an axis to filter.",
                            figures.parallel_coordinates_figure(frame)))
     predictions = data.predicted_vs_measured(frame)
     if not predictions.empty:
-        plots.append(_plot("prediction", "Cost model: predicted against measured",
+        plots.append(plot_block("prediction", "Cost model: predicted against measured",
                            "Points on the dotted diagonal were predicted exactly.",
                            figures.prediction_figure(predictions)))
-    return _env().get_template("report.html.j2").render(
+    return template_env().get_template("report.html.j2").render(
         title=run.study_name, run=_run_context(run), card=card, findings=data.findings(run, importances),
         importance_note=importances.note, plots=plots, table=_script_json(_table(frame)),
         ds_config=json.dumps(run.ds_config, indent=2) if run.ds_config is not None else None,
-        plotly_js=_plotly_js())
+        plotly_js=plotly_js_source())
 
 
 def render_compare(runs: list[data.Run]) -> str:
@@ -90,16 +90,16 @@ def render_compare(runs: list[data.Run]) -> str:
     tokens = [(side["card"] or {}).get("tokens_per_s") for side in sides]
     verdict = _verdict(labels, tokens)
     plots = [
-        _plot("compare-memory", "Throughput against peak memory", "Finished trials of both studies.",
+        plot_block("compare-memory", "Throughput against peak memory", "Finished trials of both studies.",
               figures.compare_throughput_memory_figure(
                   {label: (run.trials, data.pareto_front(run.trials)) for label, run in zip(labels, runs)})),
-        _plot("compare-history", "Optimisation history", "Best feasible throughput so far, by trial number.",
+        plot_block("compare-history", "Optimisation history", "Best feasible throughput so far, by trial number.",
               figures.compare_history_figure(
                   {label: data.best_so_far(run.trials, run.memory_limit_bytes) for label, run in zip(labels, runs)})),
     ]
-    return _env().get_template("compare.html.j2").render(
+    return template_env().get_template("compare.html.j2").render(
         title=f"{labels[0]} vs {labels[1]}", sides=sides, knob_rows=knob_rows, verdict=verdict, plots=plots,
-        plotly_js=_plotly_js())
+        plotly_js=plotly_js_source())
 
 
 def _verdict(labels: list[str], tokens: list[float | None]) -> str | None:
@@ -122,7 +122,7 @@ def _labels(runs: list[data.Run]) -> list[str]:
             for name, run in zip(names, runs)]
 
 
-def _plot(plot_id: str, title: str, caption: str, fig: go.Figure) -> dict:
+def plot_block(plot_id: str, title: str, caption: str, fig: go.Figure) -> dict:
     """A figure for the template; its div gets the figure's height, since plotly's responsive mode
     sizes the plot to its div."""
     return {"id": plot_id, "title": title, "caption": caption, "height": int(fig.layout.height or 420),
@@ -186,14 +186,14 @@ def _run_context(run: data.Run) -> dict:
 
 
 @lru_cache(maxsize=1)
-def _plotly_js() -> Markup:
+def plotly_js_source() -> Markup:
     from plotly.offline import get_plotlyjs
 
     return Markup(get_plotlyjs())
 
 
 @lru_cache(maxsize=1)
-def _env() -> Environment:
+def template_env() -> Environment:
     env = Environment(loader=PackageLoader("reports", "templates"), autoescape=True, trim_blocks=True,
                       lstrip_blocks=True)
     env.filters.update(gib=_gib, num=_num, pct=_pct)

@@ -99,7 +99,7 @@ def trend_figure(frame: pd.DataFrame, metric: str, baseline_median: float | None
 
 
 def render_trend(history: list[HistoryEntry]) -> str:
-    from reports.build import _env, _plot, _plotly_js
+    from reports.build import plot_block, plotly_js_source, template_env
 
     latest = history[-1]
     frame = trend_frame(history)
@@ -109,13 +109,14 @@ def render_trend(history: list[HistoryEntry]) -> str:
         title = f"{case}: {METRICS[metric].label}"
         caption = f"{len(group)} run(s); whiskers span each run's samples; colour = that run's verdict."
         plot_id = f"{len(plots)}"
-        plots.append(_plot(plot_id, title, caption, trend_figure(group, metric, baseline_medians.get((case, metric)))))
+        figure = trend_figure(group, metric, baseline_medians.get((case, metric)))
+        plots.append(plot_block(plot_id, title, caption, figure))
     rows = [{"case": row["case"], "metric": row["metric"], "verdict": row["verdict"], "text": _row_text(row)}
             for row in latest.rows]
     record = latest.record
-    return _env().from_string(PAGE).render(
+    return template_env().from_string(PAGE).render(
         title=f"bench {record.suite}", suite=record.suite, runs=len(history), latest=record, rows=rows,
-        changes=latest.changes, plots=plots, plotly_js=_plotly_js())
+        changes=latest.changes, plots=plots, plotly_js=plotly_js_source())
 
 
 def _row_text(row: dict) -> str:

@@ -1,14 +1,15 @@
 """Ours: exactly the search `autoscale tune` runs, driven by ask/tell instead of `study.optimize`.
 
-From the tuner, reused rather than rewritten: the baseline is measured first (queued with its
-point, not as sampler parameters), then the cost model's top-ranked fitting points (`_seed_points`,
-`TuneConfig.seed_points` of them), then constrained TPE over `suggest_point`; a point predicted not
-to fit is told to the sampler as infeasible without a launch (the baseline never is), and every
-outcome goes through the tuner's `_report` (tokens/s plus the memory constraint, failures FAIL).
+From the tuner, reused rather than rewritten: the cost model's top-ranked fitting points first
+(`_seed_points`, `TuneConfig.seed_points` of them), then the baseline (`opening_order`,
+`enqueue_opening`), then constrained TPE over `suggest_point`; a point predicted not to fit is
+told to the sampler as infeasible without a launch (the baseline never is), and every outcome goes
+through the tuner's `_report` (tokens/s plus the memory constraint, failures FAIL).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 
 import optuna
@@ -18,8 +19,8 @@ from autoscale.point import Point, baseline_point
 from autoscale.results import TrialRecord
 from autoscale.strategies.ask_tell import AskTellStrategy
 from autoscale.strategies.base import SearchContext
-from autoscale.study import BASELINE_ATTR, POINT_ATTR, point_key, point_params
-from autoscale.tuner import TuneConfig, _report, _seed_points, _TrialFailed
+from autoscale.study import point_key
+from autoscale.tuner import TuneConfig, _report, _seed_points, _TrialFailed, enqueue_opening, opening_order
 
 SEED_POINTS = next(f.default for f in fields(TuneConfig) if f.name == "seed_points")
 
@@ -34,10 +35,10 @@ class Autoscale(AskTellStrategy):
         self.predictions = {point_key(p): context.predictor(p) for p in self.points}
         keys = set(self.predictions)
         self.baseline = baseline_point(context.global_batch, context.world_size)
-        if point_key(self.baseline) in keys:
-            self.study.enqueue_trial({}, user_attrs={BASELINE_ATTR: True, POINT_ATTR: self.baseline.as_dict()})
-        for point in _seed_points(self.points, context.predictor, SEED_POINTS):
-            self.study.enqueue_trial(point_params(point, context.space), skip_if_exists=True)
+        seeds = _seed_points(self.points, context.predictor, SEED_POINTS)
+        baseline = self.baseline if point_key(self.baseline) in keys else None
+        enqueue_opening(self.study, opening_order(seeds, baseline, budget_left=math.inf), baseline=self.baseline,
+                        space=context.space)
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         # the sampler of autoscale.study.open_study
