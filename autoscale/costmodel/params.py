@@ -55,7 +55,8 @@ class EfficiencyParams:
     """Host time of one ZeRO hook call, per micro-batch: ZeRO-2's gradient hook per parameter
     tensor (copy into the reduction bucket, reduce when full) and ZeRO-3's gather and release hooks
     per module in forward and backward. Python-dispatched and partly synchronising (ZeRO-3 waits
-    for its gathers), so it is counted in full on GPUs too, like `layer_overhead_s`."""
+    for its gathers), so it is counted in full on GPUs too, like `layer_overhead_s`. The GPU
+    default is an order-of-magnitude guess for a Python hook on a server CPU, not a measurement."""
     optimizer_bytes_per_param: float = 36.0
     """Memory traffic of one Adam update per fp32 master parameter (read p, g, m, v; write p, m, v;
     16-bit copy back)."""
@@ -92,8 +93,9 @@ CPU_DEFAULTS = EfficiencyParams(
     zero_fixed_bytes=60 * MIB, zero_startup_bytes_per_param=3.4, zero3_startup_bytes_per_param=14.5,
 )
 """CPU ranks: oneDNN GEMMs on two cores reach less of the FMA peak, Python dispatch is a larger
-share (zero_hook_s: gpt-tiny's ZeRO-2 steps took about 30 ms more than ZeRO-0's over 52 parameter
-tensors and 2-4 micro-batches, the median of a quiet sweep), gloo shares memory bandwidth. The memory terms were measured with
+share, gloo shares memory bandwidth. zero_hook_s was read off the stage medians of the first round
+of benchmarks/data/cpu-sweep-gpt-tiny-r3 (ZeRO-2 steps about 30 ms longer than ZeRO-0's, over 52
+parameter tensors and 2-4 micro-batches). The memory terms were measured with
 `benchmarks/validate_memory.py` (2 ranks, Python 3.11, torch 2.13, DeepSpeed 0.19):
 host_baseline_bytes from gpt-tiny at ZeRO-0 (VmHWM less our model's bytes), the ZeRO terms from
 the residuals of gpt-cpu-small at stages 1-3; `autoscale calibrate` re-fits them per machine."""
