@@ -41,16 +41,15 @@ class ConsoleObserver:
 
     def trial_finished(self, record: TrialRecord, counted: int) -> None:
         label = f"trial {record.number:>3}" if record.number is not None else "predicted"
-        if record.is_baseline:
-            label += " (baseline)"
+        config = record.point.short() + ("  (baseline)" if record.is_baseline else "")
         if record.status == "ok":
             r = record.result
             mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-"
             line = (f"[green]ok[/]     {label}  {r.tokens_per_s:>10,.0f} tok/s  MFU {mfu:>6}  "
-                    f"peak {format_bytes(r.peak_bytes):>10}  {r.wall_s:5.1f} s  {record.point.short()}")
+                    f"peak {format_bytes(r.peak_bytes):>10}  {r.wall_s:5.1f} s  {config}")
         else:
             colour = "yellow" if record.status == "pruned" else "red"
-            line = f"[{colour}]{record.status:<6}[/] {label}  {record.point.short()}  {record.reason}"
+            line = f"[{colour}]{record.status:<6}[/] {label}  {config}  {record.reason}"
         self.progress.console.print(line, highlight=False, markup=True)
         self.progress.update(self.task, completed=counted)
 
