@@ -88,14 +88,14 @@ def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame([r.row() for r in records], columns=list(COLUMNS))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
-    _atomic_write(path, trials_frame(records).to_csv(index=False))
+    atomic_write_text(path, trials_frame(records).to_csv(index=False))
 
 
 _USER_AND_PASSWORD = re.compile(r"(?P<head>[\w+.-]*://[^:/@\s]*:)(?P<password>.*)@(?P<host>[^@]*)$", re.DOTALL)
@@ -175,5 +175,5 @@ def summary_dict(info: RunInfo, records: list[TrialRecord]) -> dict:
 
 def write_summary(info: RunInfo, records: list[TrialRecord], path: Path) -> dict:
     summary = summary_dict(info, records)
-    _atomic_write(path, json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -199,8 +199,9 @@ class _Search:
         seeds: list[Point] = []
         if self.predictor is not None and not any(RECORD_ATTR in t.user_attrs for t in self.study.trials):
             seeds = _seed_points(self.space_points, self.predictor, self.config.seed_points)
-        baseline_due = point_key(self.baseline) not in self.known() and not has_baseline_trial(self.study)
-        budget_left = self.config.trials - self.launched(self.known())
+        known = self.known()
+        baseline_due = point_key(self.baseline) not in known and not has_baseline_trial(self.study)
+        budget_left = self.config.trials - self.launched(known)
         enqueue_opening(self.study, opening_order(seeds, self.baseline if baseline_due else None, budget_left),
                         baseline=self.baseline, space=self.space)
 
@@ -290,7 +291,8 @@ def opening_order(seeds: list[Point], baseline: Point | None, budget_left: float
     seeds = [p for p in seeds if p != baseline]
     if baseline is None:
         return seeds
-    before = seeds[:max(0, int(min(budget_left, len(seeds) + 1)) - 1)]
+    room = max(0, budget_left - 1)  # trials that can go before the baseline
+    before = seeds[:int(min(room, len(seeds)))]
     return [*before, baseline, *seeds[len(before):]]
 
 

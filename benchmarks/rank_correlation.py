@@ -19,7 +19,7 @@ machine's own measurements agree on the ranking, the ceiling any model can be he
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import random
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from autoscale.costmodel import default_params, predict
 from autoscale.costmodel.calibrate import Observation, Study, fit_study
 from autoscale.strategies.replay import load_table
 from autoscale.study import point_key
+from record_sweep import load_samples, samples_path_of  # beside this script
 
 
 def read_table(path: Path) -> Study:
@@ -49,22 +50,19 @@ def rho(study: Study, observations, params) -> float:
 
 def round_agreement(table: Path) -> list[tuple[int, int, float]]:
     """Spearman's rho between every two rounds of a sweep's samples file (points ok in both)."""
-    samples = table.with_name(f"{table.stem}.samples.csv")
-    if not samples.exists():
+    path = samples_path_of(table)
+    if not path.exists():
         return []
     by_round: dict[int, dict[int, float]] = {}
-    with samples.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["status"] == "ok":
-                by_round.setdefault(int(row["round"]), {})[int(row["number"])] = float(row["tokens_per_s"])
+    for round_, record in load_samples(path):
+        if record.status == "ok":
+            by_round.setdefault(round_, {})[record.number] = record.result.tokens_per_s
     pairs = []
-    rounds = sorted(by_round)
-    for i, a in enumerate(rounds):
-        for b in rounds[i + 1:]:
-            common = sorted(set(by_round[a]) & set(by_round[b]))
-            if len(common) > 2:
-                pairs.append((a, b, float(spearmanr([by_round[a][n] for n in common],
-                                                    [by_round[b][n] for n in common]).statistic)))
+    for a, b in itertools.combinations(sorted(by_round), 2):
+        common = sorted(set(by_round[a]) & set(by_round[b]))
+        if len(common) > 2:
+            pairs.append((a, b, float(spearmanr([by_round[a][n] for n in common],
+                                                [by_round[b][n] for n in common]).statistic)))
     return pairs
 
 

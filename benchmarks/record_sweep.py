@@ -27,14 +27,14 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from autoscale.costmodel import point_predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware, detect
 from autoscale.models.spec import ModelSpec
 from autoscale.point import baseline_point
-from autoscale.results import TrialRecord, git_commit, utc_now, versions
+from autoscale.results import TrialRecord, atomic_write_text, git_commit, utc_now, versions
 from autoscale.space import SearchSpace
-from autoscale.strategies.base import cost_model_predictor
 from autoscale.strategies.replay import load_table, sidecar_dict, write_table
 from autoscale.study import point_key
 
@@ -59,7 +59,7 @@ def record_sweep(*, name: str, spec: ModelSpec, space: SearchSpace, hardware: Ha
     elif csv_path.exists() or samples_path.exists():
         raise UserError(f"{csv_path} exists: pass --resume to complete it or choose another --name")
     done = {(round_, point_key(r.point)) for round_, r in samples}
-    predictor = cost_model_predictor(spec, hardware, world_size=nproc, seq_len=seq_len)
+    predictor = point_predictor(spec, hardware, world_size=nproc, seq_len=seq_len)
     baseline = point_key(baseline_point(global_batch, nproc))
     sidecar = sidecar_dict(name=name, synthetic=False, spec=spec, hardware=hardware, world_size=nproc,
                            seq_len=seq_len, global_batch=global_batch, backend=backend, space=space,
@@ -118,13 +118,11 @@ def write_samples(path: Path, samples: list[tuple[int, TrialRecord]]) -> None:
 
     frame = pd.DataFrame([{"round": round_, **record.row()} for round_, record in samples])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write_text(path, frame.to_csv(index=False))
 
 
 def load_samples(path: Path) -> list[tuple[int, TrialRecord]]:
-    """Every measurement of an unfinished sweep, with its round (for --resume)."""
+    """Every measurement of a sweep, with its round (for --resume and rank_correlation.py)."""
     import pandas as pd
 
     from autoscale.strategies.replay import rows_of

@@ -8,7 +8,7 @@ them by the trials each needs to reach a near-best config.
 from __future__ import annotations
 
 from autoscale.errors import UserError
-from autoscale.strategies.base import SearchContext, Strategy, cost_model_predictor
+from autoscale.strategies.base import SearchContext, Strategy
 from autoscale.strategies.grid import Grid
 from autoscale.strategies.model_based import DeepSpeedModelBased
 from autoscale.strategies.optuna_plain import OptunaGP, OptunaTPE
@@ -37,4 +37,4 @@ def make_strategy(name: str, context: SearchContext, *, seed: int) -> Strategy:
     return STRATEGIES[name](context, seed=seed)
 
 
-__all__ = ["STRATEGIES", "SearchContext", "Strategy", "cost_model_predictor", "make_strategy", "register"]
+__all__ = ["STRATEGIES", "SearchContext", "Strategy", "make_strategy", "register"]

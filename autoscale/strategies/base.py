@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from autoscale.engine.request import TrialResult
-from autoscale.hardware import Hardware
-from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
 from autoscale.space import SearchSpace
 from autoscale.study import point_key
@@ -64,9 +62,3 @@ class Strategy(ABC):
     def unmeasured(self) -> list[Point]:
         return [p for p in self.points if point_key(p) not in self.results]
 
-
-def cost_model_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int) -> Predictor:
-    """The predictor `autoscale tune` gives its search (`costmodel.point_predictor`)."""
-    from autoscale.costmodel import point_predictor
-
-    return point_predictor(spec, hardware, world_size=world_size, seq_len=seq_len)

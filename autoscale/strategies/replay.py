@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from autoscale.costmodel import point_predictor
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware, get_hardware
@@ -24,7 +25,7 @@ from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
 from autoscale.results import KNOB_COLUMNS, TrialRecord, write_trials_csv
 from autoscale.space import KNOBS, SearchSpace
-from autoscale.strategies import STRATEGIES, SearchContext, Strategy, cost_model_predictor, make_strategy
+from autoscale.strategies import STRATEGIES, SearchContext, Strategy, make_strategy
 from autoscale.study import point_key
 
 NEAR_BEST = 0.03  # the "within 3% of the table's best"
@@ -60,8 +61,8 @@ class ReplayTable:
         from autoscale.session import memory_limit_per_rank
 
         return SearchContext(space=self.space, global_batch=self.global_batch, world_size=self.world_size,
-                             predictor=cost_model_predictor(self.spec, self.hardware, world_size=self.world_size,
-                                                            seq_len=self.seq_len),
+                             predictor=point_predictor(self.spec, self.hardware, world_size=self.world_size,
+                                                       seq_len=self.seq_len),
                              memory_limit_bytes=memory_limit_per_rank(self.hardware, self.world_size))
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from autoscale.costmodel import point_predictor
 from autoscale.engine.request import TrialResult
 from autoscale.hardware import Hardware
 from autoscale.models.spec import ModelSpec
 from autoscale.results import TrialRecord, utc_now, versions
 from autoscale.space import KNOBS, SearchSpace
-from autoscale.strategies.base import cost_model_predictor
 from autoscale.strategies.replay import ReplayTable, sidecar_dict
 from autoscale.study import point_key
 
@@ -29,7 +29,7 @@ def synthetic_records(*, spec: ModelSpec, hardware: Hardware, world_size: int, s
     rng = np.random.default_rng(seed)
     knob_factor = {(knob, value): float(np.exp(rng.normal(0, knob_sigma)))
                    for knob in KNOBS for value in space.choices[knob]}
-    predictor = cost_model_predictor(spec, hardware, world_size=world_size, seq_len=seq_len)
+    predictor = point_predictor(spec, hardware, world_size=world_size, seq_len=seq_len)
     records = []
     for number, point in enumerate(space.points(global_batch=global_batch, world_size=world_size)):
         prediction = predictor(point)
