@@ -92,16 +92,31 @@ def test_the_unchanged_suite_against_its_fresh_baseline_exits_0(saved):
     assert "Plotly.newPlot" in (folder / "same.html").read_text()
 
 
-def test_a_thirty_percent_slowdown_is_flagged_with_exit_1(saved):
+# A slowed run and the baseline it is compared with are two runs, seconds apart; on a shared runner another
+# job's load can move step time between them by more than the 30% injected (docs/bench.md), and no statistic
+# over one run's repeats can tell that from a regression. So every attempt measures a fresh baseline just
+# before its slowed run, and the test fails only if no attempt flags the slowdown.
+SLOWDOWN_ATTEMPTS = 3
+
+
+def test_a_thirty_percent_slowdown_is_flagged_with_exit_1(tmp_path):
     """Every timed step sleeps 30% of the baseline's median step more, on every rank: the same config,
-    made slower inside the measurement, against the default 5% threshold. The baseline was measured a
-    minute before; a load change on the runner larger than the slowdown itself could hide it, which is
-    why benchmarks/bench_false_alarms.py, not this test, states the smallest slowdown caught."""
-    folder, baseline = saved
-    median_step_s = statistics.median(load_record(baseline).cases["gpt-tiny-z0"].samples["step_s"])
-    code, junit = compare(folder, baseline, smoke_suite(folder, "same-slow.yaml"), "slower",
-                          "--test-sleep-per-step", 0.3 * median_step_s)
-    assert code == 1 and {"step_s", "tokens_per_s"} <= regressed_metrics(junit)
+    made slower inside the measurement, against the default 5% threshold. How often one attempt catches it
+    on this machine is benchmarks/bench_false_alarms.py's figure, not this test's."""
+    missed = []
+    for attempt in range(SLOWDOWN_ATTEMPTS):
+        folder = tmp_path / f"attempt-{attempt}"
+        folder.mkdir()
+        baseline = folder / "baseline.json"
+        assert bench("--suite", smoke_suite(folder, "same.yaml"), "--save-baseline", baseline,
+                     "--history", folder / "history") == 0
+        median_step_s = statistics.median(load_record(baseline).cases["gpt-tiny-z0"].samples["step_s"])
+        code, junit = compare(folder, baseline, smoke_suite(folder, "same-slow.yaml"), "slower",
+                              "--test-sleep-per-step", 0.3 * median_step_s)
+        if code == 1 and {"step_s", "tokens_per_s"} <= regressed_metrics(junit):
+            return
+        missed.append(f"exit {code}, flagged {sorted(regressed_metrics(junit))}")
+    pytest.fail(f"a 30% slowdown was not flagged in {SLOWDOWN_ATTEMPTS} attempts: {'; '.join(missed)}")
 
 
 def test_a_memory_growth_is_flagged_with_exit_1(saved):
