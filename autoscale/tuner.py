@@ -149,6 +149,9 @@ class _Search:
             self.study.set_user_attr(RUN_ATTR, config.settings())
         self.space_points = self.space.points(global_batch=config.global_batch, world_size=config.nproc)
         self.baseline = baseline_point(config.global_batch, config.nproc)
+        # borderline points launched despite the margin; the same on resume and in every worker
+        self.risked = ({point_key(p) for p in worth_the_risk(self.space_points, predictor)}
+                       if predictor and config.seed_points else set())
         self.repeats_in_a_row = 0
         self.stopped_because = "trial budget reached"
 
@@ -178,7 +181,8 @@ class _Search:
         prediction = self.predictor(point) if self.predictor else None
         predicted = dict(pred_peak_bytes=prediction.peak_bytes if prediction else None,
                          pred_tokens_per_s=prediction.tokens_per_s if prediction else None)
-        if prediction is not None and not prediction.fits and not is_baseline:
+        launch_anyway = is_baseline or point_key(point) in self.risked
+        if prediction is not None and not prediction.fits and not launch_anyway:
             return TrialRecord(number=number, point=point, status="pruned", is_baseline=is_baseline,
                                reason=(f"pruned: predicted peak {prediction.peak_bytes / 2**30:.2f} GiB exceeds "
                                        f"{MEMORY_MARGIN:.0%} of {prediction.memory_limit_bytes / 2**30:.2f} GiB"),
@@ -306,12 +310,31 @@ def enqueue_opening(study: optuna.Study, order: list[Point], *, baseline: Point,
             study.enqueue_trial(point_params(point, space), skip_if_exists=True)
 
 
+def _ranked(points: list[Point], predictor: Predictor) -> list[tuple[Point, "Prediction"]]:
+    predicted = [(p, pr) for p in points if (pr := predictor(p)) is not None]
+    return sorted(predicted, key=lambda pair: pair[1].tokens_per_s, reverse=True)
+
+
+def worth_the_risk(points: list[Point], predictor: Predictor) -> list[Point]:
+    """The borderline points (past the memory margin by less than the model's error) predicted faster
+    than every point that fits, fastest first: launched despite the margin.
+
+    Fast configs sit near the memory limit, where the model's few percent of error decide: pruning
+    them all would rule out the best config whenever the model errs high. Only points the model ranks
+    above everything safe are worth a launch that may OOM (recorded, and the study goes on); the
+    opening measures the first of them, the sampler may propose the others, and any other point
+    predicted past the margin is pruned as before."""
+    ranked = _ranked(points, predictor)
+    best_fitting = next((pr.tokens_per_s for _, pr in ranked if pr.fits), 0.0)
+    return [p for p, pr in ranked if pr.borderline and pr.tokens_per_s > best_fitting]
+
+
 def _seed_points(points: list[Point], predictor: Predictor, count: int) -> list[Point]:
-    """The cost model's fastest fitting points, best first."""
-    predicted = [(p, predictor(p)) for p in points]
-    fitting = [(p, pr) for p, pr in predicted if pr is not None and pr.fits]
-    fitting.sort(key=lambda pair: pair[1].tokens_per_s, reverse=True)
-    return [p for p, _ in fitting[:count]]
+    """The cost model's `count` fastest fitting points, best first, then `worth_the_risk`'s first point."""
+    if count <= 0:
+        return []
+    fitting = [p for p, pr in _ranked(points, predictor) if pr.fits]
+    return fitting[:count] + worth_the_risk(points, predictor)[:1]
 
 
 def _report(trial: optuna.Trial, record: TrialRecord, memory_limit_bytes: int | None) -> float:

@@ -121,6 +121,19 @@ def test_a_model_too_large_for_the_device_does_not_fit():
     assert not prediction.fits and prediction.memory.peak_bytes > MEMORY_MARGIN * prediction.memory_limit_bytes
 
 
+@pytest.mark.parametrize("peak_over_memory, fits, borderline", [
+    (0.85, True, False),   # inside the 90% margin
+    (0.95, False, True),   # past it by less than the model's memory error: only a trial can tell
+    (1.05, False, False),  # past it by more
+])
+def test_a_point_just_past_the_margin_is_borderline(peak_over_memory, fits, borderline):
+    """The same prediction on devices sized so that its peak is a chosen share of their memory."""
+    peak = predict(SPEC, point(), GPU, world_size=1, seq_len=2048).peak_bytes
+    device = replace(GPU, memory_bytes=int(peak / peak_over_memory))
+    prediction = predict(SPEC, point(), device, world_size=1, seq_len=2048)
+    assert (prediction.fits, prediction.borderline) == (fits, borderline)
+
+
 def test_cpu_ranks_share_the_machine_memory():
     cpu = get_hardware("cpu")
     prediction = predict(PRESETS["gpt-tiny"], point(), cpu, world_size=2, seq_len=128)

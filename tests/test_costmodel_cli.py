@@ -8,7 +8,8 @@ import pytest
 
 from autoscale.cli import main
 
-JSON_KEYS = ("memory", "time", "point", "tokens_per_s", "tflops_per_gpu", "mfu", "chosen_by_model", "fits")
+JSON_KEYS = ("memory", "time", "point", "tokens_per_s", "tflops_per_gpu", "mfu", "chosen_by_model", "fits",
+             "borderline")
 
 
 def test_estimate_json_has_the_documented_keys(capsys):

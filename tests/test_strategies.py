@@ -36,6 +36,7 @@ class StandInPrediction:
     fits: bool
     tokens_per_s: float
     peak_bytes: int
+    borderline: bool = False  # past the margin by less than the model's error (Prediction.borderline)
 
 
 def stand_in_predictor(point: Point) -> StandInPrediction:
@@ -128,6 +129,29 @@ def test_autoscale_never_launches_a_point_predicted_not_to_fit():
     assert not not_fitting & {point_key(p) for p in run_to_the_end("autoscale")}
 
 
+def test_autoscale_risks_the_borderline_point_predicted_faster_than_all_that_fit_right_after_the_seeds():
+    def predictor(point: Point) -> StandInPrediction:
+        prediction = stand_in_predictor(point)
+        if prediction.fits:
+            return prediction
+        return StandInPrediction(fits=False, tokens_per_s=100.0, peak_bytes=2**31 + 1, borderline=point.zero_stage == 1)
+
+    risky = SearchContext(space=SMALL, global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE, predictor=predictor,
+                          memory_limit_bytes=2**31)
+    strategy = make_strategy("autoscale", risky, seed=0)
+    opening = []
+    for _ in range(SEED_POINTS + 1):
+        opening.append(strategy.propose())
+        strategy.tell(opening[-1], outcome(opening[-1]))
+    risked = opening[SEED_POINTS]
+    assert not predictor(risked).fits and predictor(risked).borderline
+    launched = list(opening)
+    while (point := strategy.propose()) is not None:
+        strategy.tell(point, outcome(point))
+        launched.append(point)
+    assert [p for p in launched if not predictor(p).fits] == [risked]  # the ZeRO-0 misfit, far past: pruned
+
+
 def test_autoscale_needs_the_cost_model():
     with pytest.raises(ValueError, match="cost model"):
         make_strategy("autoscale", SearchContext(space=SMALL, global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE),
@@ -145,6 +169,19 @@ def test_replay_counts_trials_up_to_the_first_within_three_percent_of_the_best()
     assert trials_to_near_best(make_strategy("grid", context(MICRO_ONLY), seed=0), table_of(MICRO_ONLY, results)) == 2
     results[point_key(points[1])] = measured(0.96 * best)
     assert trials_to_near_best(make_strategy("grid", context(MICRO_ONLY), seed=0), table_of(MICRO_ONLY, results)) == 3
+
+
+def test_a_faster_trial_past_the_memory_limit_is_not_the_target():
+    """The tuner would not recommend a config that ran past its headroom (`best_record`), so the replay's
+    best is the fastest acceptable trial: here mb 2, though mb 4 ran faster with a peak over the limit."""
+    points = MICRO_ONLY.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)  # grid order: mb 1, 2, 4
+    table = table_of(MICRO_ONLY, {})
+    too_big = TrialResult(status="ok", tokens_per_s=1000.0, peak_bytes=table.memory_limit_bytes + 1)
+    results = {point_key(points[0]): measured(500.0), point_key(points[1]): measured(800.0),
+               point_key(points[2]): too_big}
+    table = table_of(MICRO_ONLY, results)
+    assert table.best_tokens_per_s() == 800.0 and not table.is_near_best(too_big)
+    assert trials_to_near_best(make_strategy("grid", context(MICRO_ONLY), seed=0), table) == 2
 
 
 def test_replay_counts_random_trials_by_its_own_order():

@@ -46,8 +46,8 @@ def estimate_point(*, model: str, hardware: str, gpus: int, seq_len: Optional[in
             "chosen_by_model": [knob for knob in PLANNED_KNOBS if knob not in fixed],
             "memory": asdict(prediction.memory), "time": asdict(prediction.time),
             "memory_limit_bytes": prediction.memory_limit_bytes, "fits": prediction.fits,
-            "tokens_per_s": prediction.time.tokens_per_s, "tflops_per_gpu": prediction.time.tflops_per_gpu,
-            "mfu": prediction.time.mfu,
+            "borderline": prediction.borderline, "tokens_per_s": prediction.time.tokens_per_s,
+            "tflops_per_gpu": prediction.time.tflops_per_gpu, "mfu": prediction.time.mfu,
             "deepspeed_estimate": {"model_states_bytes": deepspeed_bytes}}
 
 
@@ -79,7 +79,9 @@ def _print(result: dict) -> None:
         steps.add_row(key, f"{time[key]:.4g}")
     console.print(steps)
     console.print(f"tokens/s {result['tokens_per_s']:,.0f}   TFLOP/s per device {result['tflops_per_gpu']:.1f}   "
-                  f"MFU {result['mfu']:.1%}   fits: {result['fits']}")
+                  f"MFU {result['mfu']:.1%}   fits: {result['fits']}"
+                  + ("   (borderline: within the model's memory error of the margin, only a trial can tell)"
+                     if result["borderline"] else ""))
 
 
 def estimate(

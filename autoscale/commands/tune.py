@@ -31,9 +31,18 @@ def format_bytes(value: float | None) -> str:
 class ConsoleObserver:
     """A progress bar over counted trials and one line per trial outcome."""
 
-    def __init__(self, total: int, progress: Progress):
-        self.progress = progress
+    def __init__(self, total: int, progress: Progress, memory_limit_bytes: int | None = None):
+        self.progress, self.memory_limit_bytes = progress, memory_limit_bytes
         self.task = progress.add_task("trials", total=total)
+
+    def marks(self, record: TrialRecord) -> str:
+        """Why a trial is special: the baseline, or launched although predicted past the memory limit."""
+        if record.is_baseline:
+            return "  (baseline)"
+        predicted, limit = record.pred_peak_bytes, self.memory_limit_bytes
+        if record.status != "pruned" and predicted and limit and predicted > limit:
+            return f"  (a risk: predicted {predicted / limit:.0%} of the limit)"
+        return ""
 
     def trial_started(self, number: int, point: Point) -> None:
         label = "baseline" if number < 0 else f"trial {number}"  # -1: the baseline
@@ -41,7 +50,7 @@ class ConsoleObserver:
 
     def trial_finished(self, record: TrialRecord, counted: int) -> None:
         label = f"trial {record.number:>3}" if record.number is not None else "predicted"
-        config = record.point.short() + ("  (baseline)" if record.is_baseline else "")
+        config = record.point.short() + self.marks(record)
         if record.status == "ok":
             r = record.result
             mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-"
@@ -113,7 +122,8 @@ def run_session(session, console) -> None:
     console.print(session.headline(), highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
-        outcome = session.run(observer=ConsoleObserver(session.config.trials, progress))
+        observer = ConsoleObserver(session.config.trials, progress, session.config.memory_limit_bytes)
+        outcome = session.run(observer=observer)
     summary = outcome.summary
     console.print(f"stopped: {outcome.stopped_because}")
     if summary["best"] is None:

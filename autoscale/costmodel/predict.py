@@ -16,6 +16,11 @@ MEMORY_MARGIN = 0.90
 """A point fits when its predicted peak is within this fraction of the rank's memory: the model's
 error on measured trials is a few percent, and an OOM costs a whole trial."""
 
+MEMORY_ERROR = 0.10
+"""The largest relative error of the predicted peak on the held-out measured CPU trials of
+benchmarks/validate_memory.py (median 2.3%, max 10%). A point predicted past the margin by less
+than this may still measure within it: `Prediction.borderline`."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Prediction:
@@ -31,6 +36,13 @@ class Prediction:
     @property
     def tokens_per_s(self) -> float:
         return self.time.tokens_per_s
+
+    @property
+    def borderline(self) -> bool:
+        """Predicted past the margin, but by less than the model's memory error: only a measurement can
+        say whether it fits. The tuner launches such a point only when nothing that fits is predicted
+        faster (`tuner.worth_the_risk`)."""
+        return not self.fits and self.peak_bytes <= MEMORY_MARGIN * (1 + MEMORY_ERROR) * self.memory_limit_bytes
 
     def as_dict(self) -> dict:
         from dataclasses import asdict

@@ -1,10 +1,11 @@
 """Ours: exactly the search `autoscale tune` runs, driven by ask/tell instead of `study.optimize`.
 
 From the tuner, reused rather than rewritten: the cost model's top-ranked fitting points first
-(`_seed_points`, `TuneConfig.seed_points` of them), then the baseline (`opening_order`,
-`enqueue_opening`), then constrained TPE over `suggest_point`; a point predicted not to fit is
-told to the sampler as infeasible without a launch (the baseline never is), and every outcome goes
-through the tuner's `_report` (tokens/s plus the memory constraint, failures FAIL).
+(`_seed_points`, `TuneConfig.seed_points` of them, and the first of `worth_the_risk`'s borderline
+points), then the baseline (`opening_order`, `enqueue_opening`), then constrained TPE over
+`suggest_point`; a point predicted not to fit is told to the sampler as infeasible without a launch
+(never the baseline or one of `worth_the_risk`'s points), and every outcome goes through the tuner's
+`_report` (tokens/s plus the memory constraint, failures FAIL).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from autoscale.results import TrialRecord
 from autoscale.strategies.ask_tell import AskTellStrategy
 from autoscale.strategies.base import SearchContext
 from autoscale.study import point_key
-from autoscale.tuner import TuneConfig, _report, _seed_points, _TrialFailed, enqueue_opening, opening_order
+from autoscale.tuner import (TuneConfig, _report, _seed_points, _TrialFailed, enqueue_opening, opening_order,
+                             worth_the_risk)
 
 SEED_POINTS = next(f.default for f in fields(TuneConfig) if f.name == "seed_points")
 
@@ -36,6 +38,7 @@ class Autoscale(AskTellStrategy):
         keys = set(self.predictions)
         self.baseline = baseline_point(context.global_batch, context.world_size)
         seeds = _seed_points(self.points, context.predictor, SEED_POINTS)
+        self.risked = {point_key(p) for p in worth_the_risk(self.points, context.predictor)}
         baseline = self.baseline if point_key(self.baseline) in keys else None
         enqueue_opening(self.study, opening_order(seeds, baseline, budget_left=math.inf), baseline=self.baseline,
                         space=context.space)
@@ -46,7 +49,8 @@ class Autoscale(AskTellStrategy):
 
     def launchable(self, point: Point) -> bool:
         prediction = self.predictions.get(point_key(point))
-        return point_key(point) == point_key(self.baseline) or prediction is None or prediction.fits
+        return (point_key(point) == point_key(self.baseline) or prediction is None or prediction.fits
+                or point_key(point) in self.risked)
 
     def settle_without_launch(self, point: Point, trial: optuna.Trial) -> TrialRecord | None:
         if self.launchable(point):

@@ -47,23 +47,34 @@ class ReplayTable:
     def points(self) -> list[Point]:
         return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
 
+    @property
+    def memory_limit_bytes(self) -> int:
+        """Per rank, the limit `autoscale tune` holds a config to on this table's machine."""
+        from autoscale.session import memory_limit_per_rank
+
+        return memory_limit_per_rank(self.hardware, self.world_size)
+
+    def acceptable(self, result: TrialResult) -> bool:
+        """Ran, and within the memory limit: a config the tuner could recommend (`results.best_record`).
+        A trial that ran past the tuner's headroom is no answer, however fast, so it is no target either."""
+        return (result.ok and bool(result.tokens_per_s)
+                and (result.peak_bytes is None or result.peak_bytes <= self.memory_limit_bytes))
+
     def best_tokens_per_s(self) -> float:
-        ok = [r.tokens_per_s for r in self.results.values() if r.ok and r.tokens_per_s]
-        if not ok:
-            raise UserError(f"table {self.name!r} has no ok trial: nothing to find")
-        return max(ok)
+        usable = [r.tokens_per_s for r in self.results.values() if self.acceptable(r)]
+        if not usable:
+            raise UserError(f"table {self.name!r} has no ok trial within the memory limit: nothing to find")
+        return max(usable)
 
     def is_near_best(self, result: TrialResult, tolerance: float = NEAR_BEST) -> bool:
-        return result.ok and (result.tokens_per_s or 0) >= (1 - tolerance) * self.best_tokens_per_s()
+        return self.acceptable(result) and result.tokens_per_s >= (1 - tolerance) * self.best_tokens_per_s()
 
     def context(self) -> SearchContext:
         """What `autoscale tune` would know on this table's machine: the space and the cost model."""
-        from autoscale.session import memory_limit_per_rank
-
         return SearchContext(space=self.space, global_batch=self.global_batch, world_size=self.world_size,
                              predictor=point_predictor(self.spec, self.hardware, world_size=self.world_size,
                                                        seq_len=self.seq_len),
-                             memory_limit_bytes=memory_limit_per_rank(self.hardware, self.world_size))
+                             memory_limit_bytes=self.memory_limit_bytes)
 
 
 def sidecar_path(csv_path: Path) -> Path:

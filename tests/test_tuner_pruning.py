@@ -1,0 +1,93 @@
+"""What the tuner launches and what it prunes, given the cost model: a stand-in engine and model, no ranks.
+
+A point predicted to fit is launched; one predicted past the memory margin is pruned without a
+launch, except the baseline and `worth_the_risk`'s borderline points (predicted past the margin by
+less than the model's memory error, and faster than everything predicted to fit).
+"""
+
+from dataclasses import dataclass
+
+from autoscale.engine.request import TrialResult
+from autoscale.models import PRESETS
+from autoscale.point import Point, baseline_point
+from autoscale.results import RunInfo
+from autoscale.space import SearchSpace
+from autoscale.study import point_key
+from autoscale.tuner import TuneConfig, tune, worth_the_risk
+
+LIMIT = 2**30
+SPACE = SearchSpace("small", {"zero_stage": (0, 1), "micro_batch": (1, 2, 4), "precision": ("fp32", "bf16"),
+                              "checkpointing": ("none",), "offload": ("none",), "kernels": ("torch",),
+                              "tp": (1,), "pp": (1,)})
+
+
+@dataclass(frozen=True)
+class StandInPrediction:
+    fits: bool
+    borderline: bool
+    tokens_per_s: float
+    peak_bytes: int
+    memory_limit_bytes: int = LIMIT
+
+
+def predictor(point: Point) -> StandInPrediction:
+    """Faster with bigger micro-batches and bf16 (best that fits: ZeRO-1, micro-batch 2, bf16, 4.1).
+    Micro-batch 4 does not fit: in bf16 only just (borderline) and predicted faster than anything that
+    fits; in fp32 by far with ZeRO-0, only just with ZeRO-1 but no faster than what fits."""
+    speed = point.micro_batch * (2 if point.precision == "bf16" else 1) + 0.1 * point.zero_stage
+    if point.micro_batch < 4:
+        return StandInPrediction(fits=True, borderline=False, tokens_per_s=speed, peak_bytes=LIMIT // 2)
+    borderline = point.precision == "bf16" or point.zero_stage == 1
+    return StandInPrediction(fits=False, borderline=borderline, tokens_per_s=speed,
+                             peak_bytes=LIMIT + (1 if borderline else LIMIT))
+
+
+def engine(request) -> TrialResult:
+    return TrialResult(status="ok", tokens_per_s=100.0 * request.point.micro_batch, peak_bytes=LIMIT // 2,
+                       step_s=0.1, wall_s=1.0)
+
+
+def points() -> list[Point]:
+    return SPACE.points(global_batch=16, world_size=2)
+
+
+def test_the_risks_are_the_borderline_points_predicted_faster_than_all_that_fit_fastest_first():
+    risked = worth_the_risk(points(), predictor)
+    assert [(p.zero_stage, p.micro_batch, p.precision) for p in risked] == [(1, 4, "bf16"), (0, 4, "bf16")]
+
+    def slow_borderline(point: Point) -> StandInPrediction:
+        prediction = predictor(point)
+        return prediction if prediction.fits else StandInPrediction(False, prediction.borderline, 0.5, LIMIT + 1)
+
+    assert worth_the_risk(points(), slow_borderline) == []
+
+
+def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk_and_prunes_other_misfits(tmp_path):
+    spec = PRESETS["gpt-tiny"]
+    config = TuneConfig(spec=spec, space=SPACE, global_batch=16, seq_len=64, backend="cpu", nproc=2,
+                        trials=len(points()), out_dir=tmp_path / "run", study_name="t", memory_limit_bytes=LIMIT)
+    info = RunInfo(study_name="t", model={"name": spec.name}, backend="cpu", world_size=2, global_batch=16,
+                   seq_len=64, hardware={"name": "cpu"}, memory_limit_bytes=LIMIT, command=["autoscale", "tune"],
+                   storage=config.storage_url, started_at="2026-01-01T00:00:00+00:00")
+    records = tune(config, info=info, run=engine, predictor=predictor).records
+    risks = [point_key(p) for p in worth_the_risk(points(), predictor)]
+    assert [point_key(r.point) for r in records[2:4]] == [risks[0], point_key(baseline_point(16, 2))]
+    misfits = {point_key(r.point): r.status for r in records if not predictor(r.point).fits}
+    assert misfits == {**{key: "ok" for key in risks},
+                       **{key: "pruned" for key in misfits if key not in risks}} and len(misfits) == 4
+
+
+def test_the_console_marks_a_launched_risk_and_not_a_pruned_point():
+    from rich.progress import Progress
+
+    from autoscale.commands.tune import ConsoleObserver
+    from autoscale.results import TrialRecord
+
+    observer = ConsoleObserver(3, Progress(), memory_limit_bytes=LIMIT)
+    point = points()[-1]
+    risk = TrialRecord(number=2, point=point, status="failed", reason="oom: out of memory",
+                       pred_peak_bytes=int(1.05 * LIMIT))
+    assert observer.marks(risk) == "  (a risk: predicted 105% of the limit)"
+    assert observer.marks(TrialRecord(number=5, point=point, status="pruned", pred_peak_bytes=2 * LIMIT)) == ""
+    assert observer.marks(TrialRecord(number=0, point=baseline_point(16, 2), status="ok", is_baseline=True,
+                                      pred_peak_bytes=LIMIT // 2)) == "  (baseline)"
