@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoscale.costmodel import Prediction, load_params, predict
+from autoscale.costmodel import MEMORY_MARGIN, Prediction, load_params, predict
 from autoscale.costmodel.planner import candidate_values
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
@@ -36,6 +36,15 @@ def predicted_result(prediction: Prediction) -> TrialResult:
                        mfu=prediction.time.mfu, peak_bytes=prediction.peak_bytes, step_s=prediction.time.step_s)
 
 
+def pruned_reason(prediction: Prediction) -> str:
+    share = prediction.peak_bytes / prediction.memory_limit_bytes
+    reason = (f"pruned: predicted peak {prediction.peak_bytes / 2**30:.1f} GiB is {share:.0%} of the "
+              f"{prediction.memory_limit_bytes / 2**30:.0f} GiB device, past the {MEMORY_MARGIN:.0%} margin")
+    if prediction.borderline:
+        reason += " by less than the model's memory error: only a trial can tell whether it fits"
+    return reason
+
+
 def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batch: int, seq_len: int,
          info: RunInfo, out_dir) -> tuple[list[TrialRecord], dict]:
     params = load_params(hardware.name)
@@ -58,9 +67,7 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
                            pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s,
                            started_at=now, finished_at=now)
                for i, (point, prediction) in enumerate(fitting[:MAX_ROWS])]
-    records += [TrialRecord(number=len(records) + i, point=point, status="pruned",
-                            reason=f"pruned: predicted peak {prediction.peak_bytes / 2**30:.1f} GiB exceeds the "
-                                   f"{prediction.memory_limit_bytes / 2**30:.0f} GiB device",
+    records += [TrialRecord(number=len(records) + i, point=point, status="pruned", reason=pruned_reason(prediction),
                             pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s,
                             started_at=now, finished_at=now)
                 for i, (point, prediction) in enumerate(pruned[:50])]
@@ -75,7 +82,9 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
         except UserError:
             pass
     write_trials_csv(records, out_dir / "trials.csv")
-    info = replace(info, predicted=True, evaluated={"points": len(points), "fitting": len(fitting),
-                                                    "predicted_oom": len(pruned)})
+    best = fitting[0][1].tokens_per_s if fitting else 0.0
+    info = replace(info, predicted=True, evaluated={
+        "points": len(points), "fitting": len(fitting), "predicted_oom": len(pruned),
+        "borderline_faster": sum(pr.borderline and pr.tokens_per_s > best for _, pr in pruned)})
     summary = write_summary(info, records, out_dir / "summary.json")
     return records, summary

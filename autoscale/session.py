@@ -183,8 +183,12 @@ class TuneSession:
 
             records, summary = plan(spec=c.spec, space=c.space, hardware=self.hardware, gpus=c.nproc,
                                     global_batch=c.global_batch, seq_len=c.seq_len, info=self.info, out_dir=c.out_dir)
-            return TuneOutcome(records=records, summary=summary,
-                               stopped_because=f"every point predicted ({summary['evaluated']['points']} points)")
+            evaluated = summary["evaluated"]
+            stopped = f"every point predicted ({evaluated['points']} points)"
+            if evaluated["borderline_faster"]:
+                stopped += (f"; {evaluated['borderline_faster']} more predicted faster than the best lie past the "
+                            "memory margin by less than the model's error: only a trial can tell whether they fit")
+            return TuneOutcome(records=records, summary=summary, stopped_because=stopped)
         if c.launcher == "fresh":
             return tune(c, info=self.info, observer=observer, predictor=self.predictor())
         if c.launcher == "hostfile":

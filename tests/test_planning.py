@@ -1,0 +1,39 @@
+"""`autoscale tune --backend model`: a whole search on the cost model for a cluster we cannot run on."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from autoscale.cli import main
+from autoscale.costmodel import MEMORY_MARGIN, predict
+from autoscale.hardware import get_hardware
+from autoscale.models import PRESETS
+from autoscale.point import Point
+from autoscale.results import KNOB_COLUMNS
+
+
+def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_settle(tmp_path, capsys):
+    out = tmp_path / "plan"
+    code = main(["tune", "--backend", "model", "--hardware", "a100-40gb", "--gpus", "8", "--model", "llama-7b",
+                 "--global-batch", "64", "--seq-len", "2048", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    trials = pd.read_csv(out / "trials.csv")
+    ok, pruned = trials[trials["status"] == "ok"], trials[trials["status"] == "pruned"]
+    assert summary["predicted"] and len(ok) and len(pruned)
+    assert pruned["reason"].str.contains(f"past the {MEMORY_MARGIN:.0%} margin").all()
+
+    # every pruned row is predicted past the margin, and the borderline ones say only a trial can tell
+    hardware, spec = get_hardware("a100-40gb"), PRESETS["llama-7b"]
+    for row in pruned.to_dict("records"):
+        point = Point(**{k: (int(row[k]) if k in ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
+                             else str(row[k])) for k in KNOB_COLUMNS})
+        prediction = predict(spec, point, hardware, world_size=8, seq_len=2048)
+        assert not prediction.fits
+        assert ("only a trial can tell" in row["reason"]) == prediction.borderline
+
+    faster = summary["evaluated"]["borderline_faster"]
+    assert faster > 0  # llama-7b on 8 x 40 GB: its fastest layouts crowd the memory margin
+    assert f"{faster} more predicted faster than the best" in " ".join(capsys.readouterr().out.split())
