@@ -174,7 +174,8 @@ class TuneSession:
         from autoscale.costmodel import point_predictor
 
         c = self.config
-        return point_predictor(c.spec, self.hardware, world_size=c.nproc, seq_len=c.seq_len)
+        return point_predictor(c.spec, self.hardware, world_size=c.nproc, seq_len=c.seq_len,
+                               warm_ranks=c.launcher == "warm")
 
     def run(self, observer: Observer | None = None) -> TuneOutcome:
         c = self.config

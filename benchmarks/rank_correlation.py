@@ -32,14 +32,15 @@ from autoscale.study import point_key
 from record_sweep import load_samples, samples_path_of  # beside this script
 
 
-def read_table(path: Path) -> Study:
-    """The table's ok points as calibration observations, in the setting its sidecar records."""
+def read_table(path: Path) -> tuple[Study, bool]:
+    """The table's ok points as calibration observations, in the setting its sidecar records, and
+    whether they were measured on warm ranks (which defaults to start from)."""
     table = load_table(path)
     observations = tuple(Observation(point=point, tokens_per_s=float(result.tokens_per_s),
                                      peak_bytes=float(result.peak_bytes))
                          for point in table.points() if (result := table.results[point_key(point)]).ok)
     return Study(spec=table.spec, hardware=table.hardware, world_size=table.world_size, seq_len=table.seq_len,
-                 observations=observations)
+                 observations=observations), table.warm_ranks
 
 
 def rho(study: Study, observations, params) -> float:
@@ -73,9 +74,9 @@ def main() -> None:
     parser.add_argument("--fit-on", type=Path, action="append", default=[], metavar="TABLE",
                         help="also rank this table with parameters calibrated on another sweep (another model)")
     args = parser.parse_args()
-    study = read_table(args.table)
+    study, warm_ranks = read_table(args.table)
     observations = list(study.observations)
-    defaults = default_params(study.hardware.name)
+    defaults = default_params(study.hardware.name, warm_ranks=warm_ranks)
     whole = fit_study(study, start=defaults)
     shuffled = observations[:]
     random.Random(args.folds_seed).shuffle(shuffled)
@@ -93,7 +94,7 @@ def main() -> None:
     for index, value in enumerate(held_out):
         print(f"{f'calibrated on half, ranked on the other ({index + 1})':<44}{value:>14.3f}")
     for other in args.fit_on:
-        fitted = fit_study(read_table(other), start=defaults)
+        fitted = fit_study(read_table(other)[0], start=defaults)
         print(f"{f'calibrated on {other.stem}':<44.44}{rho(study, observations, fitted.params):>14.3f}")
     for a, b, value in round_agreement(args.table):
         print(f"{f'measured round {a + 1} against round {b + 1} (no model)':<44}{value:>14.3f}")

@@ -59,7 +59,7 @@ def record_sweep(*, name: str, spec: ModelSpec, space: SearchSpace, hardware: Ha
     elif csv_path.exists() or samples_path.exists():
         raise UserError(f"{csv_path} exists: pass --resume to complete it or choose another --name")
     done = {(round_, point_key(r.point)) for round_, r in samples}
-    predictor = point_predictor(spec, hardware, world_size=nproc, seq_len=seq_len)
+    predictor = point_predictor(spec, hardware, world_size=nproc, seq_len=seq_len, warm_ranks=runner_name == "pool")
     baseline = point_key(baseline_point(global_batch, nproc))
     sidecar = sidecar_dict(name=name, synthetic=False, spec=spec, hardware=hardware, world_size=nproc,
                            seq_len=seq_len, global_batch=global_batch, backend=backend, space=space,

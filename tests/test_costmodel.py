@@ -182,3 +182,42 @@ def test_zero_hook_time_is_paid_per_micro_batch():
     assert overhead(0, 4, 2) == 0 and overhead(0, 2, 4) == 0
     assert overhead(2, 2, 4) == pytest.approx(2 * overhead(2, 4, 2))
     assert overhead(2, 4, 2) == pytest.approx(2 * spec.parameter_tensors() * params.zero_hook_s)
+
+
+def test_warm_rank_defaults_predict_the_held_out_warm_sweep_where_fresh_ones_over_predict():
+    """The warm CPU defaults were read off gpt-tiny's warm sweep; llama-tiny's warm sweep is held out."""
+    import statistics
+
+    from autoscale.costmodel import default_params
+    from autoscale.strategies.replay import load_table
+    from autoscale.study import point_key
+
+    table = load_table(Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "cpu-sweep-llama-tiny-r3.csv")
+    assert table.warm_ranks  # its sidecar says runner: pool
+
+    def median_error(warm_ranks: bool) -> float:
+        params = default_params("cpu", warm_ranks=warm_ranks)
+        errors = [abs(predict(table.spec, p, table.hardware, world_size=table.world_size, seq_len=table.seq_len,
+                              params=params).peak_bytes / result.peak_bytes - 1)
+                  for p in table.points() if (result := table.results[point_key(p)]).ok]
+        return statistics.median(errors)
+
+    assert median_error(warm_ranks=True) < 0.05 < 0.15 < median_error(warm_ranks=False)
+    assert default_params("h100-sxm", warm_ranks=True) == default_params("h100-sxm")  # GPU memory: no host RSS
+
+
+@pytest.mark.parametrize("launcher, warm_ranks", [("warm", True), ("fresh", False)])
+def test_a_cpu_tune_session_predicts_with_its_launchers_defaults(launcher, warm_ranks, tmp_path, monkeypatch):
+    from autoscale.costmodel import default_params
+    from autoscale.point import baseline_point
+    from autoscale.session import TuneSession
+
+    monkeypatch.setenv("AUTOSCALE_CALIBRATION_DIR", str(tmp_path / "no-calibration"))
+    session = TuneSession.from_flags(model="gpt-tiny", trials=1, space="default", global_batch=16, seq_len=64,
+                                     backend="cpu", nproc=2, out=tmp_path / "run", study_name=None,
+                                     timeout_per_trial=60.0, storage=None, resume=False, seed=0, command=[],
+                                     launcher=launcher)
+    point = baseline_point(16, 2)
+    expected = predict(PRESETS["gpt-tiny"], point, session.hardware, world_size=2, seq_len=64,
+                       params=default_params("cpu", warm_ranks=warm_ranks))
+    assert session.predictor()(point).peak_bytes == expected.peak_bytes

@@ -89,13 +89,15 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
                       fits=memory.peak_bytes <= MEMORY_MARGIN * limit)
 
 
-def point_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int):
+def point_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int,
+                    warm_ranks: bool = False):
     """`predict` bound to one run: what the tuner (and the replayed strategies) consult per point.
 
     Calibrated where `autoscale calibrate` has been run; None for a layout the model cannot place
-    (that point is measured rather than guessed about).
+    (that point is measured rather than guessed about). `warm_ranks`: trials run in children of a
+    warm fork server (`load_params`).
     """
-    params = load_params(hardware.name)
+    params = load_params(hardware.name, warm_ranks=warm_ranks)
 
     def predict_point(point: Point) -> Prediction | None:
         try:

@@ -43,6 +43,7 @@ class ReplayTable:
     global_batch: int
     space: SearchSpace
     results: dict[tuple, TrialResult] = field(repr=False)
+    warm_ranks: bool = False  # measured in children of warm fork servers (record_sweep --runner pool)
 
     def points(self) -> list[Point]:
         return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
@@ -73,7 +74,7 @@ class ReplayTable:
         """What `autoscale tune` would know on this table's machine: the space and the cost model."""
         return SearchContext(space=self.space, global_batch=self.global_batch, world_size=self.world_size,
                              predictor=point_predictor(self.spec, self.hardware, world_size=self.world_size,
-                                                       seq_len=self.seq_len),
+                                                       seq_len=self.seq_len, warm_ranks=self.warm_ranks),
                              memory_limit_bytes=self.memory_limit_bytes)
 
 
@@ -154,7 +155,8 @@ def load_table(csv_path: Path) -> ReplayTable:
     table = ReplayTable(name=sidecar.get("name", csv_path.stem), synthetic=bool(sidecar.get("synthetic", False)),
                         spec=spec, hardware=_hardware(sidecar), world_size=int(sidecar["world_size"]),
                         seq_len=int(sidecar["seq_len"]), global_batch=int(sidecar["global_batch"]), space=space,
-                        results={point_key(r.point): r.result for r in rows_of(frame)})
+                        results={point_key(r.point): r.result for r in rows_of(frame)},
+                        warm_ranks=sidecar.get("runner") == "pool")
     missing = [p.short() for p in table.points() if point_key(p) not in table.results]
     if missing:
         raise UserError(f"table {csv_path} lacks {len(missing)} point(s) of its space, e.g. {missing[0]}: "
