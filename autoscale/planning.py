@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoscale.costmodel import MEMORY_MARGIN, Prediction, load_params, predict
+from autoscale.costmodel import MEMORY_MARGIN, Prediction, load_params, predict, worth_the_risk
 from autoscale.costmodel.planner import candidate_values
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
@@ -82,9 +82,9 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
         except UserError:
             pass
     write_trials_csv(records, out_dir / "trials.csv")
-    best = fitting[0][1].tokens_per_s if fitting else 0.0
+    ranked = sorted(fitting + pruned, key=lambda pair: -pair[1].tokens_per_s)
     info = replace(info, predicted=True, evaluated={
         "points": len(points), "fitting": len(fitting), "predicted_oom": len(pruned),
-        "borderline_faster": sum(pr.borderline and pr.tokens_per_s > best for _, pr in pruned)})
+        "borderline_faster": len(worth_the_risk(ranked))})
     summary = write_summary(info, records, out_dir / "summary.json")
     return records, summary

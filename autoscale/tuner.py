@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import optuna
 
+from autoscale.costmodel.planner import worth_the_risk
 from autoscale.costmodel.predict import MEMORY_MARGIN
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
 from autoscale.models.spec import ModelSpec
@@ -149,9 +150,9 @@ class _Search:
             self.study.set_user_attr(RUN_ATTR, config.settings())
         self.space_points = self.space.points(global_batch=config.global_batch, world_size=config.nproc)
         self.baseline = baseline_point(config.global_batch, config.nproc)
+        self.ranked = ranked_predictions(self.space_points, predictor) if predictor else []
         # borderline points launched despite the margin; the same on resume and in every worker
-        self.risked = ({point_key(p) for p in worth_the_risk(self.space_points, predictor)}
-                       if predictor and config.seed_points else set())
+        self.risked = {point_key(p) for p in worth_the_risk(self.ranked)} if config.seed_points else set()
         self.repeats_in_a_row = 0
         self.stopped_because = "trial budget reached"
 
@@ -202,7 +203,7 @@ class _Search:
         """Queue the cost model's top-ranked points and the baseline, in `opening_order`."""
         seeds: list[Point] = []
         if self.predictor is not None and not any(RECORD_ATTR in t.user_attrs for t in self.study.trials):
-            seeds = _seed_points(self.space_points, self.predictor, self.config.seed_points)
+            seeds = _seed_points(self.ranked, self.config.seed_points)
         known = self.known()
         baseline_due = point_key(self.baseline) not in known and not has_baseline_trial(self.study)
         budget_left = self.config.trials - self.launched(known)
@@ -310,31 +311,18 @@ def enqueue_opening(study: optuna.Study, order: list[Point], *, baseline: Point,
             study.enqueue_trial(point_params(point, space), skip_if_exists=True)
 
 
-def _ranked(points: list[Point], predictor: Predictor) -> list[tuple[Point, "Prediction"]]:
+def ranked_predictions(points: list[Point], predictor: Predictor) -> list[tuple[Point, "Prediction"]]:
+    """Every point the model can lay out with its prediction, fastest predicted first."""
     predicted = [(p, pr) for p in points if (pr := predictor(p)) is not None]
     return sorted(predicted, key=lambda pair: pair[1].tokens_per_s, reverse=True)
 
 
-def worth_the_risk(points: list[Point], predictor: Predictor) -> list[Point]:
-    """The borderline points (past the memory margin by less than the model's error) predicted faster
-    than every point that fits, fastest first: launched despite the margin.
-
-    Fast configs sit near the memory limit, where the model's few percent of error decide: pruning
-    them all would rule out the best config whenever the model errs high. Only points the model ranks
-    above everything safe are worth a launch that may OOM (recorded, and the study goes on); the
-    opening measures the first of them, the sampler may propose the others, and any other point
-    predicted past the margin is pruned as before."""
-    ranked = _ranked(points, predictor)
-    best_fitting = next((pr.tokens_per_s for _, pr in ranked if pr.fits), 0.0)
-    return [p for p, pr in ranked if pr.borderline and pr.tokens_per_s > best_fitting]
-
-
-def _seed_points(points: list[Point], predictor: Predictor, count: int) -> list[Point]:
+def _seed_points(ranked: list[tuple[Point, "Prediction"]], count: int) -> list[Point]:
     """The cost model's `count` fastest fitting points, best first, then `worth_the_risk`'s first point."""
     if count <= 0:
         return []
-    fitting = [p for p, pr in _ranked(points, predictor) if pr.fits]
-    return fitting[:count] + worth_the_risk(points, predictor)[:1]
+    fitting = [p for p, pr in ranked if pr.fits]
+    return fitting[:count] + worth_the_risk(ranked)[:1]
 
 
 def _report(trial: optuna.Trial, record: TrialRecord, memory_limit_bytes: int | None) -> float:

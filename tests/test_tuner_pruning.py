@@ -7,13 +7,14 @@ less than the model's memory error, and faster than everything predicted to fit)
 
 from dataclasses import dataclass
 
+from autoscale.costmodel import worth_the_risk
 from autoscale.engine.request import TrialResult
 from autoscale.models import PRESETS
 from autoscale.point import Point, baseline_point
 from autoscale.results import RunInfo
 from autoscale.space import SearchSpace
 from autoscale.study import point_key
-from autoscale.tuner import TuneConfig, tune, worth_the_risk
+from autoscale.tuner import TuneConfig, ranked_predictions, tune
 
 LIMIT = 2**30
 SPACE = SearchSpace("small", {"zero_stage": (0, 1), "micro_batch": (1, 2, 4), "precision": ("fp32", "bf16"),
@@ -52,14 +53,14 @@ def points() -> list[Point]:
 
 
 def test_the_risks_are_the_borderline_points_predicted_faster_than_all_that_fit_fastest_first():
-    risked = worth_the_risk(points(), predictor)
+    risked = worth_the_risk(ranked_predictions(points(), predictor))
     assert [(p.zero_stage, p.micro_batch, p.precision) for p in risked] == [(1, 4, "bf16"), (0, 4, "bf16")]
 
     def slow_borderline(point: Point) -> StandInPrediction:
         prediction = predictor(point)
         return prediction if prediction.fits else StandInPrediction(False, prediction.borderline, 0.5, LIMIT + 1)
 
-    assert worth_the_risk(points(), slow_borderline) == []
+    assert worth_the_risk(ranked_predictions(points(), slow_borderline)) == []
 
 
 def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk_and_prunes_other_misfits(tmp_path):
@@ -70,7 +71,7 @@ def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk
                    seq_len=64, hardware={"name": "cpu"}, memory_limit_bytes=LIMIT, command=["autoscale", "tune"],
                    storage=config.storage_url, started_at="2026-01-01T00:00:00+00:00")
     records = tune(config, info=info, run=engine, predictor=predictor).records
-    risks = [point_key(p) for p in worth_the_risk(points(), predictor)]
+    risks = [point_key(p) for p in worth_the_risk(ranked_predictions(points(), predictor))]
     assert [point_key(r.point) for r in records[2:4]] == [risks[0], point_key(baseline_point(16, 2))]
     misfits = {point_key(r.point): r.status for r in records if not predictor(r.point).fits}
     assert misfits == {**{key: "ok" for key in risks},

@@ -39,6 +39,18 @@ def rank_points(spec: ModelSpec, points: Iterable[Point], hardware: Hardware, *,
     return ranked
 
 
+def worth_the_risk(ranked: list[tuple[Point, Prediction]]) -> list[Point]:
+    """The borderline points (past the memory margin by less than the model's error) predicted faster
+    than every point that fits, fastest first; `ranked` is every predicted point, fastest first.
+
+    Fast configs sit near the memory limit, where the model's few percent of error decide: pruning
+    them all would rule out the best config whenever the model errs high. Only points the model ranks
+    above everything safe are worth a launch that may OOM: the tuner launches these (its opening the
+    first of them) and prunes any other point predicted past the margin; a plan counts them."""
+    best_fitting = next((pr.tokens_per_s for _, pr in ranked if pr.fits), 0.0)
+    return [p for p, pr in ranked if pr.borderline and pr.tokens_per_s > best_fitting]
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 

@@ -41,7 +41,7 @@ class Prediction:
     def borderline(self) -> bool:
         """Predicted past the margin, but by less than the model's memory error: only a measurement can
         say whether it fits. The tuner launches such a point only when nothing that fits is predicted
-        faster (`tuner.worth_the_risk`)."""
+        faster (`costmodel.planner.worth_the_risk`)."""
         return not self.fits and self.peak_bytes <= MEMORY_MARGIN * (1 + MEMORY_ERROR) * self.memory_limit_bytes
 
     def as_dict(self) -> dict:

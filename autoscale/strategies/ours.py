@@ -21,8 +21,9 @@ from autoscale.results import TrialRecord
 from autoscale.strategies.ask_tell import AskTellStrategy
 from autoscale.strategies.base import SearchContext
 from autoscale.study import point_key
+from autoscale.costmodel import worth_the_risk
 from autoscale.tuner import (TuneConfig, _report, _seed_points, _TrialFailed, enqueue_opening, opening_order,
-                             worth_the_risk)
+                             ranked_predictions)
 
 SEED_POINTS = next(f.default for f in fields(TuneConfig) if f.name == "seed_points")
 
@@ -37,8 +38,9 @@ class Autoscale(AskTellStrategy):
         self.predictions = {point_key(p): context.predictor(p) for p in self.points}
         keys = set(self.predictions)
         self.baseline = baseline_point(context.global_batch, context.world_size)
-        seeds = _seed_points(self.points, context.predictor, SEED_POINTS)
-        self.risked = {point_key(p) for p in worth_the_risk(self.points, context.predictor)}
+        ranked = ranked_predictions(self.points, lambda point: self.predictions[point_key(point)])
+        seeds = _seed_points(ranked, SEED_POINTS)
+        self.risked = {point_key(p) for p in worth_the_risk(ranked)}
         baseline = self.baseline if point_key(self.baseline) in keys else None
         enqueue_opening(self.study, opening_order(seeds, baseline, budget_left=math.inf), baseline=self.baseline,
                         space=context.space)
