@@ -27,6 +27,7 @@ from pathlib import Path
 
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, WarmPool, run_trial
 from autoscale.engine.launch import free_port
+from autoscale.engine.multinode import default_launcher
 from autoscale.models import resolve_model
 from autoscale.point import Point
 
@@ -34,9 +35,10 @@ MEASURE = MeasurePolicy(warmup_steps=2, min_steps=5, max_steps=5, target_rse=0.0
 
 
 def deepspeed_launcher() -> str:
-    """DeepSpeed's `deepspeed` script beside this interpreter (a venv not activated), else on PATH."""
-    beside = Path(sys.executable).with_name("deepspeed")
-    return str(beside) if beside.exists() else shutil.which("deepspeed") or "deepspeed"
+    """The hostfile launcher's `deepspeed` script (beside this interpreter, so a venv need not be
+    activated), else the one on PATH."""
+    beside = default_launcher()
+    return beside if Path(beside).exists() else shutil.which("deepspeed") or "deepspeed"
 
 
 def via_deepspeed_launcher(request: TrialRequest) -> TrialResult:
