@@ -93,14 +93,3 @@ def test_an_existing_study_is_not_silently_reused(tmp_path, quick_measure):
     session(tmp_path, quick_measure, trials=1).run()
     with pytest.raises(UserError, match="already exists.*--resume"):
         session(tmp_path, quick_measure, trials=1).run()
-
-
-def test_the_seeds_open_the_study_and_the_baseline_fits_in_any_budget():
-    from autoscale.tuner import opening_order
-
-    a, b, base = (Point(zero_stage=s, micro_batch=8, grad_accum=1) for s in (1, 2, 0))
-    assert opening_order([a, b], base, budget_left=12) == [a, b, base]
-    assert opening_order([a, b], base, budget_left=2) == [a, base, b]  # the baseline is still measured
-    assert opening_order([a, b], base, budget_left=1) == [base, a, b]
-    assert opening_order([a, base], base, budget_left=12) == [a, base]  # a seed that is the baseline: once
-    assert opening_order([a, b], None, budget_left=12) == [a, b]

@@ -1,4 +1,5 @@
-"""What the tuner launches and what it prunes, given the cost model: a stand-in engine and model, no ranks.
+"""What the tuner launches, in what order, and what it prunes, given the cost model: a stand-in engine
+and model, no ranks.
 
 A point predicted to fit is launched; one predicted past the memory margin is pruned without a
 launch, except the baseline and `worth_the_risk`'s borderline points (predicted past the margin by
@@ -14,7 +15,7 @@ from autoscale.point import Point, baseline_point
 from autoscale.results import RunInfo
 from autoscale.space import SearchSpace
 from autoscale.study import point_key
-from autoscale.tuner import TuneConfig, ranked_predictions, tune
+from autoscale.tuner import TuneConfig, opening_order, ranked_predictions, tune
 
 LIMIT = 2**30
 SPACE = SearchSpace("small", {"zero_stage": (0, 1), "micro_batch": (1, 2, 4), "precision": ("fp32", "bf16"),
@@ -50,6 +51,15 @@ def engine(request) -> TrialResult:
 
 def points() -> list[Point]:
     return SPACE.points(global_batch=16, world_size=2)
+
+
+def test_the_seeds_open_the_study_and_the_baseline_fits_in_any_budget():
+    a, b, base = (Point(zero_stage=s, micro_batch=8, grad_accum=1) for s in (1, 2, 0))
+    assert opening_order([a, b], base, budget_left=12) == [a, b, base]
+    assert opening_order([a, b], base, budget_left=2) == [a, base, b]  # the baseline is still measured
+    assert opening_order([a, b], base, budget_left=1) == [base, a, b]
+    assert opening_order([a, base], base, budget_left=12) == [a, base]  # a seed that is the baseline: once
+    assert opening_order([a, b], None, budget_left=12) == [a, b]
 
 
 def test_the_risks_are_the_borderline_points_predicted_faster_than_all_that_fit_fastest_first():
