@@ -25,13 +25,7 @@ def _root() -> None:
 
 
 for _name in COMMANDS:
-    try:
-        _module = importlib.import_module(f"autoscale.commands.{_name}")
-    except ModuleNotFoundError as _error:
-        if _error.name != f"autoscale.commands.{_name}":
-            raise
-        continue  # a command not built yet
-    _module.register(app)
+    importlib.import_module(f"autoscale.commands.{_name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Mapping
 
 from autoscale.errors import UserError
-from autoscale.point import Point
+from autoscale.point import Point, knob_ref
 
 # ZeRO bucket sizes DeepSpeed's own defaults use (5e8 elements); kept explicit so exports agree.
 BUCKET_ELEMENTS = 500_000_000
@@ -44,6 +45,57 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
     if point.pp > 1:
         config["pipeline"] = {"stages": point.pp}
     return config
+
+
+DS_CONFIG_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "offload", "pp")
+"""The fields of `Point` a ds_config holds; the others (checkpointing, kernels, tp) live in the model."""
+
+
+def from_ds_config(config: dict, *, model_knobs: Mapping | None = None, origin: str = "ds_config"
+                   ) -> tuple[Point, int | None]:
+    """The inverse of `to_ds_config`: the Point a ds_config describes and its world size (None without
+    train_batch_size). Knobs a ds_config cannot hold come from `model_knobs`, else their defaults,
+    which is what the config ran with if autoscale did not write it. Settings outside the Point's
+    knobs (parameter offload, NVMe, "auto" values) are refused rather than dropped: a config
+    rebuilt from the Point would lose them."""
+    model_knobs = dict(model_knobs or {})
+    clash = sorted(set(model_knobs) & set(DS_CONFIG_KNOBS))
+    if clash:
+        raise UserError(f"{origin}: {', '.join(clash)} come from the ds_config; give them there, not beside it")
+    zero = config.get("zero_optimization") or {}
+    keys = {"zero_stage": ("zero_optimization.stage", zero.get("stage", 0)),
+            "micro_batch": ("train_micro_batch_size_per_gpu", config.get("train_micro_batch_size_per_gpu")),
+            "grad_accum": ("gradient_accumulation_steps", config.get("gradient_accumulation_steps", 1)),
+            "pp": ("pipeline.stages", (config.get("pipeline") or {}).get("stages", 1))}
+    for name, (key, value) in keys.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{origin}: ds_config {key} needs an integer, found {value!r} (\"auto\" is for "
+                            f"trainers; autoscale needs the concrete values of {knob_ref(name)})")
+    values = {name: value for name, (_, value) in keys.items()}
+    offload = (zero.get("offload_optimizer") or {}).get("device", "none")
+    if (zero.get("offload_param") or {}).get("device", "none") != "none":
+        raise UserError(f"{origin}: zero_optimization.offload_param is not an autoscale knob; refusing rather "
+                        "than dropping it")
+    point = Point(**values, precision=_precision(config, origin), offload=offload, **model_knobs)
+    total = config.get("train_batch_size")
+    if total is None:
+        return point, None
+    per_replica = point.micro_batch * point.grad_accum
+    if not isinstance(total, int) or total % per_replica:
+        raise UserError(f"{origin}: train_batch_size {total!r} is not a multiple of micro-batch "
+                        f"{point.micro_batch} x accumulation {point.grad_accum}")
+    return point, total // per_replica * point.pp * point.tp
+
+
+def _precision(config: dict, origin: str) -> str:
+    for precision, names in (("bf16", ("bf16", "bfloat16")), ("fp16", ("fp16",))):
+        for name in names:
+            enabled = (config.get(name) or {}).get("enabled")
+            if enabled == "auto":
+                raise UserError(f"{origin}: {name}.enabled is \"auto\": autoscale needs a concrete precision")
+            if enabled:
+                return precision
+    return "fp32"
 
 
 def check_with_deepspeed(config: dict) -> None:

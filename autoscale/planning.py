@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoscale.costmodel import MEMORY_MARGIN, Prediction, load_params, predict, worth_the_risk
+from autoscale.costmodel import Prediction, load_params, predict, rank_predictions, worth_the_risk
 from autoscale.costmodel.planner import candidate_values
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
-from autoscale.point import Point
-from autoscale.results import RunInfo, TrialRecord, utc_now, write_summary, write_trials_csv
+from autoscale.layout import describe_skipped
+from autoscale.point import baseline_point
+from autoscale.provenance import utc_now
+from autoscale.results import RunInfo, TrialRecord, write_summary, write_trials_csv
 from autoscale.space import SearchSpace
 
 MAX_ROWS = 500  # fitting points kept in trials.csv, fastest first; the rest are counted
@@ -36,55 +38,40 @@ def predicted_result(prediction: Prediction) -> TrialResult:
                        mfu=prediction.time.mfu, peak_bytes=prediction.peak_bytes, step_s=prediction.time.step_s)
 
 
-def pruned_reason(prediction: Prediction) -> str:
-    share = prediction.peak_bytes / prediction.memory_limit_bytes
-    reason = (f"pruned: predicted peak {prediction.peak_bytes / 2**30:.1f} GiB is {share:.0%} of the "
-              f"{prediction.memory_limit_bytes / 2**30:.0f} GiB device, past the {MEMORY_MARGIN:.0%} margin")
-    if prediction.borderline:
-        reason += " by less than the model's memory error: only a trial can tell whether it fits"
-    return reason
-
-
 def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batch: int, seq_len: int,
          info: RunInfo, out_dir) -> tuple[list[TrialRecord], dict]:
     params = load_params(hardware.name)
     space = _space_for_cluster(space, spec, hardware, gpus, global_batch)
-    points = space.points(global_batch=global_batch, world_size=gpus)
+    points, skipped = space.enumerate(global_batch=global_batch, world_size=gpus, spec=spec)
     if not points:
-        raise UserError(f"no point of space {space.name!r} makes global batch {global_batch} on {gpus} devices")
-    fitting: list[tuple[Point, Prediction]] = []
-    pruned: list[tuple[Point, Prediction]] = []
-    for point in points:
-        try:
-            prediction = predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
-        except UserError:
-            continue  # cannot be laid out (tp vs heads, pp with ZeRO-2/3)
-        (fitting if prediction.fits else pruned).append((point, prediction))
-    fitting.sort(key=lambda pair: -pair[1].tokens_per_s)
-    pruned.sort(key=lambda pair: pair[1].peak_bytes)
+        raise UserError(f"no point of space {space.name!r} can be laid out for global batch {global_batch} on "
+                        f"{gpus} devices (skipped: {describe_skipped(skipped)})")
+
+    def predictor(point) -> Prediction:
+        return predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
+
+    ranked = rank_predictions(points, predictor)
+    fitting = [(p, pr) for p, pr in ranked if pr.fits]
+    pruned = sorted(((p, pr) for p, pr in ranked if not pr.fits), key=lambda pair: pair[1].peak_bytes)
     now = utc_now()
     records = [TrialRecord(number=i, point=point, status="ok", result=predicted_result(prediction),
                            pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s,
                            started_at=now, finished_at=now)
                for i, (point, prediction) in enumerate(fitting[:MAX_ROWS])]
-    records += [TrialRecord(number=len(records) + i, point=point, status="pruned", reason=pruned_reason(prediction),
+    records += [TrialRecord(number=len(records) + i, point=point, status="pruned", reason=prediction.pruned_reason(),
                             pred_peak_bytes=prediction.peak_bytes, pred_tokens_per_s=prediction.tokens_per_s,
                             started_at=now, finished_at=now)
                 for i, (point, prediction) in enumerate(pruned[:50])]
-    baseline_point = Point(zero_stage=0, micro_batch=1, grad_accum=global_batch // gpus)
     if global_batch % gpus == 0:
-        try:
-            prediction = predict(spec, baseline_point, hardware, world_size=gpus, seq_len=seq_len, params=params)
-            if prediction.fits:
-                records.append(TrialRecord(number=None, point=baseline_point, status="ok", is_baseline=True,
-                                           result=predicted_result(prediction), pred_peak_bytes=prediction.peak_bytes,
-                                           pred_tokens_per_s=prediction.tokens_per_s, started_at=now, finished_at=now))
-        except UserError:
-            pass
+        baseline = baseline_point(global_batch, gpus)
+        prediction = predictor(baseline)
+        if prediction.fits:
+            records.append(TrialRecord(number=None, point=baseline, status="ok", is_baseline=True,
+                                       result=predicted_result(prediction), pred_peak_bytes=prediction.peak_bytes,
+                                       pred_tokens_per_s=prediction.tokens_per_s, started_at=now, finished_at=now))
     write_trials_csv(records, out_dir / "trials.csv")
-    ranked = sorted(fitting + pruned, key=lambda pair: -pair[1].tokens_per_s)
     info = replace(info, predicted=True, evaluated={
         "points": len(points), "fitting": len(fitting), "predicted_oom": len(pruned),
-        "borderline_faster": len(worth_the_risk(ranked))})
+        "borderline_faster": len(worth_the_risk(ranked)), "skipped_by_rule": dict(skipped)})
     summary = write_summary(info, records, out_dir / "summary.json")
     return records, summary

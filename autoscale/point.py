@@ -1,72 +1,87 @@
 """A point of the search space: one complete training configuration, as a frozen dataclass.
 
-Knobs enter as YAML (`autoscale.space`), become a `Point` here, turn into ds_config keys in
-`autoscale.ds_config`, and are applied by the engine. Nothing downstream passes knob dicts around.
+`Point`'s fields are the one list of knobs. Everything that lists knobs derives it from here: the
+space file's schema (`autoscale.space`), the CSV columns (`autoscale.results`), `estimate`'s flags,
+the planner's candidates and the replay tables. A knob is a field with `knob(...)` metadata: its
+allowed choices (None: any positive integer) and a one-line help. Rules that need only the point
+live in `__post_init__`; rules that need a world size or a model live in `autoscale.layout`.
+Knobs turn into ds_config keys in `autoscale.ds_config` and are applied by the engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
 
-from autoscale.errors import UserError
+from autoscale.errors import RuleError, UserError
 
-ZERO_STAGES = (0, 1, 2, 3)
-PRECISIONS = ("fp32", "bf16", "fp16")
-CHECKPOINTING = ("none", "selective", "full")
-OFFLOADS = ("none", "cpu")
 
-# knob name -> allowed values (None: any positive integer; "kernels" is checked against the registry)
-KNOB_VALUES: dict[str, tuple | None] = {
-    "zero_stage": ZERO_STAGES,
-    "micro_batch": None,
-    "precision": PRECISIONS,
-    "checkpointing": CHECKPOINTING,
-    "offload": OFFLOADS,
-    "kernels": None,
-    "tp": None,
-    "pp": None,
-}
+def knob(default: Any, *, choices: tuple | None = None, help: str) -> Any:
+    """A `Point` field that is a knob; `choices` None means any positive integer."""
+    return field(default=default, metadata={"knob": True, "choices": choices, "help": help})
 
 
 @dataclass(frozen=True, kw_only=True)
 class Point:
-    zero_stage: int
-    micro_batch: int
-    grad_accum: int
-    precision: str = "fp32"
-    checkpointing: str = "none"
-    offload: str = "none"
-    kernels: str = "torch"
-    tp: int = 1
-    pp: int = 1
+    zero_stage: int = knob(0, choices=(0, 1, 2, 3), help="ZeRO stage: what is partitioned over data-parallel ranks.")
+    micro_batch: int = knob(1, help="Sequences per device per micro-step.")
+    grad_accum: int = field(default=1, metadata={"help": "Micro-steps per optimizer step (derived from the "
+                                                          "global batch, never searched)."})
+    precision: str = knob("fp32", choices=("fp32", "bf16", "fp16"), help="Training precision.")
+    checkpointing: str = knob("none", choices=("none", "selective", "full"),
+                              help="Activation recomputation: none, the attention core (selective), every block.")
+    offload: str = knob("none", choices=("none", "cpu"), help="Where ZeRO keeps the optimizer states.")
+    kernels: str = knob("torch", choices=None, help="Kernel set (see kernels/registry.py).")
+    tp: int = knob(1, help="Tensor-parallel size.")
+    pp: int = knob(1, help="Pipeline-parallel size.")
 
     def __post_init__(self) -> None:
-        if self.zero_stage not in ZERO_STAGES:
-            raise UserError(f"zero_stage must be one of {ZERO_STAGES}, got {self.zero_stage!r}")
-        for name in ("micro_batch", "grad_accum", "tp", "pp"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        for name, allowed in (("precision", PRECISIONS), ("checkpointing", CHECKPOINTING),
-                              ("offload", OFFLOADS)):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for spec in fields(self):
+            value, choices = getattr(self, spec.name), spec.metadata.get("choices")
+            if spec.type == "int":
+                if not isinstance(value, int) or isinstance(value, bool) or (choices is None and value <= 0):
+                    raise UserError(f"{knob_ref(spec.name)} must be a positive integer, got {value!r}")
+            if choices is not None and value not in choices:
+                raise UserError(f"{knob_ref(spec.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        if self.kernels not in _kernel_set_names():
+            raise UserError(f"{knob_ref('kernels')}: unknown kernel set {self.kernels!r} "
+                            f"(known: {', '.join(_kernel_set_names())})")
         if self.offload != "none" and self.zero_stage == 0:
-            raise UserError("offload needs ZeRO stage 1 or higher (DeepSpeed offloads ZeRO partitions)")
+            raise RuleError("offload needs ZeRO >= 1",
+                            f"{knob_ref('offload')} {self.offload!r}: offload needs ZeRO stage 1 or higher "
+                            f"(DeepSpeed offloads ZeRO partitions): change {knob_ref('zero_stage')}")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Point":
+    def from_dict(cls, values: Mapping) -> "Point":
+        """A point from a mapping that may hold other keys (a summary entry, a trial's attributes)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @classmethod
+    def from_row(cls, row: Mapping) -> "Point":
+        """A point from a CSV row (strings, or pandas' floats and NaN): each field takes its own type,
+        and a missing or empty cell takes the field's default (a table written before the knob existed)."""
+        values = {}
+        for spec in fields(cls):
+            raw = row.get(spec.name)
+            if raw is None or raw == "" or (isinstance(raw, float) and math.isnan(raw)):
+                continue
+            values[spec.name] = int(float(raw)) if spec.type == "int" else str(raw)
+        return cls(**values)
 
     def data_parallel(self, world_size: int) -> int:
         return world_size // (self.tp * self.pp)
 
     def global_batch(self, world_size: int) -> int:
         return self.micro_batch * self.grad_accum * self.data_parallel(world_size)
+
+    def key(self) -> tuple:
+        """Hashable identity of the point, for sets and dicts of measured points."""
+        return tuple(sorted(self.as_dict().items()))
 
     def short(self) -> str:
         """The point in a dozen characters, for tables: z2 mb4x2 bf16 ckpt:full off:cpu."""
@@ -96,7 +111,53 @@ class Point:
         return ", ".join(parts)
 
 
+@dataclass(frozen=True)
+class Knob:
+    """One knob as the rest of the code sees it, read off `Point`'s field."""
+
+    name: str
+    type: type
+    default: Any
+    choices: tuple | None  # None: any positive integer ("kernels": the kernel-set registry)
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_TYPES = {"int": int, "str": str, "bool": bool}
+KNOBS: tuple[Knob, ...] = tuple(Knob(f.name, _TYPES[f.type], f.default, f.metadata["choices"], f.metadata["help"])
+                                for f in fields(Point) if f.metadata.get("knob"))
+KNOB_NAMES: tuple[str, ...] = tuple(k.name for k in KNOBS)
+POINT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Point))  # the knobs and grad_accum, in order
+INTEGER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Point) if f.type == "int")
+FIELD_TYPES: dict[str, type] = {f.name: _TYPES[f.type] for f in fields(Point)}
+
+
+def get_knob(name: str) -> Knob:
+    return next(k for k in KNOBS if k.name == name)
+
+
+def knob_choices(name: str) -> tuple:
+    """The values a knob may take; "kernels" asks the registry (which may grow at run time)."""
+    return _kernel_set_names() if name == "kernels" else get_knob(name).choices
+
+
+def knob_ref(name: str) -> str:
+    """How a user changes a knob: its key in a space file, and its flag (`autoscale estimate`)."""
+    if name == "grad_accum":
+        return "grad_accum (derived from --global-batch)"
+    return f"{name} ({get_knob(name).flag})"
+
+
 def baseline_point(global_batch: int, data_parallel: int) -> Point:
-    """The plain configuration speed-ups are measured against: ZeRO-0, micro-batch 1, fp32."""
-    return Point(zero_stage=0, micro_batch=1, grad_accum=global_batch // data_parallel,
-                 precision="fp32", checkpointing="none", offload="none", kernels="torch")
+    """The plain configuration speed-ups are measured against: every knob at its default (ZeRO-0,
+    micro-batch 1, fp32, no checkpointing, no offload, torch kernels, no model parallelism)."""
+    return Point(grad_accum=global_batch // data_parallel)
+
+
+def _kernel_set_names() -> tuple[str, ...]:
+    from kernels import kernel_set_names
+
+    return kernel_set_names()

@@ -9,29 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
-import subprocess
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
+from autoscale.budget import acceptable
 from autoscale.engine.request import TrialResult
-from autoscale.point import Point
+from autoscale.point import POINT_FIELDS, Point
+from autoscale.provenance import git_commit, mask_password, utc_now, versions
 
-KNOB_COLUMNS = ("zero_stage", "micro_batch", "grad_accum", "precision", "checkpointing", "offload",
-                "kernels", "tp", "pp")
-METRIC_COLUMNS = ("tokens_per_s", "samples_per_s", "tflops_per_device", "mfu", "peak_bytes", "loss",
-                  "steps", "step_s", "wall_s", "launch_s")
+KNOB_COLUMNS = POINT_FIELDS
+METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
            "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,7 +51,7 @@ class TrialRecord:
         return cls(**data)
 
     def row(self) -> dict:
-        row = {"number": self.number, **{k: getattr(self.point, k) for k in KNOB_COLUMNS}}
+        row = {"number": self.number, **self.point.as_dict()}
         metrics = self.result.as_dict() if self.result else {}
         for column in METRIC_COLUMNS:
             row[column] = metrics.get(column) if self.status == "ok" or column == "wall_s" else None
@@ -73,10 +64,9 @@ class TrialRecord:
         return {k: v for k, v in self.row().items() if k in METRIC_COLUMNS}
 
 
-def best_record(records: list[TrialRecord], memory_limit_bytes: int | None) -> TrialRecord | None:
-    """The fastest ok trial whose measured peak fits the device."""
-    feasible = [r for r in records if r.status == "ok" and r.result is not None
-                and (memory_limit_bytes is None or (r.result.peak_bytes or 0) <= memory_limit_bytes)]
+def best_record(records: list[TrialRecord], usable_bytes: int | None) -> TrialRecord | None:
+    """The fastest trial the tuner may recommend (`budget.acceptable`)."""
+    feasible = [r for r in records if r.status == "ok" and acceptable(r.result, usable_bytes)]
     return max(feasible, key=lambda r: r.result.tokens_per_s, default=None)
 
 
@@ -98,39 +88,6 @@ def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
     atomic_write_text(path, trials_frame(records).to_csv(index=False))
 
 
-_USER_AND_PASSWORD = re.compile(r"(?P<head>[\w+.-]*://[^:/@\s]*:)(?P<password>.*)@(?P<host>[^@]*)$", re.DOTALL)
-
-
-def mask_password(url: str | None) -> str | None:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db
-
-    The password runs to the *last* `@`: one typed unescaped (`p@ss`) is hidden whole, even though
-    SQLAlchemy would split it there. Masking too much is harmless; too little leaks the secret.
-    A URL inside other text (`--storage=postgresql://...`, an error message) is masked the same way.
-    """
-    if url is None:
-        return None
-    return _USER_AND_PASSWORD.sub(r"\g<head>***@\g<host>", url)
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("autoscale", "torch", "deepspeed", "optuna", "triton"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def git_commit(directory: Path = Path(__file__).resolve().parent) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
 @dataclass(frozen=True, kw_only=True)
 class RunInfo:
     """What summary.json says about the run besides its trials."""
@@ -142,7 +99,8 @@ class RunInfo:
     global_batch: int
     seq_len: int
     hardware: dict
-    memory_limit_bytes: int | None
+    device_bytes_per_rank: int | None  # what one rank has (autoscale.budget)
+    usable_bytes_per_rank: int | None  # what a config may fill: the limit trials are held to
     command: list[str]
     storage: str | None
     started_at: str
@@ -160,7 +118,7 @@ def _entry(record: TrialRecord | None) -> dict | None:
 
 
 def summary_dict(info: RunInfo, records: list[TrialRecord]) -> dict:
-    best = best_record(records, info.memory_limit_bytes)
+    best = best_record(records, info.usable_bytes_per_rank)
     baseline = baseline_record(records)
     speedup = (best.result.tokens_per_s / baseline.result.tokens_per_s
                if best and baseline else None)

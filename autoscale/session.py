@@ -9,46 +9,27 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
 
-from autoscale.costmodel.predict import MEMORY_MARGIN
+from autoscale.backend import default_nproc, resolve_backend
+from autoscale.budget import MemoryBudget
 from autoscale.ds_config import to_ds_config, write_ds_config
 from autoscale.errors import UserError
+from autoscale.layout import describe_skipped, resolve_global_batch, resolve_seq_len
 from autoscale.models import resolve_model
-from autoscale.point import Point
-from autoscale.results import RunInfo, utc_now
-from autoscale.space import load_space
-from autoscale.tuner import Observer, TuneConfig, TuneOutcome, dropped_choices, prepare_space, tune
+from autoscale.provenance import utc_now
+from autoscale.results import RunInfo, best_record
+from autoscale.space import dropped_choices, load_space
+from autoscale.tuner import Observer, TuneConfig, TuneOutcome, tune
 
 if TYPE_CHECKING:
     from autoscale.hardware import Hardware
 
 MIN_FREE_DISK_BYTES = 50 * 2**20
 LAUNCHERS = ("warm", "fresh")  # warm: fork servers kept across trials (engine/pool.py); fresh: new processes
-
-
-def resolve_backend(backend: str) -> str:
-    import torch
-
-    if backend not in ("auto", "cpu", "cuda", "model"):
-        raise UserError(f"--backend must be auto, cpu, cuda or model, got {backend!r}")
-    if backend == "model":
-        return backend
-    if backend == "auto":
-        backend = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "cuda" and not torch.cuda.is_available():
-        raise UserError("--backend cuda: no CUDA device is visible")
-    if backend == "cpu":
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's config parser runs here too
-    return backend
-
-
-def default_nproc(backend: str) -> int:
-    import torch
-
-    return torch.cuda.device_count() if backend == "cuda" else 2
 
 
 def check_writable(out_dir: Path) -> None:
@@ -64,12 +45,6 @@ def check_writable(out_dir: Path) -> None:
     if free < MIN_FREE_DISK_BYTES:
         raise UserError(f"--out {str(out_dir)!r}: only {free // 2**20} MiB free on its disk; "
                         f"need at least {MIN_FREE_DISK_BYTES // 2**20} MiB")
-
-
-def memory_limit_per_rank(hardware, nproc: int) -> int:
-    """What one rank may use: a GPU's memory, or a share of the host's when ranks share a CPU."""
-    per_rank = hardware.memory_bytes / nproc if hardware.name == "cpu" else hardware.memory_bytes
-    return int(per_rank * MEMORY_MARGIN)
 
 
 @dataclass
@@ -107,21 +82,18 @@ class TuneSession:
 
             nproc = select_hosts(read_hostfile(hostfile))[1]  # the whole hostfile: one rank per slot
             launcher = "hostfile"
-        seq_len = seq_len or min(spec.max_seq_len, 1024)
-        if seq_len > spec.max_seq_len:
-            raise UserError(f"--seq-len {seq_len} exceeds {spec.name}'s maximum of {spec.max_seq_len}")
-        global_batch = global_batch or 8 * nproc
+        seq_len = resolve_seq_len(spec, seq_len)
+        global_batch = resolve_global_batch(global_batch, world_size=nproc)
         study_name = study_name or f"{spec.name}-{backend}"
         out_dir = out or Path("runs") / study_name
         if backend != "model":
-            prepare_space(search_space, backend=backend, global_batch=global_batch, world_size=nproc)
+            search_space.for_backend(backend, global_batch=global_batch, world_size=nproc)
         check_writable(out_dir)
         hardware = target
-        limit = memory_limit_per_rank(hardware, nproc)
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
-                            memory_limit_bytes=limit, fault=fault, launcher=launcher,
+                            usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault, launcher=launcher,
                             hostfile=str(hostfile) if hostfile else None)
         return cls(config, cls._run_info(config, hardware, command), hardware)
 
@@ -131,7 +103,7 @@ class TuneSession:
         from autoscale.hardware import detect
         from autoscale.study import RUN_ATTR, open_study
 
-        study = open_study(storage=storage, study_name=study_name, resume=True, seed=0, must_exist=True)
+        study = open_study(storage=storage, study_name=study_name, resume=True, must_exist=True)
         settings = study.user_attrs.get(RUN_ATTR)
         if settings is None:
             raise UserError(f"study {study_name!r} was not started by autoscale tune (it has no {RUN_ATTR!r})")
@@ -140,7 +112,8 @@ class TuneSession:
         out_dir = out or Path("runs") / study_name / f"worker-{socket.gethostname()}-{os.getpid()}"
         check_writable(out_dir)
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
-                                          resume=True, memory_limit_bytes=memory_limit_per_rank(hardware, settings["nproc"]))
+                                          resume=True,
+                                          usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
         return cls(config, cls._run_info(config, hardware, command), hardware)
 
     @staticmethod
@@ -153,7 +126,8 @@ class TuneSession:
                        seq_len=config.seq_len,
                        hardware={"name": hardware.name, "description": hardware.description,
                                  "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops},
-                       memory_limit_bytes=config.memory_limit_bytes, command=list(command),
+                       device_bytes_per_rank=MemoryBudget.for_hardware(hardware, config.nproc).device_bytes,
+                       usable_bytes_per_rank=config.usable_bytes_per_rank, command=list(command),
                        storage=config.storage_url, started_at=utc_now())
 
     def headline(self) -> str:
@@ -163,7 +137,7 @@ class TuneSession:
         line = (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
                 f"{c.global_batch} x {c.seq_len} tokens, space {c.space.name!r} -> {c.out_dir}")
         if c.backend != "model":
-            prepared = prepare_space(c.space, backend=c.backend, global_batch=c.global_batch, world_size=c.nproc)
+            prepared = c.space.for_backend(c.backend, global_batch=c.global_batch, world_size=c.nproc)
             dropped = dropped_choices(c.space, prepared)
             if dropped:
                 line += f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): {', '.join(dropped)}"
@@ -186,6 +160,8 @@ class TuneSession:
                                     global_batch=c.global_batch, seq_len=c.seq_len, info=self.info, out_dir=c.out_dir)
             evaluated = summary["evaluated"]
             stopped = f"every point predicted ({evaluated['points']} points)"
+            if evaluated["skipped_by_rule"]:
+                stopped += f"; layouts skipped by rule: {describe_skipped(Counter(evaluated['skipped_by_rule']))}"
             if evaluated["borderline_faster"]:
                 stopped += (f"; {evaluated['borderline_faster']} more predicted faster than the best lie past the "
                             "memory margin by less than the model's error: only a trial can tell whether they fit")
@@ -206,11 +182,10 @@ class TuneSession:
     def finish(self, outcome: TuneOutcome) -> list[str]:
         """Write the best ds_config and the report; return what to tell the user."""
         lines = []
-        best = outcome.summary["best"]
+        best = best_record(outcome.records, self.config.usable_bytes_per_rank)
         if best is not None:
-            point = Point.from_dict(best["point"])
             path = self.config.out_dir / "ds_config.json"
-            write_ds_config(to_ds_config(point, world_size=self.config.nproc), path)
+            write_ds_config(to_ds_config(best.point, world_size=self.config.nproc), path)
             lines.append(f"wrote {path}")
         lines.append(build_report_or_say_why(self.config.out_dir))
         return lines

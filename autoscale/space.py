@@ -1,40 +1,38 @@
 """Search spaces: YAML files of knob choices, validated up front, enumerated into `Point`s.
 
-A space file maps each knob to a list of choices. `grad_accum` is never a knob: it is derived so
-that micro_batch x grad_accum x data-parallel size equals the global batch the user fixed.
+A space file maps knobs (`Point`'s knob fields, the schema is built from them) to lists of choices;
+a knob left out keeps its default. `grad_accum` is never a knob: it is derived so that micro_batch x
+grad_accum x data-parallel size equals the global batch the user fixed (`autoscale.layout`).
 """
 
 from __future__ import annotations
 
-import itertools
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import ConfigDict, Field, PositiveInt, ValidationError, create_model
 
 from autoscale.errors import UserError
-from autoscale.point import Point
+from autoscale.layout import describe_skipped, enumerate_points
+from autoscale.point import KNOBS, Point, knob_choices
 from autoscale.userfiles import read_user_yaml
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-KNOBS = ("zero_stage", "micro_batch", "precision", "checkpointing", "offload", "kernels", "tp", "pp")
 
 
+def _choice_type(knob):
+    if knob.choices is not None:
+        return Literal[knob.choices]
+    return PositiveInt if knob.type is int else knob.type
 
-class _SpaceFile(BaseModel):
-    """The schema of a space file; pydantic gives the checks and the messages."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    description: str = ""
-    zero_stage: list[Literal[0, 1, 2, 3]] = Field(default=[0], min_length=1)
-    micro_batch: list[PositiveInt] = Field(default=[1], min_length=1)
-    precision: list[Literal["fp32", "bf16", "fp16"]] = Field(default=["fp32"], min_length=1)
-    checkpointing: list[Literal["none", "selective", "full"]] = Field(default=["none"], min_length=1)
-    offload: list[Literal["none", "cpu"]] = Field(default=["none"], min_length=1)
-    kernels: list[str] = Field(default=["torch"], min_length=1)
-    tp: list[PositiveInt] = Field(default=[1], min_length=1)
-    pp: list[PositiveInt] = Field(default=[1], min_length=1)
+_SpaceFile = create_model(
+    "_SpaceFile", __config__=ConfigDict(extra="forbid", strict=True), description=(str, ""),
+    **{k.name: (list[_choice_type(k)], Field(default=[k.default], min_length=1, description=k.help)) for k in KNOBS})
+"""The schema of a space file, one list-valued key per knob; pydantic gives the checks and messages."""
 
 
 @dataclass(frozen=True)
@@ -49,36 +47,42 @@ class SearchSpace:
                             f"is available here (available: {list(allowed)})")
         return SearchSpace(self.name, {**self.choices, knob: kept})
 
-    def points(self, *, global_batch: int, world_size: int) -> list[Point]:
-        """Every valid point; a micro-batch that does not divide the per-replica batch is skipped."""
-        result = []
-        for values in itertools.product(*(self.choices[k] for k in KNOBS)):
-            knobs = dict(zip(KNOBS, values))
-            point = point_for(knobs, global_batch=global_batch, world_size=world_size)
-            if point is not None:
-                result.append(point)
-        return result
+    def enumerate(self, *, global_batch: int, world_size: int, spec=None) -> tuple[list[Point], Counter]:
+        """Every point that can be laid out, and how many each layout rule skipped."""
+        return enumerate_points(self.choices, global_batch=global_batch, world_size=world_size, spec=spec)
+
+    def points(self, *, global_batch: int, world_size: int, spec=None) -> list[Point]:
+        return self.enumerate(global_batch=global_batch, world_size=world_size, spec=spec)[0]
 
     def check_global_batch(self, *, global_batch: int, world_size: int) -> None:
-        if not self.points(global_batch=global_batch, world_size=world_size):
-            raise UserError(
-                f"global batch {global_batch} is impossible in space {self.name!r} on {world_size} ranks: "
-                f"it must be a multiple of micro_batch x data-parallel size for some micro_batch in "
-                f"{list(self.choices['micro_batch'])}")
+        points, skipped = self.enumerate(global_batch=global_batch, world_size=world_size)
+        if not points:
+            raise UserError(f"no point of space {self.name!r} can be laid out for global batch {global_batch} on "
+                            f"{world_size} ranks (skipped: {describe_skipped(skipped)}); change --global-batch "
+                            f"or micro_batch in the space (choices: {list(self.choices['micro_batch'])})")
+
+    def for_backend(self, backend: str, *, global_batch: int, world_size: int) -> "SearchSpace":
+        """Keep what this backend can run and the micro-batches that can make the global batch with some
+        model-parallel layout; fail early if nothing is left. `dropped_choices` says what went."""
+        space = self
+        if backend == "cpu":
+            space = space.restricted("precision", ("fp32", "bf16"))
+            space = space.restricted("kernels", cpu_kernel_sets())
+        space.check_global_batch(global_batch=global_batch, world_size=world_size)
+        usable = {p.micro_batch for p in space.points(global_batch=global_batch, world_size=world_size)}
+        return space.restricted("micro_batch", tuple(m for m in space.choices["micro_batch"] if m in usable))
 
 
-def point_for(knobs: dict, *, global_batch: int, world_size: int) -> Point | None:
-    """The point for these knob values, or None when they cannot make the global batch."""
-    tp, pp = knobs.get("tp", 1), knobs.get("pp", 1)
-    if world_size % (tp * pp):
-        return None
-    data_parallel = world_size // (tp * pp)
-    per_step = knobs["micro_batch"] * data_parallel
-    if global_batch % per_step:
-        return None
-    if knobs.get("offload", "none") != "none" and knobs["zero_stage"] == 0:
-        return None
-    return Point(grad_accum=global_batch // per_step, **knobs)
+def cpu_kernel_sets() -> tuple[str, ...]:
+    """Kernel sets worth measuring on CPU: Triton's run only under its interpreter there
+    (TRITON_INTERPRET=1, slow: correctness, not speed), otherwise they would fall back to torch."""
+    return ("torch", "compile", "triton") if os.environ.get("TRITON_INTERPRET") == "1" else ("torch", "compile")
+
+
+def dropped_choices(before: SearchSpace, after: SearchSpace) -> list[str]:
+    """What `for_backend` left out, for the console: nothing is dropped silently."""
+    return [f"{knob} {value}" for knob, values in before.choices.items() for value in values
+            if value not in after.choices[knob]]
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
@@ -97,11 +101,8 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise UserError(f"search space {str(path)!r}: {where}: {first['msg']}") from None
-    from kernels import kernel_set_names
-
-    unknown = [k for k in parsed.kernels if k not in kernel_set_names()]
+    unknown = [k for k in parsed.kernels if k not in knob_choices("kernels")]
     if unknown:
         raise UserError(f"search space {str(path)!r}: kernels: unknown kernel set {unknown[0]!r} "
-                        f"(known: {', '.join(kernel_set_names())})")
-    choices = {knob: tuple(dict.fromkeys(getattr(parsed, knob))) for knob in KNOBS}
-    return SearchSpace(path.stem, choices)
+                        f"(known: {', '.join(knob_choices('kernels'))})")
+    return SearchSpace(path.stem, {k.name: tuple(dict.fromkeys(getattr(parsed, k.name))) for k in KNOBS})

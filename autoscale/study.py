@@ -7,14 +7,18 @@ machine) sees the same trials and can rebuild the same search.
 
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 
 from autoscale.errors import UserError
-from autoscale.point import Point
-from autoscale.results import TrialRecord, mask_password
+from autoscale.layout import build_point
+from autoscale.point import KNOB_NAMES, Point
+from autoscale.provenance import mask_password
+from autoscale.results import TrialRecord
 from autoscale.space import SearchSpace
 
 RECORD_ATTR = "autoscale_record"
@@ -26,10 +30,12 @@ HEARTBEAT_S = 5  # Optuna marks a RUNNING trial without a heartbeat for 4x this 
 INTERRUPTED = "crash: interrupted (the tuner stopped during this trial)"
 
 
-def open_study(*, storage: str, study_name: str, resume: bool, seed: int, must_exist: bool = False) -> optuna.Study:
+def open_study(*, storage: str, study_name: str, resume: bool, sampler: optuna.samplers.BaseSampler | None = None,
+               must_exist: bool = False) -> optuna.Study:
     """Create the study, or load it with `resume`; a storage that cannot be opened is a UserError."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     masked = mask_password(storage)
     _check_url(storage, resume=resume or must_exist, study_name=study_name)
     try:
@@ -48,7 +54,6 @@ def open_study(*, storage: str, study_name: str, resume: bool, seed: int, must_e
                         "pass --resume to continue it or choose another --study-name")
     if (resume or must_exist) and study_name not in existing:
         raise UserError(f"no study {study_name!r} in {masked}")
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
     study = optuna.create_study(study_name=study_name, storage=rdb, direction="maximize", sampler=sampler,
                                 load_if_exists=True)
     optuna.storages.fail_stale_trials(study)
@@ -70,20 +75,24 @@ def _check_url(storage: str, *, resume: bool, study_name: str) -> None:
         raise UserError(f"no study {study_name!r}: {url.database} does not exist")
 
 
-def records_of(study: optuna.Study, *, global_batch: int, world_size: int) -> list[TrialRecord]:
-    """Every trial that ran, once each; a trial whose tuner died mid-run shows as failed."""
-    records = []
-    for trial in study.get_trials(deepcopy=False):
-        if REPEAT_ATTR in trial.user_attrs:
-            continue
-        if RECORD_ATTR in trial.user_attrs:
-            records.append(TrialRecord.from_attrs(trial.user_attrs[RECORD_ATTR]))
-        elif trial.state == optuna.trial.TrialState.FAIL and POINT_ATTR in trial.user_attrs:
-            records.append(TrialRecord(number=trial.number, point=Point.from_dict(trial.user_attrs[POINT_ATTR]),
-                                       status="failed", reason=INTERRUPTED,
-                                       is_baseline=bool(trial.user_attrs.get(BASELINE_ATTR)),
-                                       started_at=_iso(trial.datetime_start), finished_at=_iso(trial.datetime_complete)))
-    return records
+def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord | None:
+    """The trial's record; a trial whose tuner died mid-run shows as failed; None for a repeat, or a
+    trial that is queued or still measuring."""
+    attrs = trial.user_attrs
+    if REPEAT_ATTR in attrs:
+        return None
+    if RECORD_ATTR in attrs:
+        return TrialRecord.from_attrs(attrs[RECORD_ATTR])
+    if trial.state == optuna.trial.TrialState.FAIL and POINT_ATTR in attrs:
+        return TrialRecord(number=trial.number, point=Point.from_dict(attrs[POINT_ATTR]), status="failed",
+                           reason=INTERRUPTED, is_baseline=bool(attrs.get(BASELINE_ATTR)),
+                           started_at=_iso(trial.datetime_start), finished_at=_iso(trial.datetime_complete))
+    return None
+
+
+def records_of(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial that ran, once each, in trial order."""
+    return [record for trial in study.get_trials(deepcopy=False) if (record := record_of(trial)) is not None]
 
 
 def running_points(study: optuna.Study, *, but: int) -> dict[tuple, int]:
@@ -91,7 +100,7 @@ def running_points(study: optuna.Study, *, but: int) -> dict[tuple, int]:
     running = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.number != but and REPEAT_ATTR not in trial.user_attrs and POINT_ATTR in trial.user_attrs:
-            running[point_key(Point.from_dict(trial.user_attrs[POINT_ATTR]))] = trial.number
+            running[Point.from_dict(trial.user_attrs[POINT_ATTR]).key()] = trial.number
     return running
 
 
@@ -105,13 +114,48 @@ def _iso(moment) -> str:
     return moment.astimezone().isoformat(timespec="seconds") if moment else ""
 
 
-def point_key(point: Point) -> tuple:
-    return tuple(sorted(point.as_dict().items()))
-
-
 def point_params(point: Point, space: SearchSpace) -> dict:
     """The Optuna parameters of a point (offload is not asked at ZeRO-0)."""
     params = {k: getattr(point, k) for k in space.choices}
     if point.zero_stage == 0:
         params.pop("offload")
     return params
+
+
+def suggest_point(trial: optuna.Trial, space: SearchSpace, *, global_batch: int, world_size: int) -> Point:
+    """Define-by-run, the inverse of `point_params`: offload is only asked where ZeRO can offload
+    (stage >= 1). Raises RuleError for a combination the layout rules refuse."""
+    knobs = {"zero_stage": trial.suggest_categorical("zero_stage", space.choices["zero_stage"])}
+    for knob in KNOB_NAMES:
+        if knob not in knobs and knob != "offload":
+            knobs[knob] = trial.suggest_categorical(knob, space.choices[knob])
+    knobs["offload"] = (trial.suggest_categorical("offload", space.choices["offload"]) if knobs["zero_stage"] >= 1
+                        else "none")
+    return build_point(knobs, global_batch=global_batch, world_size=world_size)
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial):
+    """Beat for a running trial while it measures, as `study.optimize` does for its own trials: a
+    tuner that dies mid-trial leaves a stale heartbeat, and `open_study` fails the trial (and Optuna
+    retries it once) instead of leaving it running for ever. Optuna has no public handle for this in
+    ask-and-tell, hence the two private attributes."""
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if interval is None:
+        yield
+        return
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while not stopped.wait(interval):
+            storage.record_heartbeat(trial._trial_id)
+
+    storage.record_heartbeat(trial._trial_id)
+    thread = threading.Thread(target=beat, name="autoscale-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()

@@ -5,7 +5,7 @@ sidecar: model, world size, seq_len, hardware) and prints Spearman's rank correl
 predicted and measured tokens/s: with the default parameters, calibrated on the whole sweep
 (in-sample), and two-fold cross-validated (fit on half the points, rank the other half), the
 honest figure; with `--fit-on`, calibrated on another model's sweep, the figure a user gets who
-calibrated once on this machine. The issue's goal: 0.8 or better after calibration.
+calibrated once on this machine. The goal: 0.8 or better after calibration.
 
 When the sweep was recorded in rounds (`record_sweep.py --rounds N`, which writes
 `<name>.samples.csv`), it also prints Spearman's rho between the rounds themselves: how well the
@@ -28,7 +28,6 @@ from scipy.stats import spearmanr
 from autoscale.costmodel import default_params, predict
 from autoscale.costmodel.calibrate import Observation, Study, fit_study
 from autoscale.strategies.replay import load_table
-from autoscale.study import point_key
 from record_sweep import load_samples, samples_path_of  # beside this script
 
 
@@ -38,7 +37,7 @@ def read_table(path: Path) -> tuple[Study, bool]:
     table = load_table(path)
     observations = tuple(Observation(point=point, tokens_per_s=float(result.tokens_per_s),
                                      peak_bytes=float(result.peak_bytes))
-                         for point in table.points() if (result := table.results[point_key(point)]).ok)
+                         for point in table.points() if (result := table.results[point.key()]).ok)
     return Study(spec=table.spec, hardware=table.hardware, world_size=table.world_size, seq_len=table.seq_len,
                  observations=observations), table.warm_ranks
 

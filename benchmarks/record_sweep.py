@@ -33,10 +33,10 @@ from autoscale.errors import UserError
 from autoscale.hardware import Hardware, detect
 from autoscale.models.spec import ModelSpec
 from autoscale.point import baseline_point
-from autoscale.results import TrialRecord, atomic_write_text, git_commit, utc_now, versions
+from autoscale.results import TrialRecord, atomic_write_text
+from autoscale.provenance import git_commit, utc_now, versions
 from autoscale.space import SearchSpace
 from autoscale.strategies.replay import load_table, sidecar_dict, write_table
-from autoscale.study import point_key
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 Runner = Callable[[TrialRequest], TrialResult]
@@ -58,22 +58,22 @@ def record_sweep(*, name: str, spec: ModelSpec, space: SearchSpace, hardware: Ha
         samples = load_samples(samples_path)
     elif csv_path.exists() or samples_path.exists():
         raise UserError(f"{csv_path} exists: pass --resume to complete it or choose another --name")
-    done = {(round_, point_key(r.point)) for round_, r in samples}
+    done = {(round_, r.point.key()) for round_, r in samples}
     predictor = point_predictor(spec, hardware, world_size=nproc, seq_len=seq_len, warm_ranks=runner_name == "pool")
-    baseline = point_key(baseline_point(global_batch, nproc))
+    baseline = baseline_point(global_batch, nproc).key()
     sidecar = sidecar_dict(name=name, synthetic=False, spec=spec, hardware=hardware, world_size=nproc,
                            seq_len=seq_len, global_batch=global_batch, backend=backend, space=space,
                            runner=runner_name, measure=asdict(measure), rounds=rounds, seed=seed,
                            host=platform.node(), versions=versions(), git_commit=git_commit(), started_at=utc_now())
-    numbers = {point_key(p): number for number, p in enumerate(points)}
+    numbers = {p.key(): number for number, p in enumerate(points)}
     for round_ in range(rounds):
         order = list(points)
         if round_ > 0:  # round 0 keeps the space's order, so a one-round table reads as before
             random.Random(seed + round_).shuffle(order)
         for position, point in enumerate(order):
-            if (round_, point_key(point)) in done:
+            if (round_, point.key()) in done:
                 continue
-            number = numbers[point_key(point)]
+            number = numbers[point.key()]
             say(f"[round {round_ + 1}/{rounds}, {position + 1}/{len(points)}] {point.short()}")
             prediction = predictor(point)
             started_at = utc_now()
@@ -82,7 +82,7 @@ def record_sweep(*, name: str, spec: ModelSpec, space: SearchSpace, hardware: Ha
                                    seed=seed)
             result = run(request)
             record = TrialRecord(number=number, point=point, status="ok" if result.ok else "failed",
-                                 reason=result.reason, result=result, is_baseline=point_key(point) == baseline,
+                                 reason=result.reason, result=result, is_baseline=point.key() == baseline,
                                  pred_peak_bytes=prediction.peak_bytes if prediction else None,
                                  pred_tokens_per_s=prediction.tokens_per_s if prediction else None,
                                  started_at=started_at, finished_at=utc_now())
@@ -101,7 +101,7 @@ def median_records(samples: list[tuple[int, TrialRecord]]) -> list[TrialRecord]:
     its latest failure when no round succeeded."""
     by_point: dict[tuple, list[TrialRecord]] = {}
     for _, record in samples:
-        by_point.setdefault(point_key(record.point), []).append(record)
+        by_point.setdefault(record.point.key(), []).append(record)
     rows = []
     for records in by_point.values():
         ok = sorted((r for r in records if r.status == "ok"), key=lambda r: r.result.tokens_per_s)

@@ -2,7 +2,7 @@
 
 Replays every registered strategy (autoscale/strategies/) against a table of trials measured over a
 whole space, 20 seeds each, and prints per strategy the median, p25-p75, min-max and mean trials to
-the first near-best config, its ratio to grid's and random's medians, and whether issue 9's goal
+the first near-best config, its ratio to grid's and random's medians, and whether the goal
 holds (ours at most a third of grid's trials and half of random's median).
 
     python benchmarks/replay.py benchmarks/data/cpu-sweep-gpt-tiny-r3.csv   # a table recorded by record_sweep.py

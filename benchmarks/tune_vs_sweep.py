@@ -26,10 +26,10 @@ from pathlib import Path
 from autoscale.engine import TrialRequest, WarmPool
 from autoscale.hardware import detect
 from autoscale.models import resolve_model
-from autoscale.results import TrialRecord, utc_now, versions, write_trials_csv
+from autoscale.results import TrialRecord, write_trials_csv
+from autoscale.provenance import utc_now, versions
 from autoscale.session import TuneSession
 from autoscale.space import load_space
-from autoscale.study import point_key
 from autoscale.tuner import prepare_space
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -90,11 +90,8 @@ def read_table(path: Path) -> list[TrialRecord]:
     records = []
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            knobs = {k: int(row[k]) if k in ("zero_stage", "micro_batch", "grad_accum", "tp", "pp") else row[k]
-                     for k in ("zero_stage", "micro_batch", "grad_accum", "precision", "checkpointing", "offload",
-                               "kernels", "tp", "pp")}
             result = TrialResult(status="ok", tokens_per_s=float(row["tokens_per_s"])) if row["status"] == "ok" else None
-            records.append(TrialRecord(number=int(row["number"]), point=Point(**knobs), status=row["status"],
+            records.append(TrialRecord(number=int(row["number"]), point=Point.from_row(row), status=row["status"],
                                        reason=row["reason"], result=result))
     return records
 
@@ -130,11 +127,11 @@ def run_tune_and_compare(spec, swept, points, args, backend: str, work: Path, sw
     outcome = session.run()
     tune_s = time.monotonic() - started
 
-    by_point = {point_key(r.point): r for r in swept if r.status == "ok" and r.result is not None}
+    by_point = {r.point.key(): r for r in swept if r.status == "ok" and r.result is not None}
     sweep_best = max(by_point.values(), key=lambda r: r.result.tokens_per_s)
     tuned = outcome.summary["best"]
     tuned_record = next(r for r in outcome.records if r.number == tuned["trial_number"])
-    tuned_in_sweep = by_point.get(point_key(tuned_record.point))
+    tuned_in_sweep = by_point.get(tuned_record.point.key())
     ran = [r for r in outcome.records if r.result is not None]
     overhead = [r.result.wall_s - (r.result.steps * r.point.global_batch(args.nproc) * args.seq_len
                                    / r.result.tokens_per_s) for r in ran if r.status == "ok"]

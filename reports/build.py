@@ -25,7 +25,6 @@ from reports import data, figures
 TABLE_COLUMNS = ("number", "status", "tokens_per_s", "peak_bytes", "mfu", "tflops_per_device", *KNOB_COLUMNS,
                  "reason", "samples_per_s", "loss", "steps", "step_s", "wall_s", "launch_s", "pred_tokens_per_s",
                  "pred_peak_bytes", "is_baseline", "started_at")
-PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
@@ -49,7 +48,7 @@ def render_report(run: data.Run) -> str:
     importances = data.param_importances(run.path, run.summary.get("study_name"))
     card = data.headline(run)
     front = data.pareto_front(frame)
-    limit = run.memory_limit_bytes
+    limit = run.usable_bytes
     finished = data.finished(frame)
     plots = []
     if not frame.empty:
@@ -95,7 +94,7 @@ def render_compare(runs: list[data.Run]) -> str:
                   {label: (run.trials, data.pareto_front(run.trials)) for label, run in zip(labels, runs)})),
         plot_block("compare-history", "Optimisation history", "Best feasible throughput so far, by trial number.",
               figures.compare_history_figure(
-                  {label: data.best_so_far(run.trials, run.memory_limit_bytes) for label, run in zip(labels, runs)})),
+                  {label: data.best_so_far(run.trials, run.usable_bytes) for label, run in zip(labels, runs)})),
     ]
     return template_env().get_template("compare.html.j2").render(
         title=f"{labels[0]} vs {labels[1]}", sides=sides, knob_rows=knob_rows, verdict=verdict, plots=plots,
@@ -172,7 +171,7 @@ def _run_context(run: data.Run) -> dict:
         "world_size": summary.get("world_size"),
         "global_batch": summary.get("global_batch"),
         "seq_len": summary.get("seq_len"),
-        "memory_limit_bytes": run.memory_limit_bytes,
+        "usable_bytes": run.usable_bytes,
         "versions": summary.get("versions") or {},
         "git_commit": summary.get("git_commit"),
         "command": shlex.join(map(str, command)) if isinstance(command, list) else command,

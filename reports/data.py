@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from autoscale.budget import within
 from autoscale.errors import UserError
-from autoscale.point import Point
-from autoscale.results import COLUMNS, KNOB_COLUMNS
+from autoscale.point import INTEGER_FIELDS, Point
+from autoscale.results import COLUMNS, KNOB_COLUMNS, METRIC_COLUMNS
 
 FAILURE_KINDS = ("oom", "timeout", "crash", "nan", "pruned", "invalid")
-NUMERIC_COLUMNS = ("number", "zero_stage", "micro_batch", "grad_accum", "tp", "pp", "tokens_per_s",
-                   "samples_per_s", "tflops_per_device", "mfu", "peak_bytes", "loss", "steps", "step_s",
-                   "wall_s", "launch_s", "pred_peak_bytes", "pred_tokens_per_s")
+NUMERIC_COLUMNS = ("number", *INTEGER_FIELDS, *METRIC_COLUMNS, "pred_peak_bytes", "pred_tokens_per_s")
 MIN_TRIALS_FOR_IMPORTANCE = 4  # PED-ANOVA compares the top quantile with the rest: fewer says nothing
 
 
@@ -40,8 +39,9 @@ class Run:
         return str(self.summary.get("study_name") or self.path.name)
 
     @property
-    def memory_limit_bytes(self) -> float | None:
-        limit = self.summary.get("memory_limit_bytes")
+    def usable_bytes(self) -> float | None:
+        """The limit trials were held to; run folders older than the name have `memory_limit_bytes`."""
+        limit = self.summary.get("usable_bytes_per_rank", self.summary.get("memory_limit_bytes"))
         return float(limit) if limit else None
 
 
@@ -113,12 +113,10 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 
 def describe_row(row) -> str:
     """A trial's knobs in plain words; rows the Point rejects (invalid trials) are listed raw."""
-    knobs = {k: row[k] for k in KNOB_COLUMNS if pd.notna(row[k])}
-    knobs = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in knobs.items()}
     try:
-        return Point.from_dict(knobs).describe()
-    except (UserError, TypeError):
-        return ", ".join(f"{k} {v}" for k, v in knobs.items())
+        return Point.from_row(row).describe()
+    except (UserError, TypeError, ValueError):
+        return ", ".join(f"{k} {row[k]}" for k in KNOB_COLUMNS if pd.notna(row[k]))
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
@@ -134,12 +132,10 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def feasible(frame: pd.DataFrame, memory_limit_bytes: float | None) -> pd.Series:
+def feasible(frame: pd.DataFrame, usable_bytes: float | None) -> pd.Series:
     """Finished and within the memory limit: what the tuner may call best."""
     ok = (frame["status"] == "ok") & frame["tokens_per_s"].notna()
-    if memory_limit_bytes:
-        ok &= ~(frame["peak_bytes"] > memory_limit_bytes)
-    return ok
+    return ok & frame["peak_bytes"].map(lambda peak: within(None if pd.isna(peak) else peak, usable_bytes))
 
 
 def elapsed_s(frame: pd.DataFrame) -> pd.Series:
@@ -152,14 +148,14 @@ def elapsed_s(frame: pd.DataFrame) -> pd.Series:
     return frame["wall_s"].fillna(0).cumsum()
 
 
-def best_so_far(frame: pd.DataFrame, memory_limit_bytes: float | None = None, by: str = "number") -> pd.DataFrame:
+def best_so_far(frame: pd.DataFrame, usable_bytes: float | None = None, by: str = "number") -> pd.DataFrame:
     """The optimisation history: each trial's throughput (NaN unless feasible) and the best so far,
     against the trial number (`by="number"`) or the seconds since the run started (`by="wall"`)."""
     if by not in ("number", "wall"):
         raise ValueError(f"by must be 'number' or 'wall', got {by!r}")
     x = frame["number"] if by == "number" else elapsed_s(frame)
     history = pd.DataFrame({"x": x, "number": frame["number"], "status": frame["status"],
-                            "tokens_per_s": frame["tokens_per_s"].where(feasible(frame, memory_limit_bytes))})
+                            "tokens_per_s": frame["tokens_per_s"].where(feasible(frame, usable_bytes))})
     history = history.dropna(subset=["x"]).sort_values("x", kind="stable")
     history["best_tokens_per_s"] = history["tokens_per_s"].cummax()
     return history.reset_index(drop=True)
@@ -226,11 +222,11 @@ def best_entry(run: Run) -> dict | None:
     best = run.summary.get("best")
     if best and best.get("metrics"):
         return best
-    candidates = run.trials[feasible(run.trials, run.memory_limit_bytes) & ~run.trials["is_baseline"]]
+    candidates = run.trials[feasible(run.trials, run.usable_bytes) & ~run.trials["is_baseline"]]
     if candidates.empty:
         return None
     row = candidates.loc[candidates["tokens_per_s"].idxmax()]
-    point = {k: (int(row[k]) if isinstance(row[k], float) else row[k]) for k in KNOB_COLUMNS if pd.notna(row[k])}
+    point = {k: (int(row[k]) if k in INTEGER_FIELDS else row[k]) for k in KNOB_COLUMNS if pd.notna(row[k])}
     metrics = {k: (None if pd.isna(row[k]) else float(row[k])) for k in NUMERIC_COLUMNS if k in row.index}
     return {"trial_number": None if pd.isna(row["number"]) else int(row["number"]), "point": point,
             "metrics": metrics}
@@ -263,7 +259,7 @@ def headline(run: Run) -> dict | None:
     metrics = best.get("metrics") or {}
     tokens_per_s = metrics.get("tokens_per_s")
     peak_bytes = metrics.get("peak_bytes")
-    limit = run.memory_limit_bytes
+    limit = run.usable_bytes
     baseline_tokens_per_s = _baseline_tokens_per_s(run)
     speedup = run.summary.get("speedup")
     if speedup is None and baseline_tokens_per_s and tokens_per_s:
@@ -276,7 +272,7 @@ def headline(run: Run) -> dict | None:
         "tflops_per_device": metrics.get("tflops_per_device"),
         "mfu": metrics.get("mfu"),
         "peak_bytes": peak_bytes,
-        "memory_limit_bytes": limit,
+        "usable_bytes": limit,
         "memory_used_fraction": peak_bytes / limit if peak_bytes and limit else None,
         "headroom_bytes": limit - peak_bytes if peak_bytes is not None and limit else None,
         "speedup": speedup,
@@ -305,7 +301,7 @@ def findings(run: Run, importances: Importances) -> list[str]:
         lines.append(f"{len(front)} configs trade speed for memory (the Pareto front): from "
                      f"{lightest['tokens_per_s']:,.0f} tokens/s at {lightest['peak_bytes'] / 2**30:.2f} GiB to "
                      f"{fastest['tokens_per_s']:,.0f} tokens/s at {fastest['peak_bytes'] / 2**30:.2f} GiB.")
-    limit = run.memory_limit_bytes
+    limit = run.usable_bytes
     if limit:
         over = int((frame["peak_bytes"] > limit).sum())
         if over:

@@ -57,7 +57,7 @@ def _hover(frame: pd.DataFrame) -> list[str]:
     return texts
 
 
-def throughput_memory_figure(frame: pd.DataFrame, front: pd.DataFrame, memory_limit_bytes: float | None,
+def throughput_memory_figure(frame: pd.DataFrame, front: pd.DataFrame, usable_bytes: float | None,
                              best_number: float | None = None) -> go.Figure:
     """Every trial's throughput against its peak memory, coloured by ZeRO stage; the Pareto front as a
     line; the memory limit as a dashed line. Trials that did not finish sit on the zero line at their
@@ -91,17 +91,17 @@ def throughput_memory_figure(frame: pd.DataFrame, front: pd.DataFrame, memory_li
                 text=_hover(best), hovertemplate="%{text}<extra></extra>",
                 marker=dict(size=20, symbol="star", color="#f59e0b", line=dict(width=1, color=INK))))
     max_peak = float(done["peak_bytes"].max()) if not done.empty else 0.0
-    show_limit = bool(memory_limit_bytes) and (max_peak >= 0.25 * memory_limit_bytes or done.empty)
-    edge = 1.1 * max(max_peak, memory_limit_bytes if show_limit else 0) or None
-    unplaced = _add_failures(fig, frame, memory_limit_bytes, edge)
+    show_limit = bool(usable_bytes) and (max_peak >= 0.25 * usable_bytes or done.empty)
+    edge = 1.1 * max(max_peak, usable_bytes if show_limit else 0) or None
+    unplaced = _add_failures(fig, frame, usable_bytes, edge)
     notes = []
-    if memory_limit_bytes:
+    if usable_bytes:
         if show_limit:
-            fig.add_vline(x=memory_limit_bytes / GIB, line=dict(color="#dc2626", dash="dash", width=2),
-                          annotation_text=f"memory limit {memory_limit_bytes / GIB:.1f} GiB",
+            fig.add_vline(x=usable_bytes / GIB, line=dict(color="#dc2626", dash="dash", width=2),
+                          annotation_text=f"usable memory {usable_bytes / GIB:.1f} GiB",
                           annotation_position="top left", annotation_font_color="#dc2626")
         else:
-            notes.append(f"memory limit {memory_limit_bytes / GIB:.1f} GiB is off the chart →")
+            notes.append(f"usable memory {usable_bytes / GIB:.1f} GiB is off the chart →")
     if unplaced:
         notes.append("not placed (no memory figure): " + ", ".join(f"{n} {FAILURE_STYLE[k][0]}"
                                                                  for k, n in unplaced.items()))
@@ -113,7 +113,7 @@ def throughput_memory_figure(frame: pd.DataFrame, front: pd.DataFrame, memory_li
     return _layout(fig, height=480, showlegend=True)
 
 
-def _add_failures(fig: go.Figure, frame: pd.DataFrame, memory_limit_bytes: float | None,
+def _add_failures(fig: go.Figure, frame: pd.DataFrame, usable_bytes: float | None,
                   edge_bytes: float | None) -> dict[str, int]:
     """Failed trials on the zero line; a prediction far past the chart (`edge_bytes`) is drawn at
     the edge, its hover text giving the real figure, so one wild guess cannot squeeze the rest."""
@@ -121,8 +121,8 @@ def _add_failures(fig: go.Figure, frame: pd.DataFrame, memory_limit_bytes: float
     failed = frame[frame["failure"] != ""]
     for kind, group in failed.groupby("failure"):
         x = group["pred_peak_bytes"].copy()
-        if kind == "oom" and memory_limit_bytes:
-            x = x.fillna(memory_limit_bytes)
+        if kind == "oom" and usable_bytes:
+            x = x.fillna(usable_bytes)
         placed = group[x.notna()]
         if len(placed) < len(group):
             unplaced[kind] = len(group) - len(placed)

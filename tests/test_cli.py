@@ -2,10 +2,24 @@
 
 import pytest
 
-from autoscale.cli import app, main
+from autoscale.cli import COMMANDS, app, main
+from autoscale.point import KNOBS
 
-TUNE_OPTIONS = {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
-                "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus", "--launcher", "--hostfile"}
+OPTIONS = {
+    "tune": {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
+             "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus",
+             "--launcher", "--hostfile"},
+    "models": set(),
+    "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json",
+                 *(knob.flag for knob in KNOBS)},
+    "calibrate": {"--out"},
+    "report": {"--out"},
+    "compare": {"--out"},
+    "export": {"--to", "--out"},
+    "bench": {"--suite", "--baseline", "--save-baseline", "--threshold", "--history", "--junit", "--html",
+              "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step"},
+    "worker": {"--storage", "--study-name", "--out"},
+}
 
 
 def options_of(command_name: str) -> set[str]:
@@ -16,8 +30,23 @@ def options_of(command_name: str) -> set[str]:
     return {opt for param in command.params for opt in param.opts if opt.startswith("--")}
 
 
-def test_tune_flags_are_pinned():
-    assert options_of("tune") - {"--help", "--no-resume"} == TUNE_OPTIONS
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_every_subcommands_flags_are_pinned(command):
+    assert options_of(command) - {"--help", "--no-resume"} == OPTIONS[command]
+
+
+def test_every_subcommand_is_pinned():
+    import typer.main
+
+    assert set(typer.main.get_command(app).commands) == set(OPTIONS) >= set(COMMANDS)
+
+
+def test_estimate_has_a_flag_for_every_knob_and_the_same_defaults_as_tune(capsys):
+    assert main(["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "2", "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["seq_len"] == 128 and result["global_batch"] == 16  # tune's: min(max, 1024), 8 per rank
 
 
 def test_models_lists_every_preset(capsys):
@@ -29,15 +58,15 @@ def test_models_lists_every_preset(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["tune", "--model", "gpt-5"], "unknown model 'gpt-5'"),
-    (["tune", "--backend", "tpu"], "--backend must be auto, cpu, cuda or model"),
+    (["tune", "--backend", "tpu"], "Invalid value for '--backend'"),
     (["tune", "--backend", "model"], "--backend model plans for a cluster: name it with --hardware"),
     (["tune", "--backend", "model", "--hardware", "tpu-v9"], "unknown hardware 'tpu-v9'"),
     (["tune", "--backend", "cpu", "--gpus", "8"], "use them with --backend model"),
     (["tune", "--trials", "0"], "--trials"),
     (["tune", "--trials", "many"], "Invalid value for '--trials'"),
     (["tune", "--space", "nope"], "search space 'nope' not found"),
-    (["tune", "--space", "zero-only", "--global-batch", "3", "--backend", "cpu"], "global batch 3 is impossible"),
-    (["tune", "--seq-len", "4096", "--backend", "cpu"], "exceeds gpt-tiny's maximum of 128"),
+    (["tune", "--space", "zero-only", "--global-batch", "3", "--backend", "cpu"], "can be laid out for global batch 3"),
+    (["tune", "--seq-len", "4096", "--backend", "cpu"], "--seq-len 4096 is outside 1..128, gpt-tiny's maximum"),
     (["tune", "--out", "/proc/autoscale-run", "--backend", "cpu"], "cannot write to --out"),
     (["tune", "--bogus"], "No such option: --bogus"),
     (["nonsense"], "No such command 'nonsense'"),

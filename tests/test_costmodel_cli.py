@@ -13,7 +13,7 @@ JSON_KEYS = ("memory", "time", "point", "tokens_per_s", "tflops_per_gpu", "mfu",
 
 
 def test_estimate_json_has_the_documented_keys(capsys):
-    code = main(["estimate", "--model", "gpt-1.3b", "--hardware", "h100-sxm", "--gpus", "64", "--zero", "2",
+    code = main(["estimate", "--model", "gpt-1.3b", "--hardware", "h100-sxm", "--gpus", "64", "--zero-stage", "2",
                  "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -28,9 +28,9 @@ def test_estimate_json_has_the_documented_keys(capsys):
 
 
 def test_estimate_keeps_every_given_flag(capsys):
-    code = main(["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "2", "--zero", "1",
+    code = main(["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "2", "--zero-stage", "1",
                  "--micro-batch", "4", "--global-batch", "16", "--precision", "fp32", "--checkpointing", "none",
-                 "--offload", "none", "--tp", "1", "--pp", "1", "--json"])
+                 "--offload", "none", "--kernels", "torch", "--tp", "1", "--pp", "1", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["chosen_by_model"] == []
     assert result["point"]["grad_accum"] == 2
@@ -39,7 +39,7 @@ def test_estimate_keeps_every_given_flag(capsys):
 @pytest.mark.parametrize("argv", [
     ["estimate", "--model", "gpt-tiny", "--hardware", "tpu-v9", "--gpus", "2"],
     ["estimate", "--model", "gpt-nope", "--hardware", "cpu"],
-    ["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "2", "--zero", "7"],
+    ["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "2", "--zero-stage", "7"],
     ["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "3", "--micro-batch", "2",
      "--global-batch", "5"],
     ["calibrate", "/nonexistent/run"],
@@ -48,3 +48,24 @@ def test_user_mistakes_exit_2_with_one_line(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("autoscale: error:") and len(err.splitlines()) == 1
+
+
+def test_estimate_of_a_point_given_in_full_never_refuses_and_says_what_it_compared(capsys):
+    knobs = ["--zero-stage", "0", "--micro-batch", "8", "--precision", "fp32", "--checkpointing", "none",
+             "--offload", "none", "--kernels", "torch", "--tp", "1", "--pp", "1"]
+    code = main(["estimate", "--model", "gpt-1.3b", "--hardware", "a100-40gb", "--gpus", "1", *knobs])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "predicted not to fit: peak" in out and "GiB usable (90% of 37.3 GiB)" in out  # 40 GB
+
+
+def test_a_plan_skips_layouts_that_cannot_make_the_batch_and_counts_them(tmp_path, capsys):
+    space = tmp_path / "tp.yaml"
+    space.write_text("zero_stage: [1]\nmicro_batch: [1]\nprecision: [bf16]\ntp: [1, 2, 4]\n")
+    code = main(["tune", "--model", "gpt-1.3b", "--backend", "model", "--hardware", "h100-sxm", "--gpus", "512",
+                 "--global-batch", "256", "--space", str(space), "--out", str(tmp_path / "plan")])
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "plan" / "summary.json").read_text())
+    assert code == 0 and summary["best"]["point"]["tp"] >= 2  # dp 512 cannot make a batch of 256
+    assert summary["evaluated"]["skipped_by_rule"]["global batch not a multiple of micro-batch x data-parallel"] >= 1
+    assert "layouts skipped by rule" in out

@@ -41,3 +41,36 @@ def test_deepspeed_rejections_become_user_errors():
 def test_offload_without_zero_is_not_a_point():
     with pytest.raises(UserError, match="offload needs ZeRO"):
         Point(zero_stage=0, micro_batch=1, grad_accum=1, offload="cpu")
+
+
+def _variants() -> list[Point]:
+    """The default point with each knob set to each of its values (open-ended knobs to 2), where valid."""
+    from autoscale.point import KNOBS
+
+    base = {"zero_stage": 1, "micro_batch": 2, "grad_accum": 3}
+    points = []
+    for knob in KNOBS:
+        for value in knob.choices or (2,):
+            try:
+                points.append(Point(**{**base, knob.name: value}))
+            except UserError:  # e.g. a kernel set this machine has not registered
+                continue
+    return points
+
+
+@pytest.mark.parametrize("point", _variants(), ids=lambda p: p.short())
+def test_every_knob_round_trips_through_a_ds_config(point):
+    from autoscale.ds_config import DS_CONFIG_KNOBS, from_ds_config
+
+    world_size = 2 * point.tp * point.pp
+    model_knobs = {k: v for k, v in point.as_dict().items() if k not in DS_CONFIG_KNOBS}
+    recovered, recovered_world = from_ds_config(to_ds_config(point, world_size=world_size), model_knobs=model_knobs)
+    assert recovered == point and recovered_world == world_size
+
+
+def test_knobs_a_ds_config_holds_cannot_also_be_given_beside_it():
+    from autoscale.ds_config import from_ds_config
+
+    config = to_ds_config(Point(zero_stage=2, micro_batch=2, grad_accum=1), world_size=2)
+    with pytest.raises(UserError, match="zero_stage come from the ds_config"):
+        from_ds_config(config, model_knobs={"zero_stage": 1})

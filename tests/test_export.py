@@ -25,7 +25,7 @@ from autoscale.ds_config import check_with_deepspeed, to_ds_config
 from autoscale.errors import UserError
 from autoscale.export import TARGETS, export, load_source
 from autoscale.export.base import ANY, Refuse, outcome_for
-from autoscale.point import KNOB_VALUES, Point
+from autoscale.point import KNOBS, Point
 from autoscale.space import load_space
 
 WORLD_SIZE = 2
@@ -90,10 +90,10 @@ BF16_ZERO2 = Point(zero_stage=2, micro_batch=2, grad_accum=2, precision="bf16", 
 def test_every_table_has_a_row_for_every_knob_and_value(target):
     table = TARGETS[target].table
     assert set(table) == set(Point.__dataclass_fields__)
-    for knob, values in KNOB_VALUES.items():
-        for value in values or (1, 2):  # open-ended knobs: a default row or an ANY fallback answers
-            row = table[knob]
-            assert not isinstance(row, dict) or value in row or ANY in row, (knob, value)
+    for knob in KNOBS:
+        for value in knob.choices or (1, 2):  # open-ended knobs: a default row or an ANY fallback answers
+            row = table[knob.name]
+            assert not isinstance(row, dict) or value in row or ANY in row, (knob.name, value)
 
 
 # --- sources -----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autoscale.results import RunInfo, mask_password, summary_dict
+from autoscale.results import RunInfo, summary_dict
+from autoscale.provenance import mask_password
 
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("autoscale", "kernels", "reports", "ci", "benchmarks")
@@ -102,7 +103,7 @@ def test_urls_without_a_password_are_unchanged(url):
 
 def test_summary_masks_the_storage_url_and_the_command_line():
     info = RunInfo(study_name="s", model={}, backend="cpu", world_size=2, global_batch=8, seq_len=64,
-                   hardware={}, memory_limit_bytes=None,
+                   hardware={}, device_bytes_per_rank=None, usable_bytes_per_rank=None,
                    command=["autoscale", "tune", "--storage", "postgresql://tuner:s3cret@db/studies"],
                    storage="postgresql://tuner:s3cret@db/studies", started_at="now", versions={}, git_commit=None)
     summary = summary_dict(info, [])

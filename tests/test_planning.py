@@ -7,7 +7,8 @@ import json
 import pandas as pd
 
 from autoscale.cli import main
-from autoscale.costmodel import MEMORY_MARGIN, predict
+from autoscale.budget import MEMORY_MARGIN
+from autoscale.costmodel import predict
 from autoscale.hardware import get_hardware
 from autoscale.models import PRESETS
 from autoscale.point import Point
@@ -23,7 +24,7 @@ def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_set
     trials = pd.read_csv(out / "trials.csv")
     ok, pruned = trials[trials["status"] == "ok"], trials[trials["status"] == "pruned"]
     assert summary["predicted"] and len(ok) and len(pruned)
-    assert pruned["reason"].str.contains(f"past the {MEMORY_MARGIN:.0%} margin").all()
+    assert pruned["reason"].str.contains(f"GiB usable ({MEMORY_MARGIN:.0%} of", regex=False).all()
 
     # every pruned row is predicted past the margin, and the borderline ones say only a trial can tell
     hardware, spec = get_hardware("a100-40gb"), PRESETS["llama-7b"]

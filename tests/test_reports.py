@@ -103,7 +103,7 @@ def write_run(folder: Path, n_trials: int, *, study_name: str = "gpt-small-h100"
         "backend": "cuda", "world_size": 8, "global_batch": 256, "seq_len": 1024,
         "hardware": {"name": "h100-sxm", "description": "NVIDIA H100 SXM 80GB", "memory_bytes": LIMIT,
                      "peak_tflops": 989},
-        "memory_limit_bytes": LIMIT, "best": best, "baseline": baseline_entry,
+        "usable_bytes_per_rank": LIMIT, "best": best, "baseline": baseline_entry,
         "speedup": best["metrics"]["tokens_per_s"] / baseline_entry["metrics"]["tokens_per_s"]
         if best and baseline_entry else None,
         "counts": {s: int((frame["status"] == s).sum()) for s in ("ok", "failed", "pruned")},
@@ -256,9 +256,9 @@ def test_report_reads_what_the_real_tuner_writes(tmp_path):
 
     spec, out = PRESETS["gpt-tiny"], tmp_path / "runs" / "tiny"
     config = TuneConfig(spec=spec, space=load_space("default"), global_batch=16, seq_len=128, backend="cpu",
-                        nproc=2, trials=12, out_dir=out, study_name="tiny", memory_limit_bytes=2**30)
+                        nproc=2, trials=12, out_dir=out, study_name="tiny", usable_bytes_per_rank=2**30)
     info = RunInfo(study_name="tiny", model={"name": spec.name, "params": spec.param_count()}, backend="cpu",
-                   world_size=2, global_batch=16, seq_len=128, hardware={"name": "cpu"}, memory_limit_bytes=2**30,
+                   world_size=2, global_batch=16, seq_len=128, hardware={"name": "cpu"}, device_bytes_per_rank=None, usable_bytes_per_rank=2**30,
                    command=["autoscale", "tune"], storage=config.storage_url, started_at="2025-01-01T00:00:00+00:00")
     tune(config, info=info, run=engine)
     html = build.build_report(out).read_text()

@@ -2,7 +2,6 @@ import pytest
 
 from autoscale.errors import UserError
 from autoscale.space import load_space
-from autoscale.tuner import prepare_space
 
 
 def write(tmp_path, text):
@@ -26,7 +25,7 @@ def test_points_hold_the_global_batch_fixed():
 
 
 def test_micro_batches_that_cannot_make_the_global_batch_are_dropped():
-    space = prepare_space(load_space("default"), backend="cpu", global_batch=4, world_size=2)
+    space = load_space("default").for_backend("cpu", global_batch=4, world_size=2)
     assert space.choices["micro_batch"] == (1, 2)
     assert "fp16" not in space.choices["precision"]
 
@@ -53,22 +52,22 @@ def test_missing_space_lists_the_builtin_ones():
 
 
 def test_impossible_global_batch_is_refused():
-    with pytest.raises(UserError, match="global batch 3 is impossible"):
-        prepare_space(load_space("zero-only"), backend="cpu", global_batch=3, world_size=2)
+    with pytest.raises(UserError, match="no point of space .* can be laid out for global batch 3"):
+        load_space("zero-only").for_backend("cpu", global_batch=3, world_size=2)
 
 
 def test_fp16_only_space_is_refused_on_cpu(tmp_path):
     with pytest.raises(UserError, match="no precision choice"):
-        prepare_space(load_space(write(tmp_path, "precision: [fp16]\n")), backend="cpu", global_batch=4, world_size=2)
+        load_space(write(tmp_path, "precision: [fp16]\n")).for_backend("cpu", global_batch=4, world_size=2)
 
 
 def test_triton_kernels_are_measured_on_cpu_only_under_the_interpreter(tmp_path, monkeypatch):
-    from autoscale.tuner import dropped_choices
+    from autoscale.space import dropped_choices
 
     space = load_space(write(tmp_path, "kernels: [torch, triton]\n"))
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    prepared = prepare_space(space, backend="cpu", global_batch=4, world_size=2)
+    prepared = space.for_backend("cpu", global_batch=4, world_size=2)
     assert prepared.choices["kernels"] == ("torch",)
     assert dropped_choices(space, prepared) == ["kernels triton"]
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert prepare_space(space, backend="cpu", global_batch=4, world_size=2).choices["kernels"] == ("torch", "triton")
+    assert space.for_backend("cpu", global_batch=4, world_size=2).choices["kernels"] == ("torch", "triton")

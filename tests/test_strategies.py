@@ -12,15 +12,14 @@ from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
 from autoscale.hardware import get_hardware
 from autoscale.models.presets import resolve_model
-from autoscale.point import Point, baseline_point
-from autoscale.space import KNOBS, SearchSpace
+from autoscale.point import KNOB_NAMES as KNOBS, Point, baseline_point
+from autoscale.space import SearchSpace
 from autoscale.strategies import STRATEGIES, SearchContext, make_strategy
 from autoscale.strategies.ask_tell import AskTellStrategy
 from autoscale.strategies.ours import SEED_POINTS
 from autoscale.strategies.replay import (ReplayTable, goals, load_table, summarize, trials_to_near_best,
                                          write_table)
 from autoscale.strategies.synthetic import synthetic_table
-from autoscale.study import point_key
 
 GLOBAL_BATCH, WORLD_SIZE = 8, 2
 SMALL = SearchSpace("small", {**{k: (v,) for k, v in (("checkpointing", "none"), ("kernels", "torch"), ("tp", 1),
@@ -38,6 +37,9 @@ class StandInPrediction:
     peak_bytes: int
     borderline: bool = False  # past the margin by less than the model's error (Prediction.borderline)
 
+    def pruned_reason(self) -> str:
+        return "pruned: predicted not to fit (stand-in)"
+
 
 def stand_in_predictor(point: Point) -> StandInPrediction:
     """Bigger micro-batches and bf16 predicted faster; micro-batch 4 in fp32 without offload predicted not to fit."""
@@ -48,7 +50,7 @@ def stand_in_predictor(point: Point) -> StandInPrediction:
 
 def context(space: SearchSpace = SMALL) -> SearchContext:
     return SearchContext(space=space, global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE,
-                         predictor=stand_in_predictor, memory_limit_bytes=2**31)
+                         predictor=stand_in_predictor, usable_bytes=2**31)
 
 
 def measured(tokens_per_s: float) -> TrialResult:
@@ -76,7 +78,7 @@ def run_to_the_end(name: str) -> list[Point]:
     strategy = cls(context(), seed=3, **options)
     proposed = []
     while (point := strategy.propose()) is not None:
-        assert point_key(point) not in strategy.results, f"{name} re-proposed measured {point.short()}"
+        assert point.key() not in strategy.results, f"{name} re-proposed measured {point.short()}"
         proposed.append(point)
         strategy.tell(point, outcome(point))
     return proposed
@@ -96,7 +98,7 @@ def test_every_strategy_proposes_each_point_it_may_launch_exactly_once(name):
     points = SMALL.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)
     launchable = [p for p in points if name != "autoscale" or stand_in_predictor(p).fits
                   or p == baseline_point(GLOBAL_BATCH, WORLD_SIZE)]
-    assert sorted(map(point_key, proposed)) == sorted(map(point_key, launchable))
+    assert sorted(p.key() for p in proposed) == sorted(p.key() for p in launchable)
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
@@ -105,8 +107,8 @@ def test_no_strategy_proposes_a_point_it_was_told_about(name):
     told = set()
     for _ in range(6):
         point = strategy.propose()
-        assert point_key(point) not in told
-        told.add(point_key(point))
+        assert point.key() not in told
+        told.add(point.key())
         strategy.tell(point, outcome(point))
 
 
@@ -123,10 +125,10 @@ def test_autoscale_measures_the_cost_models_top_points_then_the_baseline():
 
 
 def test_autoscale_never_launches_a_point_predicted_not_to_fit():
-    not_fitting = {point_key(p) for p in SMALL.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)
+    not_fitting = {p.key() for p in SMALL.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)
                    if not stand_in_predictor(p).fits}
     assert not_fitting, "the stand-in model must rule some points out for this test to mean anything"
-    assert not not_fitting & {point_key(p) for p in run_to_the_end("autoscale")}
+    assert not not_fitting & {p.key() for p in run_to_the_end("autoscale")}
 
 
 def test_autoscale_risks_the_borderline_point_predicted_faster_than_all_that_fit_right_after_the_seeds():
@@ -137,7 +139,7 @@ def test_autoscale_risks_the_borderline_point_predicted_faster_than_all_that_fit
         return StandInPrediction(fits=False, tokens_per_s=100.0, peak_bytes=2**31 + 1, borderline=point.zero_stage == 1)
 
     risky = SearchContext(space=SMALL, global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE, predictor=predictor,
-                          memory_limit_bytes=2**31)
+                          usable_bytes=2**31)
     strategy = make_strategy("autoscale", risky, seed=0)
     opening = []
     for _ in range(SEED_POINTS + 1):
@@ -152,10 +154,11 @@ def test_autoscale_risks_the_borderline_point_predicted_faster_than_all_that_fit
     assert [p for p in launched if not predictor(p).fits] == [risked]  # the ZeRO-0 misfit, far past: pruned
 
 
-def test_autoscale_needs_the_cost_model():
-    with pytest.raises(ValueError, match="cost model"):
-        make_strategy("autoscale", SearchContext(space=SMALL, global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE),
-                      seed=0)
+def test_autoscale_without_a_cost_model_opens_with_the_baseline_and_prunes_nothing():
+    strategy = make_strategy("autoscale", SearchContext(space=SMALL, global_batch=GLOBAL_BATCH,
+                                                        world_size=WORLD_SIZE), seed=0)
+    assert strategy.propose() == baseline_point(GLOBAL_BATCH, WORLD_SIZE)
+    assert all(strategy.launchable(p) for p in strategy.points)
 
 
 MICRO_ONLY = SearchSpace("micro", {**{k: SMALL.choices[k][:1] for k in KNOBS}, "micro_batch": (1, 2, 4)})
@@ -164,10 +167,10 @@ MICRO_ONLY = SearchSpace("micro", {**{k: SMALL.choices[k][:1] for k in KNOBS}, "
 def test_replay_counts_trials_up_to_the_first_within_three_percent_of_the_best():
     points = MICRO_ONLY.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)  # grid order: mb 1, 2, 4
     best = 1000.0
-    results = {point_key(points[0]): TrialResult.failed("oom: made up"),
-               point_key(points[1]): measured(0.98 * best), point_key(points[2]): measured(best)}
+    results = {points[0].key(): TrialResult.failed("oom: made up"),
+               points[1].key(): measured(0.98 * best), points[2].key(): measured(best)}
     assert trials_to_near_best(make_strategy("grid", context(MICRO_ONLY), seed=0), table_of(MICRO_ONLY, results)) == 2
-    results[point_key(points[1])] = measured(0.96 * best)
+    results[points[1].key()] = measured(0.96 * best)
     assert trials_to_near_best(make_strategy("grid", context(MICRO_ONLY), seed=0), table_of(MICRO_ONLY, results)) == 3
 
 
@@ -176,9 +179,9 @@ def test_a_faster_trial_past_the_memory_limit_is_not_the_target():
     best is the fastest acceptable trial: here mb 2, though mb 4 ran faster with a peak over the limit."""
     points = MICRO_ONLY.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)  # grid order: mb 1, 2, 4
     table = table_of(MICRO_ONLY, {})
-    too_big = TrialResult(status="ok", tokens_per_s=1000.0, peak_bytes=table.memory_limit_bytes + 1)
-    results = {point_key(points[0]): measured(500.0), point_key(points[1]): measured(800.0),
-               point_key(points[2]): too_big}
+    too_big = TrialResult(status="ok", tokens_per_s=1000.0, peak_bytes=table.usable_bytes + 1)
+    results = {points[0].key(): measured(500.0), points[1].key(): measured(800.0),
+               points[2].key(): too_big}
     table = table_of(MICRO_ONLY, results)
     assert table.best_tokens_per_s() == 800.0 and not table.is_near_best(too_big)
     assert trials_to_near_best(make_strategy("grid", context(MICRO_ONLY), seed=0), table) == 2
@@ -186,16 +189,16 @@ def test_a_faster_trial_past_the_memory_limit_is_not_the_target():
 
 def test_replay_counts_random_trials_by_its_own_order():
     points = MICRO_ONLY.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)
-    results = {point_key(p): measured(100.0 * (i + 1)) for i, p in enumerate(points)}
+    results = {p.key(): measured(100.0 * (i + 1)) for i, p in enumerate(points)}
     strategy = make_strategy("random", context(MICRO_ONLY), seed=5)
-    expected = [point_key(p) for p in strategy.order].index(point_key(points[-1])) + 1
+    expected = [p.key() for p in strategy.order].index(points[-1].key()) + 1
     assert trials_to_near_best(strategy, table_of(MICRO_ONLY, results)) == expected
 
 
 def test_replay_says_never_when_the_best_is_predicted_not_to_fit():
     space = SearchSpace("pair", {**{k: SMALL.choices[k][:1] for k in KNOBS}, "micro_batch": (1, 4)})
     points = space.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)  # mb 4 fp32: predicted not to fit
-    results = {point_key(points[0]): measured(10.0), point_key(points[1]): measured(20.0)}
+    results = {points[0].key(): measured(10.0), points[1].key(): measured(20.0)}
     assert trials_to_near_best(make_strategy("autoscale", context(space), seed=0), table_of(space, results)) is None
 
 

@@ -14,8 +14,10 @@ from autoscale.models import PRESETS
 from autoscale.point import Point, baseline_point
 from autoscale.results import RunInfo
 from autoscale.space import SearchSpace
-from autoscale.study import point_key
-from autoscale.tuner import TuneConfig, opening_order, ranked_predictions, tune
+from autoscale.budget import MEMORY_MARGIN, MemoryBudget
+from autoscale.costmodel import rank_predictions as ranked_predictions
+from autoscale.strategies.ours import opening_order
+from autoscale.tuner import TuneConfig, tune
 
 LIMIT = 2**30
 SPACE = SearchSpace("small", {"zero_stage": (0, 1), "micro_batch": (1, 2, 4), "precision": ("fp32", "bf16"),
@@ -29,7 +31,10 @@ class StandInPrediction:
     borderline: bool
     tokens_per_s: float
     peak_bytes: int
-    memory_limit_bytes: int = LIMIT
+    budget: MemoryBudget = MemoryBudget(int(LIMIT / MEMORY_MARGIN) + 1)  # usable: LIMIT
+
+    def pruned_reason(self) -> str:
+        return "pruned: predicted past the usable memory (stand-in)"
 
 
 def predictor(point: Point) -> StandInPrediction:
@@ -76,14 +81,14 @@ def test_the_risks_are_the_borderline_points_predicted_faster_than_all_that_fit_
 def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk_and_prunes_other_misfits(tmp_path):
     spec = PRESETS["gpt-tiny"]
     config = TuneConfig(spec=spec, space=SPACE, global_batch=16, seq_len=64, backend="cpu", nproc=2,
-                        trials=len(points()), out_dir=tmp_path / "run", study_name="t", memory_limit_bytes=LIMIT)
+                        trials=len(points()), out_dir=tmp_path / "run", study_name="t", usable_bytes_per_rank=LIMIT)
     info = RunInfo(study_name="t", model={"name": spec.name}, backend="cpu", world_size=2, global_batch=16,
-                   seq_len=64, hardware={"name": "cpu"}, memory_limit_bytes=LIMIT, command=["autoscale", "tune"],
+                   seq_len=64, hardware={"name": "cpu"}, device_bytes_per_rank=None, usable_bytes_per_rank=LIMIT, command=["autoscale", "tune"],
                    storage=config.storage_url, started_at="2026-01-01T00:00:00+00:00")
     records = tune(config, info=info, run=engine, predictor=predictor).records
-    risks = [point_key(p) for p in worth_the_risk(ranked_predictions(points(), predictor))]
-    assert [point_key(r.point) for r in records[2:4]] == [risks[0], point_key(baseline_point(16, 2))]
-    misfits = {point_key(r.point): r.status for r in records if not predictor(r.point).fits}
+    risks = [p.key() for p in worth_the_risk(ranked_predictions(points(), predictor))]
+    assert [r.point.key() for r in records[2:4]] == [risks[0], baseline_point(16, 2).key()]
+    misfits = {r.point.key(): r.status for r in records if not predictor(r.point).fits}
     assert misfits == {**{key: "ok" for key in risks},
                        **{key: "pruned" for key in misfits if key not in risks}} and len(misfits) == 4
 
@@ -94,11 +99,11 @@ def test_the_console_marks_a_launched_risk_and_not_a_pruned_point():
     from autoscale.commands.tune import ConsoleObserver
     from autoscale.results import TrialRecord
 
-    observer = ConsoleObserver(3, Progress(), memory_limit_bytes=LIMIT)
+    observer = ConsoleObserver(3, Progress(), usable_bytes=LIMIT)
     point = points()[-1]
     risk = TrialRecord(number=2, point=point, status="failed", reason="oom: out of memory",
                        pred_peak_bytes=int(1.05 * LIMIT))
-    assert observer.marks(risk) == "  (a risk: predicted 105% of the limit)"
+    assert observer.marks(risk) == "  (a risk: predicted 105% of the usable memory)"
     assert observer.marks(TrialRecord(number=5, point=point, status="pruned", pred_peak_bytes=2 * LIMIT)) == ""
     assert observer.marks(TrialRecord(number=0, point=baseline_point(16, 2), status="ok", is_baseline=True,
                                       pred_peak_bytes=LIMIT // 2)) == "  (baseline)"

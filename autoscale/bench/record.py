@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from autoscale.errors import UserError
-from autoscale.results import git_commit, utc_now, versions
+from autoscale.provenance import git_commit, utc_now, versions
 
 FORMAT = "autoscale-bench/1"
 HARDWARE_KEYS = ("backend", "name", "description", "device")  # must match for a comparison

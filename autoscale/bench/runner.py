@@ -27,7 +27,7 @@ class Observer(Protocol):
 
 def resolve_backend_and_nproc(suite: Suite, case: BenchCase | None = None) -> tuple[str, int]:
     from autoscale.errors import UserError
-    from autoscale.session import default_nproc, resolve_backend
+    from autoscale.backend import default_nproc, resolve_backend
 
     try:
         backend = resolve_backend(suite.backend)

@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from autoscale.bench.metrics import KERNEL_METRICS, TRIAL_METRICS
+from autoscale.ds_config import from_ds_config
 from autoscale.engine import MeasurePolicy
 from autoscale.errors import UserError
 from autoscale.userfiles import read_user_yaml
 from autoscale.models.presets import resolve_model
 from autoscale.models.spec import ModelSpec
-from autoscale.point import Point
+from autoscale.point import FIELD_TYPES, Point
 
 DEFAULT_THRESHOLD = 0.05
-DS_CONFIG_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "offload")  # read from the file
 CASE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # also a folder name and a JUnit class name
 
 
@@ -33,16 +33,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _PointFile(_Strict):
-    zero_stage: int | None = None
-    micro_batch: int | None = None
-    grad_accum: int | None = None
-    precision: str | None = None
-    checkpointing: str | None = None
-    offload: str | None = None
-    kernels: str | None = None
-    tp: int | None = None
-    pp: int | None = None
+_PointFile = create_model("_PointFile", __base__=_Strict,
+                          **{name: (Optional[kind], None) for name, kind in FIELD_TYPES.items()})
+"""A config's `point:`: any field of `Point`; the values are checked by `Point` itself."""
 
 
 class _MeasureFile(_Strict):
@@ -194,25 +187,6 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def point_from_ds_config(config: dict, knobs: _PointFile | None, origin: str) -> Point:
-    """The engine's Point for a given ds_config: batch, ZeRO, precision and offload come from the file;
-    only model-side knobs (checkpointing, kernels, tp, pp) may be given beside it."""
-    given = {k: v for k, v in (knobs.model_dump() if knobs else {}).items() if v is not None}
-    clash = sorted(set(given) & set(DS_CONFIG_KNOBS))
-    if clash:
-        raise UserError(f"{origin}: {', '.join(clash)} come from the ds_config file; remove them from point")
-    zero = config.get("zero_optimization") or {}
-    values = {"zero_stage": zero.get("stage", 0), "micro_batch": config.get("train_micro_batch_size_per_gpu"),
-              "grad_accum": config.get("gradient_accumulation_steps", 1)}
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise UserError(f"{origin}: needs an integer for {name}, found {value!r} ('auto' is for trainers)")
-    precision = "bf16" if (config.get("bf16") or {}).get("enabled") else (
-        "fp16" if (config.get("fp16") or {}).get("enabled") else "fp32")
-    offload = (zero.get("offload_optimizer") or {}).get("device", "none")
-    return Point(**values, precision=precision, offload=offload, **given)
-
-
 def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
     origin = f"suite {str(suite_path)!r}, config {raw.name!r}"
     spec = resolve_model(raw.model)
@@ -227,10 +201,11 @@ def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
             raise UserError(f"{origin}: ds_config file {str(ds_path)!r} does not exist") from None
         except json.JSONDecodeError as error:
             raise UserError(f"{origin}: ds_config file {str(ds_path)!r} is not JSON ({error})") from None
-        point = point_from_ds_config(ds_config, raw.point, origin)
+        given = {k: v for k, v in (raw.point.model_dump() if raw.point else {}).items() if v is not None}
+        point, _ = from_ds_config(ds_config, model_knobs=given, origin=origin)
     else:
         knobs = {k: v for k, v in (raw.point.model_dump() if raw.point else {}).items() if v is not None}
-        point = Point(**{"zero_stage": 0, "micro_batch": 1, "grad_accum": 1, **knobs})
+        point = Point(**knobs)
     if raw.measure is not None:
         measure = MeasurePolicy(**raw.measure.model_dump())
     else:  # a fixed step count: every repeat times the same work

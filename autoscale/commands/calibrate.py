@@ -6,18 +6,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from autoscale.console import make_console
 
 
 def calibrate(
     run_dir: Path = typer.Argument(..., help="A run folder (runs/<study>) with trials.csv and summary.json."),
-    output: Optional[Path] = typer.Option(None, help="Write here instead of the calibration folder."),
+    out: Optional[Path] = typer.Option(None, help="Write the fitted parameters here instead of the calibration "
+                                       "folder, where later predictions on this hardware find them."),
 ) -> None:
     """Fit the efficiency parameters to the measured trials; later predictions on this hardware use them."""
     from autoscale.costmodel.calibrate import calibrate_run
 
-    fit, path = calibrate_run(run_dir, output=output)
-    console = Console()
+    fit, path = calibrate_run(run_dir, output=out)
+    console = make_console()
     console.print(f"fitted {', '.join(fit.fitted)}")
     console.print(f"median |error| throughput {fit.throughput_error_before:.1%} -> {fit.throughput_error_after:.1%}, "
                   f"peak memory {fit.memory_error_before:.1%} -> {fit.memory_error_after:.1%}")

@@ -1,41 +1,51 @@
-"""`autoscale estimate`: the cost model's prediction for one point; flags left out are planned."""
+"""`autoscale estimate`: the cost model's prediction for one point; knobs left out are planned.
+
+Every knob of `Point` is a flag here (`--zero-stage`, `--micro-batch`, ...), built from its fields.
+A point given in full is predicted as it is, whether it fits or not: the answer says how far it is
+from the usable memory. Knobs left open are chosen by the model among the layouts that fit.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from autoscale.console import make_console
 from autoscale.errors import UserError
+from autoscale.point import KNOB_NAMES, KNOBS
 
 GIB = 2**30
-SEQUENCES_PER_DEVICE = 8  # default global batch when neither --global-batch nor --micro-batch is given
 
 
 def estimate_point(*, model: str, hardware: str, gpus: int, seq_len: Optional[int], global_batch: Optional[int],
                    fixed: dict) -> dict:
     """The prediction as one JSON-ready dict: the point (planned where `fixed` leaves knobs open),
     which knobs the model chose, memory and time breakdowns, and DeepSpeed's estimator."""
-    from autoscale.costmodel import deepspeed_model_states_bytes, plan_cluster
-    from autoscale.costmodel.planner import PLANNED_KNOBS
+    from autoscale.costmodel import deepspeed_model_states_bytes, plan_cluster, predict
     from autoscale.hardware import get_hardware
+    from autoscale.layout import build_point, describe_skipped, resolve_global_batch, resolve_seq_len
     from autoscale.models import resolve_model
 
     if gpus <= 0:
         raise UserError(f"--gpus must be positive, got {gpus}")
     spec, device = resolve_model(model), get_hardware(hardware)
-    seq_len = seq_len or spec.max_seq_len
-    if global_batch is None:
-        if "micro_batch" in fixed:
-            dp = gpus // (fixed.get("tp", 1) * fixed.get("pp", 1)) or 1
-            global_batch = fixed["micro_batch"] * dp
-        else:
-            global_batch = SEQUENCES_PER_DEVICE * gpus
-    point, prediction = plan_cluster(spec, device, gpus, global_batch=global_batch, seq_len=seq_len, fixed=fixed)[0]
+    seq_len = resolve_seq_len(spec, seq_len)
+    global_batch = resolve_global_batch(global_batch, world_size=gpus)
+    skipped = ""
+    if set(fixed) >= set(KNOB_NAMES):
+        point = build_point(fixed, global_batch=global_batch, world_size=gpus, spec=spec)
+        prediction = predict(spec, point, device, world_size=gpus, seq_len=seq_len)
+    else:
+        plan = plan_cluster(spec, device, gpus, global_batch=global_batch, seq_len=seq_len, fixed=fixed)
+        # the fastest that fits; when nothing does, the smallest predicted peak (said not to fit)
+        point, prediction = (plan.fitting[0] if plan.fitting
+                             else min(plan.ranked, key=lambda pair: pair[1].peak_bytes))
+        skipped = describe_skipped(plan.skipped)
     try:
         deepspeed_bytes = deepspeed_model_states_bytes(spec, point, world_size=gpus,
                                                        gpus_per_node=device.gpus_per_node)
@@ -43,66 +53,69 @@ def estimate_point(*, model: str, hardware: str, gpus: int, seq_len: Optional[in
         deepspeed_bytes = None
     return {"prediction": True, "model": spec.name, "hardware": device.name, "gpus": gpus, "seq_len": seq_len,
             "global_batch": global_batch, "point": point.as_dict(),
-            "chosen_by_model": [knob for knob in PLANNED_KNOBS if knob not in fixed],
-            "memory": asdict(prediction.memory), "time": asdict(prediction.time),
-            "memory_limit_bytes": prediction.memory_limit_bytes, "fits": prediction.fits,
-            "borderline": prediction.borderline, "tokens_per_s": prediction.time.tokens_per_s,
+            "chosen_by_model": [knob for knob in KNOB_NAMES if knob not in fixed],
+            "skipped_layouts": skipped, "memory": asdict(prediction.memory), "time": asdict(prediction.time),
+            "device_bytes": prediction.budget.device_bytes, "usable_bytes": prediction.budget.usable_bytes,
+            "fits": prediction.fits, "borderline": prediction.borderline,
+            "memory_verdict": prediction.memory_verdict(), "tokens_per_s": prediction.time.tokens_per_s,
             "tflops_per_gpu": prediction.time.tflops_per_gpu, "mfu": prediction.time.mfu,
             "deepspeed_estimate": {"model_states_bytes": deepspeed_bytes}}
+
+
+MEMORY_ROWS = {"params": "parameters", "grads": "gradients", "optimizer": "optimizer states",
+               "model_states_bytes": "model states (sum)", "activations_bytes": "activations",
+               "logits_bytes": "logits", "buffers_bytes": "communication buffers", "overhead_bytes": "overhead",
+               "peak_bytes": "peak", "host_bytes": "on the host (offloaded)"}
+TIME_ROWS = {"compute_s": "compute", "comm_s": "communication", "bubble_s": "pipeline bubble",
+             "optimizer_s": "optimizer step", "offload_s": "offload transfers", "overhead_s": "overhead",
+             "step_s": "step"}
 
 
 def _print(result: dict) -> None:
     from autoscale.point import Point
 
-    console = Console()
+    console = make_console()
     point = Point.from_dict(result["point"])
     chosen = ", ".join(result["chosen_by_model"]) or "none"
     console.print(f"[bold]{result['model']}[/] on {result['gpus']} x {result['hardware']}, seq {result['seq_len']}, "
                   f"global batch {result['global_batch']} (predicted, not measured)")
-    console.print(f"point: {point.describe()} (chosen by the model: {chosen})")
+    console.print(f"point: {point.describe()} (chosen by the model: {chosen})", highlight=False)
+    if result["skipped_layouts"]:
+        console.print(f"layouts skipped by rule: {result['skipped_layouts']}", highlight=False)
     memory, time = result["memory"], result["time"]
-    table = Table(title="memory per rank (GiB)")
+    table = Table(title="memory per rank")
     table.add_column("part")
     table.add_column("GiB", justify="right")
-    for key in ("params", "grads", "optimizer", "model_states_bytes", "activations_bytes", "logits_bytes",
-                "buffers_bytes", "overhead_bytes", "peak_bytes", "host_bytes"):
-        table.add_row(key, f"{memory[key] / GIB:.2f}")
+    for key, label in MEMORY_ROWS.items():
+        table.add_row(label, f"{memory[key] / GIB:.2f}")
     theirs = result["deepspeed_estimate"]["model_states_bytes"]
     if theirs is not None:
-        table.add_row("DeepSpeed estimator (model states)", f"{theirs / GIB:.2f}")
-    table.add_row("limit per rank", f"{result['memory_limit_bytes'] / GIB:.2f}")
+        table.add_row("DeepSpeed's estimator (model states)", f"{theirs / GIB:.2f}")
+    table.add_row("usable (the limit)", f"{result['usable_bytes'] / GIB:.2f}")
+    table.add_row("device share", f"{result['device_bytes'] / GIB:.2f}")
     console.print(table)
-    steps = Table(title="step time (s)")
+    steps = Table(title="step time")
     steps.add_column("part")
     steps.add_column("s", justify="right")
-    for key in ("compute_s", "comm_s", "bubble_s", "optimizer_s", "offload_s", "overhead_s", "step_s"):
-        steps.add_row(key, f"{time[key]:.4g}")
+    for key, label in TIME_ROWS.items():
+        steps.add_row(label, f"{time[key]:.4g}")
     console.print(steps)
     console.print(f"tokens/s {result['tokens_per_s']:,.0f}   TFLOP/s per device {result['tflops_per_gpu']:.1f}   "
-                  f"MFU {result['mfu']:.1%}   fits: {result['fits']}"
-                  + ("   (borderline: within the model's memory error of the margin, only a trial can tell)"
-                     if result["borderline"] else ""))
+                  f"MFU {result['mfu']:.1%}", highlight=False)
+    console.print(f"memory: {result['memory_verdict']}", highlight=False)
 
 
 def estimate(
     model: str = typer.Option(..., help="Model preset name or a Hugging Face config.json."),
     hardware: str = typer.Option(..., help="Hardware catalog name (a100-40gb ... cpu) or a YAML file."),
     gpus: int = typer.Option(1, help="Devices (ranks) in total."),
-    zero: Optional[int] = typer.Option(None, help="ZeRO stage 0-3."),
-    micro_batch: Optional[int] = typer.Option(None, help="Sequences per device per micro-step."),
-    global_batch: Optional[int] = typer.Option(None, help="Sequences per optimizer step."),
-    seq_len: Optional[int] = typer.Option(None, help="Tokens per sequence (default: the model's maximum)."),
-    tp: Optional[int] = typer.Option(None, help="Tensor-parallel size."),
-    pp: Optional[int] = typer.Option(None, help="Pipeline-parallel size."),
-    precision: Optional[str] = typer.Option(None, help="fp32, bf16 or fp16."),
-    checkpointing: Optional[str] = typer.Option(None, help="none, selective or full."),
-    offload: Optional[str] = typer.Option(None, help="none or cpu."),
+    global_batch: Optional[int] = typer.Option(None, help="Sequences per optimizer step. Default: 8 per rank."),
+    seq_len: Optional[int] = typer.Option(None, help="Tokens per sequence. Default: the model's, at most 1024."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    **knobs,
 ) -> None:
-    """Predict memory per rank and step time for one point; flags left out are chosen by the model."""
-    given = {"zero_stage": zero, "micro_batch": micro_batch, "precision": precision,
-             "checkpointing": checkpointing, "offload": offload, "tp": tp, "pp": pp}
-    fixed = {name: value for name, value in given.items() if value is not None}
+    """Predict memory per rank and step time for one point; knobs left out are chosen by the model."""
+    fixed = {name: value for name, value in knobs.items() if value is not None}
     result = estimate_point(model=model, hardware=hardware, gpus=gpus, seq_len=seq_len,
                             global_batch=global_batch, fixed=fixed)
     if as_json:
@@ -111,5 +124,21 @@ def estimate(
         _print(result)
 
 
+def _with_knob_flags(command):
+    """`command` with one optional flag per knob of `Point` (`--zero-stage`, `--micro-batch`, ...)."""
+    signature = inspect.signature(command)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    flags = []
+    for knob in KNOBS:
+        kind = Literal[tuple(map(str, knob.choices))] if knob.choices and knob.type is str else knob.type
+        choices = f" One of: {', '.join(map(str, knob.choices))}." if knob.choices else ""
+        flags.append(inspect.Parameter(knob.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                       default=typer.Option(None, knob.flag, help=knob.help + choices)))
+    command.__signature__ = signature.replace(parameters=[*fixed, *flags])
+    command.__annotations__ = {**{p.name: p.annotation for p in fixed},
+                               **{p.name: p.annotation for p in flags}, "return": None}
+    return command
+
+
 def register(app: typer.Typer) -> None:
-    app.command("estimate")(estimate)
+    app.command("estimate")(_with_knob_flags(estimate))

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from autoscale.console import make_console
+
 
 def export(
     source: Path = typer.Argument(..., help="run folder (runs/<study>) or a ds_config.json"),
@@ -18,11 +20,12 @@ def export(
     from autoscale.export import export as run_export
 
     result, folder = run_export(source, to, out)
+    console = make_console()
     for name in result.files:
-        print(f"wrote {folder / name}")
+        console.print(f"wrote {folder / name}", highlight=False)
     for note in result.notes:
-        print(f"to do: {note}")
-    print(f"launch: {result.command_line}")
+        console.print(f"to do: {note}", highlight=False, markup=False)
+    console.print(f"launch: {result.command_line}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

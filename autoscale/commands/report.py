@@ -4,29 +4,34 @@ or of two side by side. The work is `reports.build`; this only parses and prints
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
+
+from autoscale.console import make_console
 
 
 def report(
     run_dir: Path = typer.Argument(..., help="run folder written by `autoscale tune` (runs/<study>)"),
-    out: Path = typer.Option(None, "--out", help="where to write the page (default: RUN_DIR/report.html)"),
+    out: Optional[Path] = typer.Option(None, help="Where to write the page. Default: RUN_DIR/report.html."),
 ) -> None:
     """Rebuild the HTML report of a tuning run: best config, figures, every trial, environment."""
     from reports.build import build_report
 
-    print(build_report(run_dir, out))
+    make_console().print(f"wrote {build_report(run_dir, out)}", highlight=False)
 
 
 def compare(
     run_a: Path = typer.Argument(..., help="first run folder"),
     run_b: Path = typer.Argument(..., help="second run folder"),
-    out: Path = typer.Option(..., "--out", help="where to write the comparison page"),
+    out: Optional[Path] = typer.Option(None, help="Where to write the page. Default: RUN_A/compare-<RUN_B's name>.html, "
+                                       "beside the first study."),
 ) -> None:
     """Set two tuning runs side by side (two machines, commits or models) in one HTML page."""
     from reports.build import compare_reports
 
-    print(compare_reports(run_a, run_b, out))
+    out = out or Path(run_a) / f"compare-{Path(run_b).resolve().name}.html"
+    make_console().print(f"wrote {compare_reports(run_a, run_b, out)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,17 +31,17 @@ def format_bytes(value: float | None) -> str:
 class ConsoleObserver:
     """A progress bar over counted trials and one line per trial outcome."""
 
-    def __init__(self, total: int, progress: Progress, memory_limit_bytes: int | None = None):
-        self.progress, self.memory_limit_bytes = progress, memory_limit_bytes
+    def __init__(self, total: int, progress: Progress, usable_bytes: int | None = None):
+        self.progress, self.usable_bytes = progress, usable_bytes
         self.task = progress.add_task("trials", total=total)
 
     def marks(self, record: TrialRecord) -> str:
-        """Why a trial is special: the baseline, or launched although predicted past the memory limit."""
+        """Why a trial is special: the baseline, or launched although predicted past the usable memory."""
         if record.is_baseline:
             return "  (baseline)"
-        predicted, limit = record.pred_peak_bytes, self.memory_limit_bytes
-        if record.status != "pruned" and predicted and limit and predicted > limit:
-            return f"  (a risk: predicted {predicted / limit:.0%} of the limit)"
+        predicted, usable = record.pred_peak_bytes, self.usable_bytes
+        if record.status != "pruned" and predicted and usable and predicted > usable:
+            return f"  (a risk: predicted {predicted / usable:.0%} of the usable memory)"
         return ""
 
     def trial_started(self, number: int, point: Point) -> None:
@@ -67,7 +67,7 @@ class ConsoleObserver:
 
 
 def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Table:
-    limit_bytes = summary.get("memory_limit_bytes")
+    limit_bytes = summary.get("usable_bytes_per_rank")
     ok = sorted((r for r in records if r.status == "ok"), key=lambda r: -r.result.tokens_per_s)
     baseline = summary.get("baseline")
     base_tps = baseline["metrics"]["tokens_per_s"] if baseline else None
@@ -90,7 +90,7 @@ def tune(
     space: str = typer.Option("default", help="Search space: a name in search_spaces/ or a YAML path."),
     global_batch: Optional[int] = typer.Option(None, min=1, help="Sequences per optimizer step, held fixed. Default: 8 per rank."),
     seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence. Default: the model's, at most 1024."),
-    backend: str = typer.Option("auto", help="auto, cpu, cuda (auto: cuda when a GPU is visible), or model: "
+    backend: Literal["auto", "cpu", "cuda", "model"] = typer.Option("auto", help="auto, cpu, cuda (auto: cuda when a GPU is visible), or model: "
                                 "plan on the cost model for --hardware x --gpus, nothing launched."),
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
     out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
@@ -122,7 +122,7 @@ def run_session(session, console) -> None:
     console.print(session.headline(), highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
-        observer = ConsoleObserver(session.config.trials, progress, session.config.memory_limit_bytes)
+        observer = ConsoleObserver(session.config.trials, progress, session.config.usable_bytes_per_rank)
         outcome = session.run(observer=observer)
     summary = outcome.summary
     console.print(f"stopped: {outcome.stopped_because}")

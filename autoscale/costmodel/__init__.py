@@ -7,11 +7,11 @@ a Hardware entry; only `params` reads and writes calibration files.
 
 from autoscale.costmodel.memory import MemoryBreakdown
 from autoscale.costmodel.params import EfficiencyParams, default_params, load_params, save_params
-from autoscale.costmodel.planner import plan_cluster, rank_points, worth_the_risk
-from autoscale.costmodel.predict import MEMORY_MARGIN, Prediction, point_predictor, predict
+from autoscale.costmodel.planner import ClusterPlan, plan_cluster, rank_points, rank_predictions, worth_the_risk
+from autoscale.costmodel.predict import Prediction, Predictor, point_predictor, predict
 from autoscale.costmodel.reference import deepspeed_model_states_bytes
 from autoscale.costmodel.time import TimeBreakdown
 
-__all__ = ["EfficiencyParams", "MEMORY_MARGIN", "MemoryBreakdown", "Prediction", "TimeBreakdown",
+__all__ = ["ClusterPlan", "EfficiencyParams", "MemoryBreakdown", "Prediction", "Predictor", "TimeBreakdown",
            "default_params", "deepspeed_model_states_bytes", "load_params", "plan_cluster", "point_predictor", "predict",
-           "rank_points", "save_params", "worth_the_risk"]
+           "rank_points", "rank_predictions", "save_params", "worth_the_risk"]

@@ -82,8 +82,7 @@ def read_study(run_dir: Path) -> Study:
         for row in csv.DictReader(handle):
             if row.get("status") != "ok" or not row.get("tokens_per_s") or not row.get("peak_bytes"):
                 continue
-            point = Point.from_dict({k: (int(v) if k in ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
-                                         else v) for k, v in row.items() if v != ""})
+            point = Point.from_row(row)
             observations.append(Observation(point=point, tokens_per_s=float(row["tokens_per_s"]),
                                             peak_bytes=float(row["peak_bytes"])))
     if not observations:

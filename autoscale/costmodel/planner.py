@@ -1,42 +1,47 @@
 """Ranking points by predicted throughput, and planning a cluster the user cannot run on.
 
-`rank_points` orders given points (the tuner's seeds and pruning); `plan_cluster` enumerates the
-whole layout space for a target cluster (`--backend model`, `autoscale estimate` with flags left
-out): ZeRO stage, micro-batch, precision, checkpointing, offload, tp (divisors of the GPUs per
-node that divide the heads) and pp (divisors of the layers), with gradient accumulation set by
-the global batch.
+`rank_predictions` orders given points (the tuner's opening and pruning); `plan_cluster` enumerates the
+whole layout space for a target cluster (`--backend model`, `autoscale estimate` with knobs left
+open): every knob of `Point`, tp over the divisors of the GPUs per node, pp over the divisors of the
+layers, with gradient accumulation set by the global batch and the layout rules of
+`autoscale.layout` (what they skip is counted by rule).
 """
 
 from __future__ import annotations
 
-import itertools
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from autoscale.costmodel.params import EfficiencyParams, load_params
-from autoscale.costmodel.predict import Prediction, predict
+from autoscale.costmodel.predict import Prediction, Predictor, predict
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
+from autoscale.layout import describe_skipped, enumerate_points
 from autoscale.models.spec import ModelSpec
-from autoscale.point import CHECKPOINTING, OFFLOADS, PRECISIONS, ZERO_STAGES, Point
+from autoscale.point import KNOBS, Point, knob_ref
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)
-PLANNED_KNOBS = ("zero_stage", "micro_batch", "precision", "checkpointing", "offload", "tp", "pp")
+
+
+def rank_predictions(points: Iterable[Point], predictor: Predictor) -> list[tuple[Point, Prediction]]:
+    """Every point the model can lay out with its prediction, fastest predicted first."""
+    predicted = [(p, pr) for p in points if (pr := predictor(p)) is not None]
+    return sorted(predicted, key=lambda pair: pair[1].tokens_per_s, reverse=True)
 
 
 def rank_points(spec: ModelSpec, points: Iterable[Point], hardware: Hardware, *, world_size: int, seq_len: int,
                 params: EfficiencyParams | None = None) -> list[tuple[Point, Prediction]]:
     """The points that fit, fastest predicted first. Points that cannot be laid out are dropped."""
     params = params or load_params(hardware.name)
-    ranked = []
-    for point in points:
+
+    def predictor(point: Point) -> Prediction | None:
         try:
-            prediction = predict(spec, point, hardware, world_size=world_size, seq_len=seq_len, params=params)
+            return predict(spec, point, hardware, world_size=world_size, seq_len=seq_len, params=params)
         except UserError:
-            continue
-        if prediction.fits:
-            ranked.append((point, prediction))
-    ranked.sort(key=lambda pair: pair[1].time.tokens_per_s, reverse=True)
-    return ranked
+            return None
+
+    return [(p, pr) for p, pr in rank_predictions(points, predictor) if pr.fits]
 
 
 def worth_the_risk(ranked: list[tuple[Point, Prediction]]) -> list[Point]:
@@ -56,69 +61,47 @@ def _divisors(n: int) -> list[int]:
 
 
 def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int) -> dict[str, list]:
-    """Every value the planner tries per knob on this cluster."""
+    """Every value the planner tries per knob on this cluster: a knob's own choices, the micro-batches
+    up to the global batch, the model-parallel degrees the cluster and the model allow, the precisions
+    the hardware has, and torch kernels (a kernel set's speed is for a trial to measure)."""
     node = gpus if hardware.name == "cpu" else min(hardware.gpus_per_node, gpus)
-    tps = [t for t in _divisors(node) if spec.n_heads % t == 0 and gpus % t == 0]
-    pps = [p for p in _divisors(spec.n_layers) if gpus % p == 0]
-    precisions = [p for p in PRECISIONS if p == "fp32" or hardware.peak_tflops.get(p, 0) > 0
-                  or hardware.name == "cpu"]
-    return {"zero_stage": list(ZERO_STAGES), "micro_batch": [m for m in MICRO_BATCHES if m <= global_batch],
-            "precision": precisions, "checkpointing": list(CHECKPOINTING), "offload": list(OFFLOADS),
-            "tp": tps, "pp": pps}
+    values = {k.name: list(k.choices) if k.choices is not None else [k.default] for k in KNOBS}
+    values.update(
+        micro_batch=[m for m in MICRO_BATCHES if m <= global_batch],
+        tp=[t for t in _divisors(node) if spec.n_heads % t == 0 and gpus % t == 0],
+        pp=[p for p in _divisors(spec.n_layers) if gpus % p == 0],
+        precision=[p for p in values["precision"] if p == "fp32" or hardware.peak_tflops.get(p, 0) > 0
+                   or hardware.name == "cpu"],
+        kernels=["torch"])
+    return values
 
 
-def enumerate_points(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int,
-                     fixed: Mapping[str, object] | None = None, kernels: str = "torch") -> list[Point]:
-    """All valid points whose global batch is exactly `global_batch`, with `fixed` knobs held."""
-    fixed = dict(fixed or {})
-    unknown = set(fixed) - set(PLANNED_KNOBS)
-    if unknown:
-        raise UserError(f"cannot fix {', '.join(sorted(unknown))}: the planner knows {', '.join(PLANNED_KNOBS)}")
-    values = candidate_values(spec, hardware, gpus, global_batch=global_batch)
-    for name, value in fixed.items():
-        values[name] = [value]
-    points = []
-    for zero, micro, precision, checkpointing, offload, tp, pp in itertools.product(
-            *(values[name] for name in PLANNED_KNOBS)):
-        if gpus % (tp * pp) or (offload != "none" and zero == 0) or (pp > 1 and zero >= 2):
-            continue
-        dp = gpus // (tp * pp)
-        if global_batch % (micro * dp):
-            continue
-        points.append(Point(zero_stage=zero, micro_batch=micro, grad_accum=global_batch // (micro * dp),
-                            precision=precision, checkpointing=checkpointing, offload=offload,
-                            kernels=kernels, tp=tp, pp=pp))
-    return points
+@dataclass(frozen=True)
+class ClusterPlan:
+    ranked: list[tuple[Point, Prediction]]  # every point laid out, fastest predicted first
+    skipped: Counter  # points the layout rules refused, by rule
+
+    @property
+    def fitting(self) -> list[tuple[Point, Prediction]]:
+        return [(p, pr) for p, pr in self.ranked if pr.fits]
 
 
 def plan_cluster(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int, seq_len: int,
-                 fixed: Mapping[str, object] | None = None, params: EfficiencyParams | None = None,
-                 kernels: str = "torch") -> list[tuple[Point, Prediction]]:
-    """Every layout of `global_batch` sequences on `gpus` devices that fits, fastest first.
+                 fixed: Mapping[str, object] | None = None, params: EfficiencyParams | None = None) -> ClusterPlan:
+    """Every layout of `global_batch` sequences on `gpus` devices with the `fixed` knobs held, predicted.
 
-    Raises UserError when nothing fits, naming the smallest predicted peak against the limit.
+    Raises UserError only when no point can be laid out at all, naming the rules that refused them.
     """
-    points = enumerate_points(spec, hardware, gpus, global_batch=global_batch, fixed=fixed, kernels=kernels)
+    fixed = dict(fixed or {})
+    values = candidate_values(spec, hardware, gpus, global_batch=global_batch)
+    for name, value in fixed.items():
+        values[name] = [value]
+    points, skipped = enumerate_points(values, global_batch=global_batch, world_size=gpus, spec=spec)
     if not points:
-        raise UserError(f"no layout of global batch {global_batch} on {gpus} devices matches the fixed flags "
-                        "(the global batch must be a multiple of micro-batch x data-parallel size)")
-    ranked = rank_points(spec, points, hardware, world_size=gpus, seq_len=seq_len, params=params)
-    if not ranked:
-        params = params or load_params(hardware.name)
-        smallest = min((predict(spec, p, hardware, world_size=gpus, seq_len=seq_len, params=params)
-                        for p in points[:2000] if _lays_out(spec, p, gpus)),
-                       key=lambda prediction: prediction.memory.peak_bytes, default=None)
-        detail = (f": the smallest predicted peak is {smallest.memory.peak_bytes / 2**30:.1f} GiB per rank "
-                  f"against {smallest.memory_limit_bytes / 2**30:.1f} GiB") if smallest else ""
-        raise UserError(f"no configuration of {spec.name} fits on {gpus} x {hardware.name}{detail}")
-    return ranked
-
-
-def _lays_out(spec: ModelSpec, point: Point, gpus: int) -> bool:
-    from autoscale.costmodel.predict import check_layout
-
-    try:
-        check_layout(spec, point, world_size=gpus)
-    except UserError:
-        return False
-    return True
+        given = ", ".join(f"{knob_ref(k)} {v}" for k, v in fixed.items()) or "no fixed knob"
+        raise UserError(f"no layout of global batch {global_batch} on {gpus} devices with {given} "
+                        f"(skipped: {describe_skipped(skipped)})")
+    params = params or load_params(hardware.name)
+    ranked = rank_predictions(points, lambda point: predict(spec, point, hardware, world_size=gpus, seq_len=seq_len,
+                                                            params=params))
+    return ClusterPlan(ranked=ranked, skipped=skipped)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
+from autoscale.budget import MemoryBudget
 from autoscale.costmodel.memory import MemoryBreakdown, memory_breakdown
 from autoscale.costmodel.params import EfficiencyParams, load_params
 from autoscale.costmodel.time import Placement, TimeBreakdown, time_breakdown
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
+from autoscale.layout import check_layout
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
-
-MEMORY_MARGIN = 0.90
-"""A point fits when its predicted peak is within this fraction of the rank's memory: the model's
-error on measured trials is a few percent, and an OOM costs a whole trial."""
 
 MEMORY_ERROR = 0.10
 """The largest relative error of the predicted peak on the held-out measured CPU trials of
@@ -26,8 +26,11 @@ than this may still measure within it: `Prediction.borderline`."""
 class Prediction:
     memory: MemoryBreakdown
     time: TimeBreakdown
-    memory_limit_bytes: int  # what one rank may use
-    fits: bool
+    budget: MemoryBudget  # what one rank has, and may fill
+
+    @property
+    def fits(self) -> bool:
+        return self.budget.fits(self.peak_bytes)
 
     @property
     def peak_bytes(self) -> int:
@@ -42,29 +45,27 @@ class Prediction:
         """Predicted past the margin, but by less than the model's memory error: only a measurement can
         say whether it fits. The tuner launches such a point only when nothing that fits is predicted
         faster (`costmodel.planner.worth_the_risk`)."""
-        return not self.fits and self.peak_bytes <= MEMORY_MARGIN * (1 + MEMORY_ERROR) * self.memory_limit_bytes
+        return not self.fits and self.peak_bytes <= (1 + MEMORY_ERROR) * self.budget.usable_bytes
+
+    def memory_verdict(self) -> str:
+        """Whether the point fits, against which figure, for messages and pruned records."""
+        verdict = "fits" if self.fits else "predicted not to fit"
+        verdict = f"{verdict}: peak {self.budget.against(self.peak_bytes)}"
+        if self.borderline:
+            verdict += ", past the margin by less than the model's memory error: only a trial can tell"
+        return verdict
+
+    def pruned_reason(self) -> str:
+        return f"pruned: {self.memory_verdict()}"
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
 
         return {"memory": asdict(self.memory), "time": asdict(self.time),
-                "memory_limit_bytes": self.memory_limit_bytes, "fits": self.fits,
+                "device_bytes": self.budget.device_bytes, "usable_bytes": self.budget.usable_bytes,
+                "fits": self.fits, "borderline": self.borderline,
                 "tokens_per_s": self.time.tokens_per_s, "tflops_per_gpu": self.time.tflops_per_gpu,
                 "mfu": self.time.mfu}
-
-
-def check_layout(spec: ModelSpec, point: Point, *, world_size: int) -> None:
-    """Raise UserError when the point cannot be laid out on world_size ranks."""
-    if world_size <= 0:
-        raise UserError(f"world size must be positive, got {world_size}")
-    if world_size % (point.tp * point.pp):
-        raise UserError(f"{world_size} ranks are not divisible by tp {point.tp} x pp {point.pp}")
-    if spec.n_heads % point.tp:
-        raise UserError(f"tp {point.tp} does not divide the {spec.n_heads} attention heads of {spec.name}")
-    if point.pp > spec.n_layers:
-        raise UserError(f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}")
-    if point.pp > 1 and point.zero_stage >= 2:
-        raise UserError("DeepSpeed's pipeline engine supports ZeRO stage 0 or 1 only; use --zero 0 or 1 with --pp")
 
 
 def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
@@ -75,7 +76,7 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
     FLOP/s and memory bandwidth are shared. `params` defaults to the calibration for the hardware
     (`load_params`). `pipeline_chunks` > 1 models Megatron's interleaved 1F1B schedule.
     """
-    check_layout(spec, point, world_size=world_size)
+    check_layout(point, world_size=world_size, spec=spec)
     if seq_len <= 0 or seq_len > spec.max_seq_len:
         raise UserError(f"seq_len must be in 1..{spec.max_seq_len} for {spec.name}, got {seq_len}")
     params = params or load_params(hardware.name)
@@ -84,13 +85,15 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
     memory = memory_breakdown(spec, point, world_size=world_size, seq_len=seq_len, on_cpu=on_cpu, params=params)
     time = time_breakdown(spec, point, hardware, world_size=world_size, seq_len=seq_len, placement=placement,
                           params=params, pipeline_chunks=pipeline_chunks)
-    limit = hardware.memory_bytes // world_size if on_cpu else hardware.memory_bytes
-    return Prediction(memory=memory, time=time, memory_limit_bytes=limit,
-                      fits=memory.peak_bytes <= MEMORY_MARGIN * limit)
+    return Prediction(memory=memory, time=time, budget=MemoryBudget.for_hardware(hardware, world_size))
+
+
+Predictor = Callable[[Point], "Prediction | None"]
+"""The cost model bound to one run: a point's prediction, or None for a point it cannot lay out."""
 
 
 def point_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int,
-                    warm_ranks: bool = False):
+                    warm_ranks: bool = False) -> Predictor:
     """`predict` bound to one run: what the tuner (and the replayed strategies) consult per point.
 
     Calibrated where `autoscale calibrate` has been run; None for a layout the model cannot place

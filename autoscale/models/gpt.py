@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from autoscale.models.spec import ModelSpec
+from autoscale.point import knob_choices
 from kernels import KernelSet, get_kernel_set
-
-CHECKPOINTING = ("none", "selective", "full")
 
 
 class Norm(nn.Module):
@@ -105,8 +104,8 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str = "none"):
         super().__init__()
-        if checkpointing not in CHECKPOINTING:
-            raise ValueError(f"checkpointing must be one of {CHECKPOINTING}, got {checkpointing!r}")
+        if checkpointing not in knob_choices("checkpointing"):
+            raise ValueError(f"checkpointing must be one of {knob_choices('checkpointing')}, got {checkpointing!r}")
         self.spec, self.kernel_set, self.checkpointing = spec, kernel_set, checkpointing
         self.token_embedding = nn.Embedding(spec.vocab_size, spec.hidden)
         self.position_embedding = (nn.Embedding(spec.max_seq_len, spec.hidden)

@@ -15,19 +15,19 @@ from typing import ClassVar
 from autoscale.engine.request import TrialResult
 from autoscale.point import Point
 from autoscale.space import SearchSpace
-from autoscale.study import point_key
-from autoscale.tuner import Predictor
+from autoscale.costmodel.predict import Predictor
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchContext:
-    """The candidates (a space as `prepare_space` left it) and, for strategies that use it, the cost model."""
+    """The candidates (a space as `SearchSpace.for_backend` left it) and, for strategies that use them,
+    the cost model and the usable memory per rank (`autoscale.budget`)."""
 
     space: SearchSpace
     global_batch: int
     world_size: int
     predictor: Predictor | None = None
-    memory_limit_bytes: int | None = None  # per rank, the tuner's constraint
+    usable_bytes: int | None = None
 
     def points(self) -> list[Point]:
         return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
@@ -53,12 +53,12 @@ class Strategy(ABC):
         """The next point to launch, or None when nothing is left to try."""
 
     def tell(self, point: Point, result: TrialResult) -> None:
-        self.results[point_key(point)] = result
+        self.results[point.key()] = result
         self.learn(point, result)
 
     def learn(self, point: Point, result: TrialResult) -> None:
         """Strategies that model the outcomes update their model here."""
 
     def unmeasured(self) -> list[Point]:
-        return [p for p in self.points if point_key(p) not in self.results]
+        return [p for p in self.points if p.key() not in self.results]
 

@@ -20,9 +20,8 @@ import numpy as np
 
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
-from autoscale.point import CHECKPOINTING, OFFLOADS, PRECISIONS, Point
+from autoscale.point import POINT_FIELDS, Point, knob_choices
 from autoscale.strategies.base import SearchContext, Strategy
-from autoscale.study import point_key
 
 INIT_POINTS = 2  # DeepSpeed's INIT_NUM
 XGB_RANK_PARAMS = {"max_depth": 3, "gamma": 0.0001, "min_child_weight": 1, "subsample": 1.0, "eta": 0.3,
@@ -39,9 +38,10 @@ def _xgboost():
 
 
 def features(point: Point) -> list[float]:
-    """The point's knobs as numbers, as DeepSpeed feeds the numeric values of a ds_config."""
-    return [point.zero_stage, point.micro_batch, point.grad_accum, PRECISIONS.index(point.precision),
-            CHECKPOINTING.index(point.checkpointing), OFFLOADS.index(point.offload), point.tp, point.pp]
+    """The point's fields as numbers, as DeepSpeed feeds the numeric values of a ds_config: an
+    integer as it is, a named choice by its index."""
+    return [value if isinstance(value, int) else knob_choices(name).index(value)
+            for name in POINT_FIELDS for value in (getattr(point, name),)]
 
 
 class DeepSpeedModelBased(Strategy):
@@ -55,12 +55,12 @@ class DeepSpeedModelBased(Strategy):
         self.order = list(self.rng.permutation(len(self.points)))  # random until the first fit
 
     def propose(self) -> Point | None:
-        return next((self.points[i] for i in self.order if point_key(self.points[i]) not in self.results), None)
+        return next((self.points[i] for i in self.order if self.points[i].key() not in self.results), None)
 
     def learn(self, point: Point, result: TrialResult) -> None:
         if len(self.results) < INIT_POINTS:
             return
-        index = {point_key(p): i for i, p in enumerate(self.points)}
+        index = {p.key(): i for i, p in enumerate(self.points)}
         measured = [index[key] for key in self.results]
         scores = np.array([r.tokens_per_s if r.ok and r.tokens_per_s else 0.0 for r in self.results.values()],
                           dtype=np.float32)

@@ -6,7 +6,6 @@ import random
 
 from autoscale.point import Point
 from autoscale.strategies.base import SearchContext, Strategy
-from autoscale.study import point_key
 
 
 class RandomOrder(Strategy):
@@ -17,4 +16,4 @@ class RandomOrder(Strategy):
         self.order = random.Random(seed).sample(self.points, len(self.points))
 
     def propose(self) -> Point | None:
-        return next((p for p in self.order if point_key(p) not in self.results), None)
+        return next((p for p in self.order if p.key() not in self.results), None)

@@ -17,19 +17,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from autoscale.budget import MemoryBudget, acceptable
 from autoscale.costmodel import point_predictor
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware, get_hardware
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
-from autoscale.results import KNOB_COLUMNS, TrialRecord, write_trials_csv
-from autoscale.space import KNOBS, SearchSpace
+from autoscale.point import KNOB_NAMES
+from autoscale.results import TrialRecord, write_trials_csv
+from autoscale.space import SearchSpace
 from autoscale.strategies import STRATEGIES, SearchContext, Strategy, make_strategy
-from autoscale.study import point_key
 
-NEAR_BEST = 0.03  # the issue's "within 3% of the table's best"
-INTEGER_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
+NEAR_BEST = 0.03  # "near-best": within 3% of the table's best
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,17 +49,14 @@ class ReplayTable:
         return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
 
     @property
-    def memory_limit_bytes(self) -> int:
+    def usable_bytes(self) -> int:
         """Per rank, the limit `autoscale tune` holds a config to on this table's machine."""
-        from autoscale.session import memory_limit_per_rank
-
-        return memory_limit_per_rank(self.hardware, self.world_size)
+        return MemoryBudget.for_hardware(self.hardware, self.world_size).usable_bytes
 
     def acceptable(self, result: TrialResult) -> bool:
-        """Ran, and within the memory limit: a config the tuner could recommend (`results.best_record`).
-        A trial that ran past the tuner's headroom is no answer, however fast, so it is no target either."""
-        return (result.ok and bool(result.tokens_per_s)
-                and (result.peak_bytes is None or result.peak_bytes <= self.memory_limit_bytes))
+        """A config the tuner could recommend (`budget.acceptable`): a trial that ran past the usable
+        memory is no answer, however fast, so it is no target either."""
+        return acceptable(result, self.usable_bytes)
 
     def best_tokens_per_s(self) -> float:
         usable = [r.tokens_per_s for r in self.results.values() if self.acceptable(r)]
@@ -75,7 +72,7 @@ class ReplayTable:
         return SearchContext(space=self.space, global_batch=self.global_batch, world_size=self.world_size,
                              predictor=point_predictor(self.spec, self.hardware, world_size=self.world_size,
                                                        seq_len=self.seq_len, warm_ranks=self.warm_ranks),
-                             memory_limit_bytes=self.memory_limit_bytes)
+                             usable_bytes=self.usable_bytes)
 
 
 def sidecar_path(csv_path: Path) -> Path:
@@ -106,10 +103,10 @@ def rows_of(frame: pd.DataFrame) -> list[TrialRecord]:
     """The measured rows of a trials.csv-shaped frame as records (a pruned row was never measured)."""
     records, seen = [], set()
     for row in frame.to_dict("records"):
-        point = Point(**{k: (int(row[k]) if k in INTEGER_KNOBS else str(row[k])) for k in KNOB_COLUMNS})
-        if point_key(point) in seen:
+        point = Point.from_row(row)
+        if point.key() in seen:
             raise UserError(f"point {point.short()} appears twice in the table")
-        seen.add(point_key(point))
+        seen.add(point.key())
         status = str(row["status"])
         if status not in ("ok", "failed"):
             continue
@@ -128,7 +125,8 @@ def rows_of(frame: pd.DataFrame) -> list[TrialRecord]:
 
 def _space_from_table(name: str, frame: pd.DataFrame) -> SearchSpace:
     """A sidecar without the space's choices: the table's distinct values, in ascending order."""
-    return SearchSpace(name, {k: tuple(sorted(frame[k].dropna().unique().tolist())) for k in KNOBS})
+    return SearchSpace(name, {k: tuple(sorted(frame[k].dropna().unique().tolist())) for k in KNOB_NAMES
+                              if k in frame.columns})
 
 
 def _hardware(sidecar: dict) -> Hardware:
@@ -155,9 +153,9 @@ def load_table(csv_path: Path) -> ReplayTable:
     table = ReplayTable(name=sidecar.get("name", csv_path.stem), synthetic=bool(sidecar.get("synthetic", False)),
                         spec=spec, hardware=_hardware(sidecar), world_size=int(sidecar["world_size"]),
                         seq_len=int(sidecar["seq_len"]), global_batch=int(sidecar["global_batch"]), space=space,
-                        results={point_key(r.point): r.result for r in rows_of(frame)},
+                        results={r.point.key(): r.result for r in rows_of(frame)},
                         warm_ranks=sidecar.get("runner") == "pool")
-    missing = [p.short() for p in table.points() if point_key(p) not in table.results]
+    missing = [p.short() for p in table.points() if p.key() not in table.results]
     if missing:
         raise UserError(f"table {csv_path} lacks {len(missing)} point(s) of its space, e.g. {missing[0]}: "
                         "a replay needs the whole space measured")
@@ -168,7 +166,7 @@ def trials_to_near_best(strategy: Strategy, table: ReplayTable, *, tolerance: fl
     """Trials launched up to and including the first near-best one; None if the strategy never gets there."""
     seen: set[tuple] = set()
     while (point := strategy.propose()) is not None:
-        key = point_key(point)
+        key = point.key()
         if key in seen:
             raise RuntimeError(f"strategy {strategy.name!r} proposed {point.short()} twice")
         if key not in table.results:
@@ -238,7 +236,7 @@ class Goal:
 
 
 def goals(rows: list[SummaryRow], *, ours: str = "autoscale") -> list[Goal]:
-    """Issue 9's goal: ours needs at most a third of grid's trials and half of random's median."""
+    """The goal: ours needs at most a third of grid's trials and half of random's median."""
     by_name = {r.strategy: r for r in rows}
     mine = by_name.get(ours)
 

@@ -16,10 +16,11 @@ from autoscale.costmodel import point_predictor
 from autoscale.engine.request import TrialResult
 from autoscale.hardware import Hardware
 from autoscale.models.spec import ModelSpec
-from autoscale.results import TrialRecord, utc_now, versions
-from autoscale.space import KNOBS, SearchSpace
+from autoscale.results import TrialRecord
+from autoscale.provenance import utc_now, versions
+from autoscale.point import KNOB_NAMES as KNOBS
+from autoscale.space import SearchSpace
 from autoscale.strategies.replay import ReplayTable, sidecar_dict
-from autoscale.study import point_key
 
 
 def synthetic_records(*, spec: ModelSpec, hardware: Hardware, world_size: int, seq_len: int, global_batch: int,
@@ -40,8 +41,8 @@ def synthetic_records(*, spec: ModelSpec, hardware: Hardware, world_size: int, s
             tokens_per_s = prediction.tokens_per_s * float(np.exp(rng.normal(0, point_sigma)))
             for knob in KNOBS:
                 tokens_per_s *= knob_factor[(knob, getattr(point, knob))]
-            if peak > prediction.memory_limit_bytes:
-                result = TrialResult.failed(f"oom: synthetic: peak {peak} B above {prediction.memory_limit_bytes} B")
+            if peak > prediction.budget.device_bytes:
+                result = TrialResult.failed(f"oom: synthetic: peak {peak} B above {prediction.budget.device_bytes} B")
             else:
                 result = TrialResult(status="ok", tokens_per_s=tokens_per_s, samples_per_s=tokens_per_s / seq_len,
                                      peak_bytes=peak, step_s=global_batch * seq_len / tokens_per_s)
@@ -67,5 +68,5 @@ def synthetic_table(*, name: str, spec: ModelSpec, hardware: Hardware, world_siz
                                  "not measured"))
     table = ReplayTable(name=name, synthetic=True, spec=spec, hardware=hardware, world_size=world_size,
                         seq_len=seq_len, global_batch=global_batch, space=space,
-                        results={point_key(r.point): r.result for r in records})
+                        results={r.point.key(): r.result for r in records})
     return table, records, sidecar

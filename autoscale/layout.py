@@ -1,0 +1,108 @@
+"""The rules that lay a point out on a world of ranks and a model, and the one way to build points.
+
+`Point` checks what a point alone can get wrong; here live the rules that also need the world size,
+the global batch or the model: model-parallel degrees that divide the ranks and the model, what
+DeepSpeed's engines combine, and the gradient accumulation that keeps the global batch fixed. Every
+command reaches them through `build_point` or `check_layout`, so each rule has one message, naming
+the flag or space key to change. Enumerating a space skips the points a rule refuses and counts them
+by rule (`enumerate_points`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from autoscale.errors import RuleError, UserError
+from autoscale.point import KNOB_NAMES, Point, knob_ref
+
+if TYPE_CHECKING:
+    from autoscale.models.spec import ModelSpec
+
+
+def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = None) -> None:
+    """Raise RuleError when `point` cannot be laid out on `world_size` ranks (of `spec`, when given)."""
+    if world_size <= 0:
+        raise UserError(f"the number of ranks must be positive, got {world_size} (--nproc or --gpus)")
+    model_parallel = point.tp * point.pp
+    if world_size % model_parallel:
+        raise RuleError("tp x pp does not divide the ranks",
+                        f"{world_size} ranks are not divisible by tp {point.tp} x pp {point.pp}: change "
+                        f"{knob_ref('tp')} or {knob_ref('pp')}, or the ranks (--nproc or --gpus)")
+    if point.pp > 1 and point.zero_stage >= 2:
+        raise RuleError("pipeline with ZeRO-2/3",
+                        f"DeepSpeed's pipeline engine runs ZeRO stage 0 or 1 only, got ZeRO {point.zero_stage} "
+                        f"with pp {point.pp}: change {knob_ref('zero_stage')} or {knob_ref('pp')}")
+    if spec is None:
+        return
+    if spec.n_heads % point.tp:
+        raise RuleError("tp does not divide the heads",
+                        f"tp {point.tp} does not divide the {spec.n_heads} attention heads of {spec.name}: "
+                        f"change {knob_ref('tp')}")
+    if point.pp > spec.n_layers:
+        raise RuleError("pp exceeds the layers",
+                        f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}: change {knob_ref('pp')}")
+
+
+def grad_accum_for(knobs: Mapping, *, global_batch: int, world_size: int) -> int:
+    """Micro-steps per optimizer step so that micro_batch x grad_accum x data-parallel = the global batch."""
+    model_parallel = knobs.get("tp", 1) * knobs.get("pp", 1)
+    data_parallel = world_size // model_parallel if world_size % model_parallel == 0 else 0
+    per_micro_step = knobs.get("micro_batch", 1) * data_parallel
+    if data_parallel == 0 or global_batch % per_micro_step:
+        raise RuleError("global batch not a multiple of micro-batch x data-parallel",
+                        f"global batch {global_batch} is not a multiple of micro-batch "
+                        f"{knobs.get('micro_batch', 1)} x data-parallel size {data_parallel}: change --global-batch "
+                        f"or {knob_ref('micro_batch')}")
+    return global_batch // per_micro_step
+
+
+def build_point(knobs: Mapping, *, global_batch: int, world_size: int, spec: "ModelSpec | None" = None) -> Point:
+    """The point for these knob values, its gradient accumulation derived; RuleError when a rule refuses it."""
+    point = Point(**knobs, grad_accum=1)  # the point's own rules first: their messages are the most specific
+    check_layout(point, world_size=world_size, spec=spec)
+    return Point(**knobs, grad_accum=grad_accum_for(knobs, global_batch=global_batch, world_size=world_size))
+
+
+def enumerate_points(choices: Mapping[str, Sequence], *, global_batch: int, world_size: int,
+                     spec: "ModelSpec | None" = None) -> tuple[list[Point], Counter]:
+    """Every point of the product of `choices` (knob -> values; knobs left out take their defaults)
+    that can be laid out, in product order, and how many each rule skipped."""
+    names = [name for name in KNOB_NAMES if name in choices]
+    points, skipped = [], Counter()
+    for values in itertools.product(*(choices[name] for name in names)):
+        try:
+            points.append(build_point(dict(zip(names, values)), global_batch=global_batch,
+                                      world_size=world_size, spec=spec))
+        except RuleError as error:
+            skipped[error.rule] += 1
+    return points, skipped
+
+
+def describe_skipped(skipped: Counter) -> str:
+    """`skipped` as one line for consoles: "12 offload needs ZeRO >= 1, 4 pipeline with ZeRO-2/3"."""
+    return ", ".join(f"{count} {rule}" for rule, count in skipped.most_common())
+
+
+SEQUENCES_PER_RANK = 8
+"""The default global batch per rank, in sequences, for every command that takes --global-batch."""
+
+DEFAULT_SEQ_LEN = 1024
+"""The default sequence length, capped by the model's maximum, for every command that takes --seq-len."""
+
+
+def resolve_seq_len(spec: "ModelSpec", seq_len: int | None) -> int:
+    """--seq-len, or the default: the same for `tune`, `estimate` and plans, so one model gives one figure."""
+    if seq_len is None:
+        return min(spec.max_seq_len, DEFAULT_SEQ_LEN)
+    if not 0 < seq_len <= spec.max_seq_len:
+        raise UserError(f"--seq-len {seq_len} is outside 1..{spec.max_seq_len}, {spec.name}'s maximum")
+    return seq_len
+
+
+def resolve_global_batch(global_batch: int | None, *, world_size: int) -> int:
+    """--global-batch, or `SEQUENCES_PER_RANK` sequences per rank."""
+    if global_batch is not None and global_batch <= 0:
+        raise UserError(f"--global-batch must be positive, got {global_batch}")
+    return global_batch or SEQUENCES_PER_RANK * world_size

@@ -1,0 +1,56 @@
+"""One set of layout rules: each with one message naming what to change, and counted when enumerating."""
+
+import math
+
+import pytest
+
+from autoscale.errors import RuleError, UserError
+from autoscale.layout import build_point, check_layout, enumerate_points
+from autoscale.models.presets import resolve_model
+from autoscale.point import KNOB_NAMES, KNOBS, Point
+from autoscale.space import _SpaceFile
+
+
+def test_pipeline_with_zero_3_names_the_rule_and_the_knobs_to_change():
+    with pytest.raises(RuleError, match=r"pipeline engine runs ZeRO stage 0 or 1 only.*zero_stage \(--zero-stage\)"):
+        build_point({"zero_stage": 3, "pp": 2}, global_batch=8, world_size=2)
+
+
+def test_an_impossible_global_batch_names_the_flag():
+    with pytest.raises(RuleError, match="--global-batch"):
+        build_point({"micro_batch": 3}, global_batch=8, world_size=2)
+
+
+def test_model_rules_need_the_model():
+    spec = resolve_model("gpt-tiny")
+    point = Point(tp=spec.n_heads + 1)
+    check_layout(point, world_size=point.tp)  # without the model nothing refuses it
+    with pytest.raises(RuleError, match=r"does not divide the .* attention heads.*tp \(--tp\)"):
+        check_layout(point, world_size=point.tp, spec=spec)
+
+
+def test_enumeration_skips_what_the_rules_refuse_and_counts_it_by_rule():
+    choices = {"zero_stage": (0, 2), "micro_batch": (1, 3), "offload": ("none", "cpu"), "pp": (1, 2)}
+    points, skipped = enumerate_points(choices, global_batch=8, world_size=2)
+    assert skipped == {"offload needs ZeRO >= 1": 4, "pipeline with ZeRO-2/3": 4,
+                       "global batch not a multiple of micro-batch x data-parallel": 4}
+    assert len(points) + sum(skipped.values()) == math.prod(len(v) for v in choices.values())
+    assert all(p.global_batch(2) == 8 for p in points)
+
+
+def test_a_bad_value_names_its_space_key_and_flag():
+    with pytest.raises(UserError, match=r"precision \(--precision\) must be one of fp32, bf16, fp16"):
+        Point(precision="fp64")
+
+
+def test_the_space_file_has_one_key_per_knob():
+    assert set(_SpaceFile.model_fields) == {"description", *KNOB_NAMES}
+
+
+def test_a_csv_row_reads_back_with_each_fields_type_and_defaults_for_missing_columns():
+    point = Point(zero_stage=2, micro_batch=4, grad_accum=2, precision="bf16")
+    row = {k: (float(v) if isinstance(v, int) else v) for k, v in point.as_dict().items()}  # as pandas reads it
+    row.pop("kernels")  # a table written before the column existed
+    row["tp"] = float("nan")
+    assert Point.from_row(row) == point
+    assert all(k.default == getattr(Point(), k.name) for k in KNOBS)
