@@ -27,7 +27,7 @@ RUN_ATTR = "autoscale_run"
 POINT_ATTR = "autoscale_point"  # set when a trial starts measuring: an interrupted trial still says what it ran
 BASELINE_ATTR = "autoscale_baseline"
 HEARTBEAT_S = 5  # Optuna marks a RUNNING trial without a heartbeat for 4x this as FAIL, and retries it once
-INTERRUPTED = "crash: interrupted (the tuner stopped during this trial)"
+INTERRUPTED = "interrupted: the tuner stopped during this trial"
 
 
 def open_study(*, storage: str, study_name: str, resume: bool, sampler: optuna.samplers.BaseSampler | None = None,

@@ -22,7 +22,9 @@ from autoscale.point import Point
 from autoscale.results import RunInfo, TrialRecord, summary_dict, write_summary, write_trials_csv
 from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
-from autoscale.strategies.ours import SEED_POINTS, Autoscale, tpe_sampler
+from autoscale.costmodel import rank_predictions
+from autoscale.errors import UserError
+from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
 from autoscale.study import RUN_ATTR, heartbeat, open_study, records_of
 
 __all__ = ["TuneConfig", "TuneOutcome", "tune"]
@@ -120,6 +122,8 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     observer = observer or SilentObserver()
     space = config.space.for_backend(config.backend, global_batch=config.global_batch,
                                      world_size=config.nproc)  # before the study: a bad input must not touch it
+    if predictor is not None:
+        check_something_fits(config, space, predictor)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
                        sampler=tpe_sampler(config.seed))
@@ -166,3 +170,18 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
         save()
     records = save()
     return TuneOutcome(records=records, summary=summary_dict(info, records), stopped_because=stopped_because)
+
+
+def check_something_fits(config: TuneConfig, space: SearchSpace, predictor: Predictor) -> None:
+    """Stop before any trial when the cost model predicts nothing of the space to fit: each trial
+    would run until the allocator or the kernel's OOM killer ends it, and on a shared host the
+    killer may pick someone else's process."""
+    why = nothing_fits(rank_predictions(space.points(global_batch=config.global_batch, world_size=config.nproc),
+                                        predictor))
+    if why is None:
+        return
+    hints = ["plan for a cluster with --backend model --hardware NAME --gpus N", "a smaller --model"]
+    if "cpu" not in space.choices["offload"]:
+        hints.append("optimizer offload (offload: [cpu] in the space, with zero_stage >= 1)")
+    raise UserError(f"{config.spec.name} does not fit on {config.nproc} {config.backend} rank(s) with global batch "
+                    f"{config.global_batch}: {why}; try {', or '.join(hints)}")

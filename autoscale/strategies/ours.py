@@ -4,11 +4,13 @@
 the replay benchmark drives it against a table of measurements. The policy:
 - the opening: the cost model's `seed_points` fastest points predicted to fit, then the fastest
   borderline point worth the risk (`costmodel.worth_the_risk`), then the baseline, which a tuning run
-  always measures (within its trial budget: `opening_order`);
+  always measures (within its trial budget: `opening_order`): every knob at its default, or, where
+  the model predicts that not to fit, the fitting point with the smallest predicted peak
+  (`choose_baseline`);
 - then constrained TPE over the space's define-by-run parameters;
 - a point predicted past the usable memory is recorded as pruned and told to the sampler as
-  infeasible without a launch (never the baseline, nor a borderline point worth the risk), so TPE
-  learns the region does not fit; a measured peak past the usable memory is infeasible too.
+  infeasible without a launch (never a borderline point worth the risk), so TPE learns the region
+  does not fit; a measured peak past the usable memory is infeasible too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 import optuna
 from optuna.trial import TrialState
 
-from autoscale.costmodel import Prediction, rank_predictions, worth_the_risk
+from autoscale.costmodel import Prediction, Predictor, rank_predictions, worth_the_risk
 from autoscale.point import Point, baseline_point
 from autoscale.results import TrialRecord
 from autoscale.strategies.ask_tell import AskTellStrategy
@@ -36,9 +38,10 @@ class Autoscale(AskTellStrategy):
         """`budget`: trials the driver will launch, the baseline within it; `always_baseline`: measure the
         baseline even where it lies outside the space (a tuning run's speed-up is of one run)."""
         super().__init__(context, seed=seed, study=study, **options)
-        self.baseline = baseline_point(context.global_batch, context.world_size)
         ranked = rank_predictions(self.points, context.predictor) if context.predictor else []
         self.predictions: dict[tuple, Prediction] = {p.key(): pr for p, pr in ranked}
+        self.baseline, self.baseline_note = choose_baseline(baseline_point(context.global_batch, context.world_size),
+                                                            ranked, context.predictor)
         self.risked = {p.key() for p in worth_the_risk(ranked)} if seed_points else set()
         self._open(ranked, seed_points, budget, always_baseline)
 
@@ -65,8 +68,7 @@ class Autoscale(AskTellStrategy):
 
     def launchable(self, point: Point) -> bool:
         prediction = self.predictions.get(point.key())
-        return (point.key() == self.baseline.key() or prediction is None or prediction.fits
-                or point.key() in self.risked)
+        return prediction is None or prediction.fits or point.key() in self.risked
 
     def predicted(self, point: Point) -> dict:
         prediction = self.predictions.get(point.key())
@@ -100,6 +102,31 @@ class Autoscale(AskTellStrategy):
 def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
     """Multivariate TPE; Optuna reads the constraint `Autoscale.report` sets on each trial."""
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True)
+
+
+def choose_baseline(default: Point, ranked: list[tuple[Point, Prediction]],
+                    predictor: Predictor | None) -> tuple[Point, str | None]:
+    """The baseline speed-ups are measured against: every knob at its default, unless the cost model
+    predicts that not to fit; then the fitting point with the smallest predicted peak, and a note
+    saying so. A baseline that OOMs measures nothing and, on a shared host, may take others down."""
+    prediction = predictor(default) if predictor is not None else None
+    if prediction is None or prediction.fits:
+        return default, None
+    fitting = [(p, pr) for p, pr in ranked if pr.fits]
+    if not fitting:
+        return default, None  # nothing fits: the driver stops before any trial (`nothing_fits`)
+    smallest, its_prediction = min(fitting, key=lambda pair: pair[1].peak_bytes)
+    return smallest, (f"baseline: {smallest.short()}, the smallest config predicted to fit "
+                      f"(the default {default.short()} is {prediction.memory_verdict()})")
+
+
+def nothing_fits(ranked: list[tuple[Point, Prediction]]) -> str | None:
+    """Why no trial should start, when the cost model predicts no point of the space to fit, even
+    within its memory error; None when something may."""
+    if not ranked or any(pr.fits or pr.borderline for _, pr in ranked):
+        return None
+    smallest = min((pr for _, pr in ranked), key=lambda pr: pr.peak_bytes)
+    return f"the smallest predicted peak is {smallest.budget.against(smallest.peak_bytes)}"
 
 
 def opening_seeds(ranked: list[tuple[Point, Prediction]], count: int) -> list[Point]:
