@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from autoscale.errors import UserError
 
 ZERO_STAGES = (0, 1, 2, 3)
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: fp8 matmuls, bf16 elsewhere
 CHECKPOINTING = ("none", "selective", "full")
 OFFLOADS = ("none", "cpu")
 
@@ -25,6 +25,10 @@ KNOB_VALUES: dict[str, tuple | None] = {
     "kernels": None,
     "tp": None,
     "pp": None,
+    "sp": None,
+    "cp": None,
+    "vpp": None,
+    "megatron_sp": (False, True),
 }
 
 
@@ -39,11 +43,15 @@ class Point:
     kernels: str = "torch"
     tp: int = 1
     pp: int = 1
+    sp: int = 1  # Ulysses sequence-parallel degree
+    cp: int = 1  # context-parallel degree
+    vpp: int = 1  # virtual pipeline stages per pipeline rank (interleaved 1F1B)
+    megatron_sp: bool = False  # Megatron sequence parallelism on top of tp
 
     def __post_init__(self) -> None:
         if self.zero_stage not in ZERO_STAGES:
             raise UserError(f"zero_stage must be one of {ZERO_STAGES}, got {self.zero_stage!r}")
-        for name in ("micro_batch", "grad_accum", "tp", "pp"):
+        for name in ("micro_batch", "grad_accum", "tp", "pp", "sp", "cp", "vpp"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
@@ -53,6 +61,12 @@ class Point:
                 raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.offload != "none" and self.zero_stage == 0:
             raise UserError("offload needs ZeRO stage 1 or higher (DeepSpeed offloads ZeRO partitions)")
+        if not isinstance(self.megatron_sp, bool):
+            raise UserError(f"megatron_sp must be true or false, got {self.megatron_sp!r}")
+        if self.vpp > 1 and self.pp == 1:
+            raise UserError(f"vpp {self.vpp} needs pp > 1 (virtual stages interleave a pipeline)")
+        if self.megatron_sp and self.tp == 1:
+            raise UserError("megatron_sp needs tp > 1 (it splits the tensor-parallel group's activations)")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +77,8 @@ class Point:
         return cls(**{k: v for k, v in values.items() if k in names})
 
     def data_parallel(self, world_size: int) -> int:
-        return world_size // (self.tp * self.pp)
+        """Ranks that see different samples: sequence- and context-parallel ranks share a sample."""
+        return world_size // (self.tp * self.pp * self.sp * self.cp)
 
     def global_batch(self, world_size: int) -> int:
         return self.micro_batch * self.grad_accum * self.data_parallel(world_size)
