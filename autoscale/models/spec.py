@@ -13,9 +13,12 @@ from autoscale.errors import UserError
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "swiglu")
 POSITIONS = ("learned", "rotary")
-ATTENTIONS = ("flash", "eager")
-"""flash: fused attention (FlashAttention, PyTorch SDPA) keeps the output and log-sum-exp, never the
-s x s scores (Dao et al. 2022, Sec. 3.1); eager: the scores, softmax and dropout mask are
+ATTENTIONS = ("sdpa", "flash", "eager")
+"""How the attention core runs. Fused kernels keep the output and log-sum-exp, never the s x s
+scores (Dao et al. 2022, Sec. 3.1). sdpa: PyTorch's scaled_dot_product_attention on (B, nh, T, hd)
+tensors, whose output is transposed into a new tensor for the out-projection (autoscale's own
+model); flash: a kernel on (B, T, nh, hd) tensors, whose output is the out-projection's input
+(FlashAttention's flash_attn_func, as MPT uses it); eager: the scores, softmax and dropout mask are
 materialised, as in Megatron-LM before flash attention (Korthikanti et al. 2022, Sec. 4.1)."""
 
 
@@ -41,7 +44,7 @@ class ModelSpec:
     position: str = "learned"
     bias: bool = True
     tie_embeddings: bool = True
-    attention: str = "flash"
+    attention: str = "sdpa"
     norm_eps: float = 1e-5
     source: str = field(default="", compare=False)
 
