@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,19 @@ class Fit:
     memory_error_after: float
 
 
+def _knob_value(name: str, text: str):
+    """A trials.csv cell as the Point field's type (integers and flags are written as text)."""
+    kind = _KNOB_TYPES.get(name)
+    if kind == "bool":
+        return text.strip().lower() in ("true", "1")
+    if kind == "int":
+        return int(text)
+    return text
+
+
+_KNOB_TYPES = {field.name: str(field.type) for field in fields(Point)}
+
+
 def read_study(run_dir: Path) -> Study:
     """The measured `ok` trials of a run folder and the setting they were measured in."""
     trials_path, summary_path = run_dir / "trials.csv", run_dir / "summary.json"
@@ -82,8 +95,7 @@ def read_study(run_dir: Path) -> Study:
         for row in csv.DictReader(handle):
             if row.get("status") != "ok" or not row.get("tokens_per_s") or not row.get("peak_bytes"):
                 continue
-            point = Point.from_dict({k: (int(v) if k in ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
-                                         else v) for k, v in row.items() if v != ""})
+            point = Point.from_dict({k: _knob_value(k, v) for k, v in row.items() if v != ""})
             observations.append(Observation(point=point, tokens_per_s=float(row["tokens_per_s"]),
                                             peak_bytes=float(row["peak_bytes"])))
     if not observations:

@@ -68,14 +68,22 @@ def check_layout(spec: ModelSpec, point: Point, *, world_size: int) -> None:
 
 
 def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
-            params: EfficiencyParams | None = None, pipeline_chunks: int = 1) -> Prediction:
+            params: EfficiencyParams | None = None) -> Prediction:
     """Predicted memory per rank and step time of `point` on `world_size` ranks of `hardware`.
 
     On `cpu` all ranks share one machine: each rank may use memory / world_size, and the peak
     FLOP/s and memory bandwidth are shared. `params` defaults to the calibration for the hardware
-    (`load_params`). `pipeline_chunks` > 1 models Megatron's interleaved 1F1B schedule.
+    (`load_params`).
     """
     check_layout(spec, point, world_size=world_size)
+    sequence_ranks = point.sp * point.cp
+    if world_size % (point.tp * point.pp * sequence_ranks):
+        raise UserError(f"{world_size} ranks are not divisible by tp {point.tp} x pp {point.pp} x "
+                        f"sp {point.sp} x cp {point.cp}")
+    if spec.n_heads % (point.tp * point.sp):
+        raise UserError(f"tp {point.tp} x sp {point.sp} does not divide the {spec.n_heads} attention heads of {spec.name}")
+    if seq_len % sequence_ranks:
+        raise UserError(f"sp {point.sp} x cp {point.cp} does not divide the sequence length {seq_len}")
     if seq_len <= 0 or seq_len > spec.max_seq_len:
         raise UserError(f"seq_len must be in 1..{spec.max_seq_len} for {spec.name}, got {seq_len}")
     params = params or load_params(hardware.name)
@@ -83,7 +91,7 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
     placement = Placement(ranks_per_node=world_size if on_cpu else hardware.gpus_per_node, shared_device=on_cpu)
     memory = memory_breakdown(spec, point, world_size=world_size, seq_len=seq_len, on_cpu=on_cpu, params=params)
     time = time_breakdown(spec, point, hardware, world_size=world_size, seq_len=seq_len, placement=placement,
-                          params=params, pipeline_chunks=pipeline_chunks)
+                          params=params)
     limit = hardware.memory_bytes // world_size if on_cpu else hardware.memory_bytes
     return Prediction(memory=memory, time=time, memory_limit_bytes=limit,
                       fits=memory.peak_bytes <= MEMORY_MARGIN * limit)
