@@ -290,10 +290,13 @@ def test_fp8_runs_only_the_matmuls_faster():
     assert fp8.peak_bytes == bf16.peak_bytes  # weights and activations stay bf16
 
 
-def test_collective_latency_grows_with_the_log_of_ranks_at_scale():
+def test_all_reduce_latency_grows_with_the_log_of_ranks_and_all_gather_with_the_ranks():
     from autoscale.costmodel.comm import latency_steps
 
-    assert latency_steps(4) == 3 and latency_steps(1024) == 20
+    latency_only = Link(bytes_per_s=1e30, latency_s=1.0)
+    assert latency_steps(4) == 2 and latency_steps(1024) == 10
+    assert all_reduce_s(1.0, 1024, latency_only) == pytest.approx(20.0)
+    assert all_gather_s(1.0, 1024, latency_only) == pytest.approx(1023.0)
 
 
 def test_each_gpu_family_has_its_own_fitted_efficiencies():

@@ -3,10 +3,11 @@
 Thakur, Rabenseifner and Gropp 2005, "Optimization of Collective Communication Operations in
 MPICH", Sec. 4 (ring all-gather and reduce-scatter: (n-1) steps of B/n bytes; all-reduce as
 reduce-scatter then all-gather), which is also NCCL's ring: an all-reduce moves 2(n-1)/n · B bytes
-over each rank's link ("bus bandwidth", NCCL tests' PERFORMANCE.md). The latency term is the
-ring's n-1 steps up to a few ranks and a tree's 2·log2(n) beyond (NCCL picks the double binary
-tree for latency-bound sizes at scale; Sanders, Speck and Träff 2009), so a collective over
-hundreds of ranks does not pay hundreds of hops.
+over each rank's link ("bus bandwidth", NCCL tests' PERFORMANCE.md). An all-reduce's latency term
+is the ring's 2(n-1) steps up to a few ranks and a tree's 2·log2(n) beyond (NCCL picks the double
+binary tree for all-reduce at scale; Sanders, Speck and Träff 2009); NCCL has no tree for
+all-gather and reduce-scatter, whose rings pay n-1 steps, so ZeRO-3's gathers slow down with the
+number of ranks.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class Link:
 
 
 def latency_steps(ranks: int) -> int:
-    """Sequential hops of one ring pass, or of a tree's way up and down when that is fewer."""
-    return min(ranks - 1, 2 * math.ceil(math.log2(ranks)))
+    """Sequential hops of one all-reduce pass: a ring's n-1, or a tree's way up or down when fewer."""
+    return min(ranks - 1, math.ceil(math.log2(ranks)))
 
 
 def all_reduce_s(size_bytes: float, ranks: int, link: Link) -> float:
@@ -39,7 +40,7 @@ def reduce_scatter_s(size_bytes: float, ranks: int, link: Link) -> float:
     """Ring reduce-scatter of a `size_bytes` buffer (each rank keeps 1/n): (n-1)/n · B / bw."""
     if ranks <= 1 or size_bytes <= 0:
         return 0.0
-    return latency_steps(ranks) * link.latency_s + (ranks - 1) / ranks * size_bytes / link.bytes_per_s
+    return (ranks - 1) * link.latency_s + (ranks - 1) / ranks * size_bytes / link.bytes_per_s
 
 
 def all_gather_s(size_bytes: float, ranks: int, link: Link) -> float:

@@ -47,7 +47,10 @@ class EfficiencyParams:
     """Multiplier on the GEMM efficiency for fp16/bf16 relative to the datasheet's 16-bit peak (a
     CPU without native bf16 dot products converts, and runs slower than its nominal figure)."""
     link_efficiency: float = 0.8
-    """Fraction of the datasheet link bandwidth a ring collective achieves (NCCL bus bandwidth)."""
+    """Fraction of the datasheet link bandwidth a ring collective achieves inside a node (NCCL bus
+    bandwidth over NVLink or PCIe)."""
+    inter_node_link_efficiency: float = 0.8
+    """The same across nodes, where NIC, switch and rail layout differ per cluster."""
     comm_overlap: float = 0.7
     """Fraction of overlappable data-parallel communication hidden behind backward
     (ZeRO-2/3 with DeepSpeed's overlap_comm); stage 0/1 reduce after backward, unhidden."""
@@ -94,10 +97,10 @@ GPU_DEFAULTS = EfficiencyParams(attention_efficiency=0.2)
 about the fitted families' level."""
 
 GPU_FAMILY_DEFAULTS = {
-    "a100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.697, attention_efficiency=0.266, link_efficiency=0.500,
-                    comm_overlap=0.737),
-    "h100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.559, attention_efficiency=0.159, link_efficiency=0.621,
-                    comm_overlap=0.893, fp8_matmul_speedup=1.641),
+    "a100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.703, attention_efficiency=0.265, link_efficiency=1.0,
+                    inter_node_link_efficiency=0.284, comm_overlap=0.796),
+    "h100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.565, attention_efficiency=0.159, link_efficiency=0.589,
+                    inter_node_link_efficiency=1.0, comm_overlap=0.891, fp8_matmul_speedup=1.638),
 }
 """Efficiencies fitted to published training runs (`benchmarks/validate_gpu.py`, which prints this
 fit and the leave-one-source-out fits beside it): least squares on log tokens/s per GPU over
@@ -108,9 +111,10 @@ measurements, with DeepSpeed, Megatron-LM, FSDP and torchtitan; a trial-based ca
 
 GPU_MEMORY_ERROR = 0.20
 """Relative error of the predicted peak on the published GPU runs whose peak memory is printed and
-whose recompute policy the model describes (`benchmarks/validate_gpu.py`, memory table: BLOOM's
-177B variant and torchtitan's full-recompute runs, 14 rows; the largest |error| is 19%, rounded
-up). torchtitan's per-op selective recompute keeps about half of what our "selective" keeps and
+whose recompute policy the model describes (`benchmarks/validate_gpu.py` prints the derivation
+under its memory table: BLOOM's 177B variant and torchtitan's full-recompute runs, 13 rows,
+median |error| 10.8%, largest 19.0%, rounded up). torchtitan's per-op selective checkpointing keeps
+far less than the model's "selective" (Korthikanti et al.'s attention-core recompute) and
 is left out. A CUDA point predicted past the margin by less than this may still fit."""
 CPU_DEFAULTS = EfficiencyParams(
     gemm_efficiency_max=0.45, gemm_half_width=64.0, gemm_half_tokens=64.0, half_precision_speed=1.0,

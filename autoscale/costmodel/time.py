@@ -118,7 +118,8 @@ def _link(hardware: Hardware, params: EfficiencyParams, *, crosses_nodes: bool, 
     rank, never beyond the node's own fabric."""
     if crosses_nodes:
         nic_bytes_per_s = hardware.inter_node_gb_s * 1e9 * max(1, ranks_per_node)
-        return Link(bytes_per_s=min(nic_bytes_per_s, hardware.intra_node_gb_s * 1e9) * params.link_efficiency,
+        return Link(bytes_per_s=min(nic_bytes_per_s * params.inter_node_link_efficiency,
+                                    hardware.intra_node_gb_s * 1e9 * params.link_efficiency),
                     latency_s=hardware.inter_node_latency_us * 1e-6)
     return Link(bytes_per_s=hardware.intra_node_gb_s * 1e9 * params.link_efficiency,
                 latency_s=hardware.intra_node_latency_us * 1e-6)
