@@ -92,15 +92,16 @@ class EfficiencyParams:
     peak the engine measures, so zero by default."""
 
 
-GPU_DEFAULTS = EfficiencyParams(attention_efficiency=0.2)
+GPU_DEFAULTS = EfficiencyParams(attention_efficiency=0.2, pipeline_p2p_overlap=0.0)
 """A GPU outside the fitted families (below): the datasheet-scale guesses, the attention core at
-about the fitted families' level."""
+about the fitted families' level. Pipeline sends hide behind nothing: DeepSpeed's PipelineEngine
+runs them as blocking instructions between the compute ones (runtime/pipe/engine.py, p2p.py)."""
 
 GPU_FAMILY_DEFAULTS = {
-    "a100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.703, attention_efficiency=0.265, link_efficiency=1.0,
-                    inter_node_link_efficiency=0.284, comm_overlap=0.796),
-    "h100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.565, attention_efficiency=0.159, link_efficiency=0.589,
-                    inter_node_link_efficiency=1.0, comm_overlap=0.891, fp8_matmul_speedup=1.638),
+    "a100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.705, attention_efficiency=0.265, link_efficiency=1.0,
+                    inter_node_link_efficiency=0.470, comm_overlap=0.717),
+    "h100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.566, attention_efficiency=0.159, link_efficiency=0.590,
+                    inter_node_link_efficiency=1.0, comm_overlap=0.890, fp8_matmul_speedup=1.637),
 }
 """Efficiencies fitted to published training runs (`benchmarks/validate_gpu.py`, which prints this
 fit and the leave-one-source-out fits beside it): least squares on log tokens/s per GPU over

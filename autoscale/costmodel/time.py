@@ -23,9 +23,12 @@ communication, per step (DeepSpeed 0.19 with the engine's ds_config):
   With Megatron sequence parallelism each all-reduce becomes a reduce-scatter and an all-gather
   (Korthikanti et al. 2022 Sec. 4.2.2): the same bytes.
   Pipeline: one activation send and one gradient send per micro-batch, stage boundary and virtual
-  stage (Narayanan et al. 2021 Sec. 2.2.2: interleaving multiplies the sends by v); each
-  tensor-parallel rank sends the whole activation (DeepSpeed's pipeline engine), its 1/t share
-  with Megatron sequence parallelism, where the activation is already split.
+  stage (Narayanan et al. 2021 Sec. 2.2.2: interleaving multiplies the sends by v). Each
+  tensor-parallel rank is charged the whole activation, its 1/t share only under Megatron
+  sequence parallelism, where the activation is already split. Sec. 4.1's scatter/gather would
+  send 1/t always; charging the whole activation fits BLOOM's DeepSpeed pipeline runs better
+  (benchmarks/validate_gpu.py: within-sweep Spearman 0.77 against 0.45), so it stands in for
+  per-micro-batch pipeline costs the model does not itemise.
   Context parallelism: K and V all-gathered over the cp ranks per layer in forward, again in
   backward with a reduce-scatter of their gradients (the all-gather variant, Llama Team 2024
   Sec. 3.3.2), overlapped with compute like ZeRO's collectives.
