@@ -302,3 +302,14 @@ def test_all_reduce_latency_grows_with_the_log_of_ranks_and_all_gather_with_the_
 def test_each_gpu_family_has_its_own_fitted_efficiencies():
     assert default_params("h100-96gb-hbm2e-500w") == default_params("h200") == default_params("h100-sxm")
     assert default_params("a100-40gb") == default_params("a100-80gb") != default_params("h100-sxm")
+
+
+def test_a_hugging_face_config_asking_for_flash_attention_keeps_less_per_layer():
+    from autoscale.models.hf_config import spec_from_hf_dict
+
+    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 1024, "num_attention_heads": 16,
+              "vocab_size": 1000, "max_position_embeddings": 2048, "intermediate_size": 2816}
+    default, flash = (spec_from_hf_dict(config | extra, name="m") for extra in ({}, {"attn_implementation": "flash_attention_2"}))
+    assert (default.attention, flash.attention) == ("sdpa", "flash")
+    sizes = [predict(spec, point(), GPU, world_size=1, seq_len=2048).memory.activations_bytes for spec in (default, flash)]
+    assert sizes[1] < sizes[0]
