@@ -309,7 +309,9 @@ def test_a_hugging_face_config_asking_for_flash_attention_keeps_less_per_layer()
 
     config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 1024, "num_attention_heads": 16,
               "vocab_size": 1000, "max_position_embeddings": 2048, "intermediate_size": 2816}
-    default, flash = (spec_from_hf_dict(config | extra, name="m") for extra in ({}, {"attn_implementation": "flash_attention_2"}))
+    default, flash = (spec_from_hf_dict(config | extra, name="m")
+                      for extra in ({}, {"attn_implementation": "flash_attention_2"}))
     assert (default.attention, flash.attention) == ("sdpa", "flash")
-    sizes = [predict(spec, point(), GPU, world_size=1, seq_len=2048).memory.activations_bytes for spec in (default, flash)]
+    sizes = [predict(spec, point(), GPU, world_size=1, seq_len=2048).memory.activations_bytes
+             for spec in (default, flash)]
     assert sizes[1] < sizes[0]

@@ -4,7 +4,8 @@ One parameter set per GPU family (`Hardware.family`: chips that differ only in m
 share it). A handful of efficiencies are fitted (`FITTED`) by scipy's least_squares on the log
 ratio of predicted to measured tokens/s per GPU, searched in log space with a weak pull towards
 the defaults, every run weighted alike (weighting sources alike, 1/sqrt(rows) each, made the
-leave-one-source-out error worse: 11.3% against 9.1% median); memory is never fitted here, so its errors are out of sample everywhere.
+leave-one-source-out error worse when tried: 11.3% against 9.1% median). Memory is never fitted
+here, so its errors are out of sample everywhere.
 Leave-one-source-out: the parameters are fitted on every other source and scored on the one held
 out, the figure that says how the model does on data it has not seen.
 """
@@ -25,8 +26,8 @@ from autoscale.point import Point
 
 FITTED = ("gemm_efficiency_max", "attention_efficiency", "link_efficiency", "inter_node_link_efficiency",
           "comm_overlap", "fp8_matmul_speedup")
-BOUNDS = {"gemm_efficiency_max": (0.2, 1.0), "attention_efficiency": (0.05, 1.0), "link_efficiency": (0.1, 1.0), "inter_node_link_efficiency": (0.05, 1.0),
-          "comm_overlap": (0.05, 1.0), "fp8_matmul_speedup": (1.0, 2.0)}
+BOUNDS = {"gemm_efficiency_max": (0.2, 1.0), "attention_efficiency": (0.05, 1.0), "link_efficiency": (0.1, 1.0),
+          "inter_node_link_efficiency": (0.05, 1.0), "comm_overlap": (0.05, 1.0), "fp8_matmul_speedup": (1.0, 2.0)}
 PRIOR_WEIGHT = 0.1  # per parameter, in log units, against ~300 residuals of order 0.1
 
 
@@ -101,9 +102,12 @@ def fit_families(runs: list[PublishedRun]) -> dict[str, EfficiencyParams]:
     return {family: fit_family([run for run in runs if family_of(run) == family]) for family in families}
 
 
-def leave_one_source_out(runs: list[PublishedRun]) -> tuple[list[RunPrediction], dict[str, dict[str, EfficiencyParams]]]:
+FamilyParams = dict[str, EfficiencyParams]
+
+
+def leave_one_source_out(runs: list[PublishedRun]) -> tuple[list[RunPrediction], dict[str, FamilyParams]]:
     """Each run predicted with parameters fitted on the other sources only (a family no other
-    source measured falls back to the defaults); also returns the parameters used per held-out source."""
+    source measured falls back to the defaults); also the parameters used per held-out source."""
     predictions, used = [], {}
     for source in sorted({run.source for run in runs}):
         training = [run for run in runs if run.source != source]

@@ -185,7 +185,8 @@ def _published_row(row: dict) -> PublishedRun | None:
     return PublishedRun(source=source, label=f"{row['model']} {gpus}g tp{tp} pp{pp} cp{cp}", spec=spec,
                         hardware=get_hardware("a100-80gb-jean-zay" if source == "bloom" else row["gpu"]),
                         world_size=gpus, seq_len=seq_len, candidates=candidates,
-                        measured_tokens_per_s_per_gpu=measured, measured_peak_bytes=_peak_bytes(notes), sweep=sweep, notes=notes)
+                        measured_tokens_per_s_per_gpu=measured, measured_peak_bytes=_peak_bytes(notes),
+                        sweep=sweep, notes=notes)
 
 
 def korthikanti_model_flops_per_token(spec: ModelSpec, seq_len: int) -> float:

@@ -202,7 +202,8 @@ def time_breakdown(spec: ModelSpec, point: Point, hardware: Hardware, *, world_s
     tp_link = _link(hardware, params, crosses_nodes=point.tp > placement.ranks_per_node,
                     ranks_per_node=placement.ranks_per_node)
     tp_reduces = 6 if point.checkpointing == "full" else 4
-    tp_micro_batch_s = tp_reduces * layers_per_stage * all_reduce_s(micro_tokens * spec.hidden * element, point.tp, tp_link)
+    tp_micro_batch_s = tp_reduces * layers_per_stage * all_reduce_s(micro_tokens * spec.hidden * element, point.tp,
+                                                                     tp_link)
     sequence_overlappable_s, sequence_exposed_s = sequence_comm_s(spec, point, hardware, seq_len=seq_len,
                                                                   placement=placement, params=params)
 
