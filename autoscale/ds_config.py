@@ -14,12 +14,32 @@ from autoscale.point import Point, knob_ref
 BUCKET_ELEMENTS = 500_000_000
 
 
+def unexpressed(point: Point) -> str | None:
+    """What of `point` a DeepSpeed config cannot carry, or None. The cost model predicts such points
+    (published runs use them), but a ds_config written for them would silently train something else."""
+    if point.precision == "fp8":
+        return f"{knob_ref('precision')} fp8: DeepSpeed's config has no fp8 training (Transformer Engine is the user's model code)"
+    if point.megatron_sp:
+        return f"{knob_ref('megatron_sp')}: DeepSpeed has no Megatron sequence parallelism"
+    if point.cp > 1:
+        return f"{knob_ref('cp')} {point.cp}: DeepSpeed has no context (ring-attention) parallelism"
+    if point.vpp > 1:
+        return f"{knob_ref('vpp')} {point.vpp}: DeepSpeed's pipeline engine has no interleaved schedule"
+    if point.sp > 1:
+        return (f"{knob_ref('sp')} {point.sp}: Ulysses needs the model's attention wrapped in DistributedAttention "
+                "and a sequence-parallel mpu, which autoscale's config cannot carry")
+    return None
+
+
 def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.0) -> dict:
-    """A complete ds_config for `point` on `world_size` ranks.
+    """A complete ds_config for `point` on `world_size` ranks; UserError for what it cannot carry.
 
     No "optimizer" section: the trainer passes its own (a torch AdamW in the engine), which avoids
     DeepSpeed's JIT-built ops and is what HF Trainer, Accelerate and Lightning do too.
     """
+    refusal = unexpressed(point)
+    if refusal is not None:
+        raise UserError(f"no ds_config for {point.short()}: {refusal}")
     zero: dict = {"stage": point.zero_stage}
     if point.zero_stage >= 1:
         zero.update(contiguous_gradients=True, overlap_comm=point.zero_stage >= 2,

@@ -21,25 +21,31 @@ if TYPE_CHECKING:
     from autoscale.models.spec import ModelSpec
 
 
-def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = None) -> None:
-    """Raise RuleError when `point` cannot be laid out on `world_size` ranks (of `spec`, when given)."""
+def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = None,
+                 seq_len: int | None = None) -> None:
+    """Raise RuleError when `point` cannot be laid out on `world_size` ranks (of `spec` and sequences
+    of `seq_len` tokens, when given)."""
     if world_size <= 0:
         raise UserError(f"the number of ranks must be positive, got {world_size} (--nproc or --gpus)")
-    model_parallel = point.tp * point.pp
-    if world_size % model_parallel:
-        raise RuleError("tp x pp does not divide the ranks",
-                        f"{world_size} ranks are not divisible by tp {point.tp} x pp {point.pp}: change "
-                        f"{knob_ref('tp')} or {knob_ref('pp')}, or the ranks (--nproc or --gpus)")
+    if world_size % point.model_parallel:
+        raise RuleError("model-parallel sizes do not divide the ranks",
+                        f"{world_size} ranks are not divisible by tp {point.tp} x pp {point.pp} x sp {point.sp} x "
+                        f"cp {point.cp}: change {knob_ref('tp')}, {knob_ref('pp')}, {knob_ref('sp')} or "
+                        f"{knob_ref('cp')}, or the ranks (--nproc or --gpus)")
+    if seq_len is not None and seq_len % (point.sp * point.cp):
+        raise RuleError("sp x cp does not divide the sequence",
+                        f"sp {point.sp} x cp {point.cp} does not divide the sequence length {seq_len}: change "
+                        f"{knob_ref('sp')}, {knob_ref('cp')} or --seq-len")
     if point.pp > 1 and point.zero_stage >= 2:
         raise RuleError("pipeline with ZeRO-2/3",
                         f"DeepSpeed's pipeline engine runs ZeRO stage 0 or 1 only, got ZeRO {point.zero_stage} "
                         f"with pp {point.pp}: change {knob_ref('zero_stage')} or {knob_ref('pp')}")
     if spec is None:
         return
-    if spec.n_heads % point.tp:
-        raise RuleError("tp does not divide the heads",
-                        f"tp {point.tp} does not divide the {spec.n_heads} attention heads of {spec.name}: "
-                        f"change {knob_ref('tp')}")
+    if spec.n_heads % (point.tp * point.sp):
+        raise RuleError("tp x sp does not divide the heads",
+                        f"tp {point.tp} x sp {point.sp} does not divide the {spec.n_heads} attention heads of "
+                        f"{spec.name}: change {knob_ref('tp')} or {knob_ref('sp')}")
     if point.pp > spec.n_layers:
         raise RuleError("pp exceeds the layers",
                         f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}: change {knob_ref('pp')}")
@@ -47,7 +53,7 @@ def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = No
 
 def grad_accum_for(knobs: Mapping, *, global_batch: int, world_size: int) -> int:
     """Micro-steps per optimizer step so that micro_batch x grad_accum x data-parallel = the global batch."""
-    model_parallel = knobs.get("tp", 1) * knobs.get("pp", 1)
+    model_parallel = knobs.get("tp", 1) * knobs.get("pp", 1) * knobs.get("sp", 1) * knobs.get("cp", 1)
     data_parallel = world_size // model_parallel if world_size % model_parallel == 0 else 0
     per_micro_step = knobs.get("micro_batch", 1) * data_parallel
     if data_parallel == 0 or global_batch % per_micro_step:

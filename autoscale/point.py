@@ -28,13 +28,19 @@ class Point:
     micro_batch: int = knob(1, help="Sequences per device per micro-step.")
     grad_accum: int = field(default=1, metadata={"help": "Micro-steps per optimizer step (derived from the "
                                                           "global batch, never searched)."})
-    precision: str = knob("fp32", choices=("fp32", "bf16", "fp16"), help="Training precision.")
+    precision: str = knob("fp32", choices=("fp32", "bf16", "fp16", "fp8"),
+                          help="Training precision (fp8: fp8 matmuls in the blocks, bf16 elsewhere).")
     checkpointing: str = knob("none", choices=("none", "selective", "full"),
                               help="Activation recomputation: none, the attention core (selective), every block.")
     offload: str = knob("none", choices=("none", "cpu"), help="Where ZeRO keeps the optimizer states.")
     kernels: str = knob("torch", choices=None, help="Kernel set (see kernels/registry.py).")
     tp: int = knob(1, help="Tensor-parallel size.")
     pp: int = knob(1, help="Pipeline-parallel size.")
+    sp: int = knob(1, help="Ulysses sequence-parallel size: ranks that split each sequence, all-to-all in attention.")
+    cp: int = knob(1, help="Context-parallel size: ranks that split each sequence, ring attention.")
+    vpp: int = knob(1, help="Virtual pipeline stages per pipeline rank (interleaved 1F1B); needs pp > 1.")
+    megatron_sp: bool = knob(False, choices=(False, True),
+                             help="Megatron sequence parallelism: norms and dropout split over the tp group; needs tp > 1.")
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -42,6 +48,8 @@ class Point:
             if spec.type == "int":
                 if not isinstance(value, int) or isinstance(value, bool) or (choices is None and value <= 0):
                     raise UserError(f"{knob_ref(spec.name)} must be a positive integer, got {value!r}")
+            if spec.type == "bool" and not isinstance(value, bool):
+                raise UserError(f"{knob_ref(spec.name)} must be true or false, got {value!r}")
             if choices is not None and value not in choices:
                 raise UserError(f"{knob_ref(spec.name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
         if self.kernels not in _kernel_set_names():
@@ -51,6 +59,12 @@ class Point:
             raise RuleError("offload needs ZeRO >= 1",
                             f"{knob_ref('offload')} {self.offload!r}: offload needs ZeRO stage 1 or higher "
                             f"(DeepSpeed offloads ZeRO partitions): change {knob_ref('zero_stage')}")
+        if self.vpp > 1 and self.pp == 1:
+            raise RuleError("vpp needs pp > 1", f"{knob_ref('vpp')} {self.vpp} needs a pipeline: virtual stages "
+                                                f"interleave one; change {knob_ref('pp')}")
+        if self.megatron_sp and self.tp == 1:
+            raise RuleError("megatron_sp needs tp > 1", f"{knob_ref('megatron_sp')} splits the tensor-parallel "
+                                                        f"group's activations: it needs {knob_ref('tp')} > 1")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -70,11 +84,22 @@ class Point:
             raw = row.get(spec.name)
             if raw is None or raw == "" or (isinstance(raw, float) and math.isnan(raw)):
                 continue
-            values[spec.name] = int(float(raw)) if spec.type == "int" else str(raw)
+            if spec.type == "int":
+                values[spec.name] = int(float(raw))
+            elif spec.type == "bool":
+                values[spec.name] = raw if isinstance(raw, bool) else str(raw).strip().lower() in ("true", "1")
+            else:
+                values[spec.name] = str(raw)
         return cls(**values)
 
+    @property
+    def model_parallel(self) -> int:
+        """Ranks that share one replica's batch: tensor, pipeline, sequence and context parallel."""
+        return self.tp * self.pp * self.sp * self.cp
+
     def data_parallel(self, world_size: int) -> int:
-        return world_size // (self.tp * self.pp)
+        """Replicas, each taking its own micro-batches; ZeRO shards over world / (tp x pp) ranks."""
+        return world_size // self.model_parallel
 
     def global_batch(self, world_size: int) -> int:
         return self.micro_batch * self.grad_accum * self.data_parallel(world_size)
@@ -93,7 +118,10 @@ class Point:
         if self.kernels != "torch":
             parts.append(self.kernels)
         if self.tp > 1 or self.pp > 1:
-            parts.append(f"tp{self.tp}pp{self.pp}")
+            parts.append(f"tp{self.tp}pp{self.pp}" + (f"v{self.vpp}" if self.vpp > 1 else ""))
+        parts += [f"{name}{getattr(self, name)}" for name in ("sp", "cp") if getattr(self, name) > 1]
+        if self.megatron_sp:
+            parts.append("msp")
         return " ".join(parts)
 
     def describe(self) -> str:
@@ -107,7 +135,10 @@ class Point:
         if self.kernels != "torch":
             parts.append(f"{self.kernels} kernels")
         if self.tp > 1 or self.pp > 1:
-            parts.append(f"tp {self.tp}, pp {self.pp}")
+            parts.append(f"tp {self.tp}, pp {self.pp}" + (f" x {self.vpp} virtual stages" if self.vpp > 1 else ""))
+        parts += [f"{name} {getattr(self, name)}" for name in ("sp", "cp") if getattr(self, name) > 1]
+        if self.megatron_sp:
+            parts.append("Megatron sequence parallelism")
         return ", ".join(parts)
 
 

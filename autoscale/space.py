@@ -38,7 +38,10 @@ _SpaceFile = create_model(
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
-    choices: dict[str, tuple]  # knob -> distinct choices, in file order
+    choices: dict[str, tuple]  # knob -> distinct choices, in file order; every knob (left out: its default)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", {k.name: tuple(self.choices.get(k.name, (k.default,))) for k in KNOBS})
 
     def restricted(self, knob: str, allowed: tuple) -> "SearchSpace":
         kept = tuple(v for v in self.choices[knob] if v in allowed)
@@ -62,9 +65,13 @@ class SearchSpace:
                             f"or micro_batch in the space (choices: {list(self.choices['micro_batch'])})")
 
     def for_backend(self, backend: str, *, global_batch: int, world_size: int) -> "SearchSpace":
-        """Keep what this backend can run and the micro-batches that can make the global batch with some
-        model-parallel layout; fail early if nothing is left. `dropped_choices` says what went."""
+        """Keep what trials on this backend can run (`engine.capabilities`) and the micro-batches that can
+        make the global batch; fail early if nothing is left. `dropped_choices` says what went."""
+        from autoscale.engine.capabilities import TRIAL_CHOICES
+
         space = self
+        for knob, runnable in TRIAL_CHOICES.items():
+            space = space.restricted(knob, runnable)
         if backend == "cpu":
             space = space.restricted("precision", ("fp32", "bf16"))
             space = space.restricted("kernels", cpu_kernel_sets())

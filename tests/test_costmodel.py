@@ -62,7 +62,7 @@ def test_itemised_activations_reproduce_korthikanti_closed_forms(tp, checkpointi
     spec = ModelSpec(name="k", n_layers=2, hidden=1024, n_heads=16, vocab_size=1000, max_seq_len=2048)
     s, b = 2048, 2
     ours = layer_activation_bytes(spec, tokens=s * b, seq_len=s, element=2, tp=tp, checkpointing=checkpointing,
-                                  dropout=True, flash_attention=False)
+                                  dropout=True, attention="eager")
     paper = korthikanti_layer_bytes(seq_len=s, micro_batch=b, hidden=1024, n_heads=16, tp=tp,
                                     checkpointing=checkpointing)
     assert ours == pytest.approx(paper, rel=1e-12)
@@ -91,8 +91,8 @@ def test_bubble_is_p_minus_1_over_m_of_the_pipelined_time():
 
 def test_interleaving_divides_the_bubble_by_the_chunks():
     params = replace(default_params(GPU.name), pipeline_p2p_overlap=1.0)
-    plain, interleaved = (predict(SPEC, point(pp=4, grad_accum=8), GPU, world_size=4, seq_len=2048, params=params,
-                                  pipeline_chunks=v).time.bubble_s for v in (1, 2))
+    plain, interleaved = (predict(SPEC, point(pp=4, grad_accum=8, vpp=v), GPU, world_size=4, seq_len=2048,
+                                  params=params).time.bubble_s for v in (1, 2))
     assert interleaved == pytest.approx(plain / 2)
 
 
@@ -222,3 +222,97 @@ def test_a_cpu_tune_session_predicts_with_its_launchers_defaults(launcher, warm_
     expected = predict(PRESETS["gpt-tiny"], point, session.hardware, world_size=2, seq_len=64,
                        params=default_params("cpu", warm_ranks=warm_ranks))
     assert session.predictor()(point).peak_bytes == expected.peak_bytes
+
+
+# ---- the knobs of published GPU runs ---------------------------------------------------------
+
+LLAMA_70B = PRESETS["llama-3.1-70b"]
+H100 = get_hardware("h100-sxm")
+
+
+def test_vpp_needs_a_pipeline_and_megatron_sp_needs_tensor_parallelism():
+    from autoscale.errors import UserError
+
+    with pytest.raises(UserError, match="vpp 2 needs pp > 1"):
+        point(vpp=2)
+    with pytest.raises(UserError, match="megatron_sp needs tp > 1"):
+        point(megatron_sp=True)
+    assert point(tp=2, megatron_sp=True).megatron_sp and point(pp=2, vpp=2).vpp == 2
+
+
+def test_sequence_and_context_ranks_share_a_sample_but_zero_shards_over_them():
+    from autoscale.costmodel.memory import zero_shards
+
+    knobs = point(tp=2, sp=2, cp=2)
+    assert knobs.data_parallel(64) == 8 and zero_shards(knobs, 64) == 32
+
+
+def test_megatron_sequence_parallelism_reproduces_korthikanti_equation_4():
+    spec = ModelSpec(name="k", n_layers=2, hidden=1024, n_heads=16, vocab_size=1000, max_seq_len=2048)
+    ours = layer_activation_bytes(spec, tokens=4096, seq_len=2048, element=2, tp=8, dropout=True, attention="eager",
+                                  sequence_parallel=True)
+    paper = korthikanti_layer_bytes(seq_len=2048, micro_batch=2, hidden=1024, n_heads=16, tp=8,
+                                    sequence_parallel=True)
+    assert ours == pytest.approx(paper, rel=1e-12)
+
+
+def test_flash_attention_keeps_no_copy_of_its_output_and_eager_keeps_the_scores():
+    base = dict(name="k", n_layers=2, hidden=1024, n_heads=16, vocab_size=1000, max_seq_len=4096)
+    sizes = {kind: layer_activation_bytes(ModelSpec(**base, attention=kind), tokens=4096, seq_len=4096, element=2,
+                                          attention=kind) for kind in ("flash", "sdpa", "eager")}
+    assert sizes["flash"] == pytest.approx(sizes["sdpa"] - 4096 * 1024 * 2)
+    assert sizes["eager"] > 2 * sizes["sdpa"]  # s^2 scores at s = 4096
+
+
+def test_interleaving_adds_korthikanti_first_stage_activations():
+    plain, interleaved = (predict(SPEC, point(pp=4, grad_accum=8, vpp=v), GPU, world_size=4,
+                                  seq_len=2048).memory.activations_bytes for v in (1, 2))
+    edges = 3 * 2048 * SPEC.hidden * 2
+    assert interleaved - edges == pytest.approx((plain - edges) * (1 + 3 / 8))
+
+
+def test_context_parallelism_splits_activations_and_pays_for_kv_exchange():
+    one, four = (predict(LLAMA_70B, point(tp=8, cp=cp, zero_stage=3, checkpointing="full", megatron_sp=True), H100,
+                         world_size=64, seq_len=32768) for cp in (1, 4))
+    assert four.memory.activations_bytes == pytest.approx(one.memory.activations_bytes / 4, rel=0.01)
+    assert four.time.comm_s > 0
+
+
+def test_zero3_start_up_never_holds_the_whole_model_on_a_gpu():
+    prediction = predict(LLAMA_70B, point(zero_stage=3, checkpointing="full"), H100, world_size=64, seq_len=4096)
+    assert LLAMA_70B.param_count() * 2 > H100.memory_bytes  # the whole model in bf16 would not fit one card
+    assert prediction.fits
+
+
+def test_fp8_runs_only_the_matmuls_faster():
+    bf16, fp8 = (predict(LLAMA_70B, point(tp=8, zero_stage=3, precision=p), H100, world_size=64, seq_len=4096)
+                 for p in ("bf16", "fp8"))
+    assert fp8.time.compute_s < bf16.time.compute_s
+    assert fp8.peak_bytes == bf16.peak_bytes  # weights and activations stay bf16
+
+
+def test_all_reduce_latency_grows_with_the_log_of_ranks_and_all_gather_with_the_ranks():
+    from autoscale.costmodel.comm import latency_steps
+
+    latency_only = Link(bytes_per_s=1e30, latency_s=1.0)
+    assert latency_steps(4) == 2 and latency_steps(1024) == 10
+    assert all_reduce_s(1.0, 1024, latency_only) == pytest.approx(20.0)
+    assert all_gather_s(1.0, 1024, latency_only) == pytest.approx(1023.0)
+
+
+def test_each_gpu_family_has_its_own_fitted_efficiencies():
+    assert default_params("h100-96gb-hbm2e-500w") == default_params("h200") == default_params("h100-sxm")
+    assert default_params("a100-40gb") == default_params("a100-80gb") != default_params("h100-sxm")
+
+
+def test_a_hugging_face_config_asking_for_flash_attention_keeps_less_per_layer():
+    from autoscale.models.hf_config import spec_from_hf_dict
+
+    config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 1024, "num_attention_heads": 16,
+              "vocab_size": 1000, "max_position_embeddings": 2048, "intermediate_size": 2816}
+    default, flash = (spec_from_hf_dict(config | extra, name="m")
+                      for extra in ({}, {"attn_implementation": "flash_attention_2"}))
+    assert (default.attention, flash.attention) == ("sdpa", "flash")
+    sizes = [predict(spec, point(), GPU, world_size=1, seq_len=2048).memory.activations_bytes
+             for spec in (default, flash)]
+    assert sizes[1] < sizes[0]

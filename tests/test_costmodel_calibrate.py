@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
@@ -15,7 +15,7 @@ from autoscale.hardware import get_hardware
 from autoscale.models import PRESETS
 from autoscale.point import Point
 
-KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "checkpointing", "offload", "kernels", "tp", "pp")
+KNOBS = tuple(field.name for field in fields(Point))
 
 
 @pytest.fixture(autouse=True)

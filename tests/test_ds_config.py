@@ -59,10 +59,16 @@ def _variants() -> list[Point]:
 
 
 @pytest.mark.parametrize("point", _variants(), ids=lambda p: p.short())
-def test_every_knob_round_trips_through_a_ds_config(point):
-    from autoscale.ds_config import DS_CONFIG_KNOBS, from_ds_config
+def test_every_knob_round_trips_through_a_ds_config_or_is_refused_by_name(point):
+    from autoscale.ds_config import DS_CONFIG_KNOBS, from_ds_config, unexpressed
 
-    world_size = 2 * point.tp * point.pp
+    world_size = 2 * point.model_parallel
+    if unexpressed(point) is not None:
+        knob = next(k for k, v in point.as_dict().items() if v != getattr(Point(), k) and k not in
+                    ("zero_stage", "micro_batch", "grad_accum"))
+        with pytest.raises(UserError, match=rf"{knob} \(--{knob.replace('_', '-')}\)"):
+            to_ds_config(point, world_size=world_size)
+        return
     model_knobs = {k: v for k, v in point.as_dict().items() if k not in DS_CONFIG_KNOBS}
     recovered, recovered_world = from_ds_config(to_ds_config(point, world_size=world_size), model_knobs=model_knobs)
     assert recovered == point and recovered_world == world_size

@@ -40,7 +40,7 @@ TORCHTITAN_KEYS = {
     "training": {"local_batch_size", "global_batch_size", "seq_len", "max_norm", "mixed_precision_param",
                  "compile", "enable_cpu_offload"},
     "parallelism": {"data_parallel_replicate_degree", "data_parallel_shard_degree", "fsdp_reshard_after_forward",
-                    "tensor_parallel_degree", "pipeline_parallel_degree"},
+                    "tensor_parallel_degree", "pipeline_parallel_degree", "context_parallel_degree"},
     "activation_checkpoint": {"mode", "selective_ac_option"},
 }
 TORCHTITAN_LITERALS = {

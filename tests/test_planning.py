@@ -18,7 +18,7 @@ from autoscale.results import KNOB_COLUMNS
 def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_settle(tmp_path, capsys):
     out = tmp_path / "plan"
     code = main(["tune", "--backend", "model", "--hardware", "a100-40gb", "--gpus", "8", "--model", "llama-7b",
-                 "--global-batch", "64", "--seq-len", "2048", "--out", str(out)])
+                 "--global-batch", "256", "--seq-len", "2048", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     trials = pd.read_csv(out / "trials.csv")

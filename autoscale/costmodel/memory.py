@@ -20,6 +20,7 @@ from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
 
 STAGE3_PREFETCH_ELEMENTS = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size default
+STAGE3_SUB_GROUP_ELEMENTS = 1_000_000_000  # DeepSpeed's sub_group_size default: stage 3 steps per sub-group
 LOGITS_CHUNK_TOKENS = 1024  # kernels.fused_linear_cross_entropy.MIN_CHUNK_TOKENS
 
 
@@ -28,9 +29,11 @@ class MemoryBreakdown:
     """Bytes on one rank's device at its peak (host_bytes: on the host, offloaded states).
 
     peak_bytes = model_states_bytes + overhead_bytes + the larger of the backward phase
-    (activations + logits + communication buckets) and the optimizer-step phase (its transient
+    (activations + the loss's buffers + communication buckets + with full recompute one block's
+    re-run working set) and the optimizer-step phase (its transient
     fp32 gradient copies, counted in buffers_bytes when larger), or the start-up peak when that is
-    larger (the full model is built on every rank before DeepSpeed partitions it).
+    larger (below ZeRO-3 the full model is built on every rank before DeepSpeed partitions it;
+    ZeRO-3 builds it inside `deepspeed.zero.Init`, partitioned as each module is constructed).
     """
 
     params: int
@@ -46,7 +49,15 @@ class MemoryBreakdown:
 
 
 def element_bytes(precision: str) -> int:
+    """Bytes of a parameter, gradient or activation; fp8 training keeps them in bf16 and casts to
+    fp8 only for the matmuls (Micikevicius et al. 2022, Sec. 4)."""
     return 4 if precision == "fp32" else 2
+
+
+def zero_shards(point: Point, world_size: int) -> int:
+    """Ranks ZeRO partitions over: the data-, sequence- and context-parallel ranks of one model
+    replica slice, i.e. all ranks sharing a tensor- and pipeline-parallel position."""
+    return max(1, world_size // (point.tp * point.pp))
 
 
 def params_per_rank(spec: ModelSpec, point: Point) -> int:
@@ -87,7 +98,8 @@ def model_states(params: int, *, precision: str, zero_stage: int, offload: str, 
     Adam (8) = the paper's 16, plus fp32 gradient copies (4) made during step().
     ZeRO 1/2/3 (DeepSpeedZeroOptimizer / Stage3): params in the training dtype (sharded at stage 3),
     gradients (sharded from stage 2), fp32 master partition and Adam states sharded from stage 1;
-    an fp32 gradient partition (4/N) exists during step(). Offload moves master, Adam, the fp32
+    an fp32 gradient partition (4/N) exists during step(), at stage 3 one sub-group at a time
+    (`sub_group_size`). Offload moves master, Adam, the fp32
     gradient partition and a 16-bit staging copy to host memory.
     """
     w = element_bytes(precision)
@@ -99,7 +111,7 @@ def model_states(params: int, *, precision: str, zero_stage: int, offload: str, 
     param_bytes = w * (shard if zero_stage == 3 else params)
     grad_bytes = w * (shard if zero_stage >= 2 else params)
     optimizer_bytes = 12 * shard
-    fp32_grads = 4 * shard
+    fp32_grads = 4 * (min(shard, STAGE3_SUB_GROUP_ELEMENTS) if zero_stage == 3 else shard)
     if offload != "none":
         return ModelStates(param_bytes, grad_bytes, 0, optimizer_bytes + fp32_grads + w * shard, 0)
     return ModelStates(param_bytes, grad_bytes, optimizer_bytes, 0, fp32_grads)
@@ -125,30 +137,36 @@ def korthikanti_layer_bytes(*, seq_len: int, micro_batch: int, hidden: int, n_he
 
 def layer_activation_bytes(spec: ModelSpec, *, tokens: int, seq_len: int, element: int, tp: int = 1,
                            checkpointing: str = "none", dropout: bool = False,
-                           flash_attention: bool = True) -> float:
+                           attention: str = "sdpa", sequence_parallel: bool = False) -> float:
     """Bytes one block keeps for backward, itemised as in Korthikanti et al. 2022 Sec. 4.1.
 
     Replicated across tensor-parallel ranks (no sequence parallelism): the two norm inputs, the
     QKV and MLP inputs, dropout masks. Split by t: Q, K, V, the out-projection input, the MLP
-    hidden activations and the attention scores. `dropout=True, flash_attention=False` with
-    element=2 reproduces the paper's sbh(34 + 5as/h); our model has no dropout and uses SDPA,
-    which keeps its output and log-sum-exp instead of the s x s scores. Selective recompute of the
+    hidden activations and the attention scores. `dropout=True, attention="eager"` with element=2
+    reproduces the paper's sbh(34 + 5as/h); our model has no dropout and uses SDPA, which keeps its
+    output and log-sum-exp instead of the s x s scores (with "flash" that output is the
+    out-projection's input itself: `ModelSpec.attention`). Selective recompute of the
     attention core drops what the core alone keeps; full recompute keeps the block input only.
+    Megatron sequence parallelism splits the replicated part over the t ranks too (eq. 4), and the
+    checkpointed block input with it.
     """
     h, f, a = spec.hidden, spec.ffn_hidden, spec.n_heads
+    replicated_share = 1 / tp if sequence_parallel else 1.0
     if checkpointing == "full":
-        return tokens * h * element
+        return tokens * h * element * replicated_share
     kv = h if spec.n_kv_heads != spec.n_heads else spec.kv_hidden  # repeat_interleave materialises
     replicated = tokens * (4 * h * element + (2 * h if dropout else 0))
     mlp_hidden = (3 if spec.activation == "swiglu" else 2) * f
     split = tokens * element * (h + 2 * kv + h + mlp_hidden)  # Q, K, V, out-proj input, MLP
     core = 0.0
     if checkpointing != "selective":
-        if flash_attention:
+        if attention == "sdpa":
             core = tokens * (h * element + a * 4)  # SDPA output and fp32 log-sum-exp
+        elif attention == "flash":
+            core = tokens * a * 4  # fp32 log-sum-exp; the output is the out-projection's input
         else:
             core = tokens * a * seq_len * (element + (1 + element if dropout else 0))
-    return replicated + (split + core) / tp
+    return replicated * replicated_share + (split + core) / tp
 
 
 def logits_bytes(spec: ModelSpec, *, tokens: int, precision: str, kernels: str, tp: int) -> float:
@@ -166,23 +184,47 @@ def logits_bytes(spec: ModelSpec, *, tokens: int, precision: str, kernels: str, 
     return rows * spec.vocab_size * per_logit / tp
 
 
+def local_tokens(point: Point, seq_len: int) -> int:
+    """Tokens of one micro-batch on one rank: Ulysses (sp) and context (cp) parallelism split the
+    sequence (Jacobs et al. 2023; Liu et al. 2023, ring attention)."""
+    return max(1, point.micro_batch * seq_len // (point.sp * point.cp))
+
+
+def interleave_memory_factor(point: Point) -> float:
+    """Extra activations of the interleaved schedule's first stage: 1 + (p-1)/(p·v) (Korthikanti
+    et al. 2022, Sec. 4.2.3)."""
+    if point.vpp == 1:
+        return 1.0
+    return 1 + (point.pp - 1) / (point.pp * point.vpp)
+
+
 def activation_bytes(spec: ModelSpec, point: Point, *, seq_len: int) -> float:
     """Activations of the busiest rank: the first pipeline stage holds min(pp, m) micro-batches in
     flight under 1F1B (Narayanan et al. 2021 Sec. 2.2; Korthikanti et al. 2022 Sec. 4.2.3), each
-    with its L/p blocks; full recompute adds one block's un-checkpointed working set and its
-    gradients during the recompute; plus embeddings and final-norm outputs."""
-    tokens = point.micro_batch * seq_len
+    with its L/p blocks, more with the interleaved schedule; full recompute adds one block's
+    un-checkpointed working set and its gradients during the recompute; plus embeddings and
+    final-norm outputs. Each rank keeps its own share of the sequence (sp, cp). The recompute
+    working set is `recompute_working_bytes`."""
+    tokens = local_tokens(point, seq_len)
     element = element_bytes(point.precision)
     in_flight = min(point.pp, point.grad_accum) if point.pp > 1 else 1
     layers = math.ceil(spec.n_layers / point.pp)
     per_layer = layer_activation_bytes(spec, tokens=tokens, seq_len=seq_len, element=element, tp=point.tp,
-                                       checkpointing=point.checkpointing)
-    stored = in_flight * layers * per_layer
-    if point.checkpointing == "full":
-        stored += 2 * layer_activation_bytes(spec, tokens=tokens, seq_len=seq_len, element=element,
-                                             tp=point.tp)
+                                       checkpointing=point.checkpointing, attention=spec.attention,
+                                       sequence_parallel=point.megatron_sp)
+    stored = in_flight * layers * per_layer * interleave_memory_factor(point)
     edges = 3 * tokens * spec.hidden * element
     return stored + edges
+
+
+def recompute_working_bytes(spec: ModelSpec, point: Point, *, seq_len: int) -> float:
+    """Full recompute re-runs one block at a time in backward: its un-checkpointed activations and
+    their gradients exist together (Chen et al. 2016, Sec. 4), transiently."""
+    if point.checkpointing != "full":
+        return 0.0
+    return 2 * layer_activation_bytes(spec, tokens=local_tokens(point, seq_len), seq_len=seq_len,
+                                      element=element_bytes(point.precision), tp=point.tp,
+                                      attention=spec.attention, sequence_parallel=point.megatron_sp)
 
 
 def bucket_bytes(params: int, *, precision: str, zero_stage: int, on_cpu: bool) -> float:
@@ -210,22 +252,29 @@ def stage3_gathered_bytes(spec: ModelSpec, point: Point) -> float:
 
 def memory_breakdown(spec: ModelSpec, point: Point, *, world_size: int, seq_len: int, on_cpu: bool,
                      params: EfficiencyParams) -> MemoryBreakdown:
-    dp = max(1, point.data_parallel(world_size))
+    dp = zero_shards(point, world_size)
     n_params = params_per_rank(spec, point)
     states = model_states(n_params, precision=point.precision, zero_stage=point.zero_stage,
                           offload=point.offload, dp=dp)
     states_bytes = states.params + states.grads + states.optimizer
     activations = activation_bytes(spec, point, seq_len=seq_len) * params.activation_scale
-    logits = logits_bytes(spec, tokens=point.micro_batch * seq_len, precision=point.precision,
+    recompute = recompute_working_bytes(spec, point, seq_len=seq_len) * params.activation_scale
+    logits = logits_bytes(spec, tokens=local_tokens(point, seq_len), precision=point.precision,
                           kernels=point.kernels, tp=point.tp)
     buckets = bucket_bytes(n_params, precision=point.precision, zero_stage=point.zero_stage, on_cpu=on_cpu)
     if point.zero_stage == 3:
         buckets += stage3_gathered_bytes(spec, point)
-    backward_phase = activations + logits + buckets
+    # The loss's backward is over before any block is recomputed, yet counting both fits the
+    # published peaks (torchtitan's full-recompute runs: median 10.8% against 14.2% with the larger
+    # of the two): they are the caching allocator's reserved bytes, which keep freed blocks.
+    transient = logits + recompute
+    backward_phase = activations + transient + buckets
     step_phase = states.step_transient
-    buffers = max(buckets, step_phase - activations - logits)
+    buffers = max(buckets, step_phase - activations - transient)
     working = states_bytes + max(backward_phase, step_phase)
     startup = n_params * (4 if on_cpu else element_bytes(point.precision))  # built whole, then sharded
+    if point.zero_stage == 3 and not on_cpu:
+        startup = 0  # built inside deepspeed.zero.Init: no rank ever holds the whole model
     base = params.host_baseline_bytes if on_cpu else params.device_context_bytes
     if point.zero_stage >= 1:
         per_param = (params.zero3_startup_bytes_per_param if point.zero_stage == 3

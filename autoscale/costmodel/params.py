@@ -37,11 +37,20 @@ class EfficiencyParams:
     """GEMM side (elements) at which width alone halves the efficiency."""
     gemm_half_tokens: float = 256.0
     """Tokens per micro-batch at which the token count alone halves the efficiency."""
+    attention_efficiency: float = 0.62
+    """Fraction of the 16-bit peak the attention core (scores, softmax, product with V, forward
+    and backward) reaches; flash kernels run below the GEMMs' figure (Dao 2023, Table 1)."""
+    fp8_matmul_speedup: float = 1.0
+    """How much faster the blocks' linears run in fp8 than in bf16, scaling and casts included
+    (the datasheet's 2x is the ceiling)."""
     half_precision_speed: float = 1.0
     """Multiplier on the GEMM efficiency for fp16/bf16 relative to the datasheet's 16-bit peak (a
     CPU without native bf16 dot products converts, and runs slower than its nominal figure)."""
     link_efficiency: float = 0.8
-    """Fraction of the datasheet link bandwidth a ring collective achieves (NCCL bus bandwidth)."""
+    """Fraction of the datasheet link bandwidth a ring collective achieves inside a node (NCCL bus
+    bandwidth over NVLink or PCIe)."""
+    inter_node_link_efficiency: float = 0.8
+    """The same across nodes, where NIC, switch and rail layout differ per cluster."""
     comm_overlap: float = 0.7
     """Fraction of overlappable data-parallel communication hidden behind backward
     (ZeRO-2/3 with DeepSpeed's overlap_comm); stage 0/1 reduce after backward, unhidden."""
@@ -83,7 +92,31 @@ class EfficiencyParams:
     peak the engine measures, so zero by default."""
 
 
-GPU_DEFAULTS = EfficiencyParams()
+GPU_DEFAULTS = EfficiencyParams(attention_efficiency=0.2, pipeline_p2p_overlap=0.0)
+"""A GPU outside the fitted families (below): the datasheet-scale guesses, the attention core at
+about the fitted families' level. Pipeline sends hide behind nothing: DeepSpeed's PipelineEngine
+runs them as blocking instructions between the compute ones (runtime/pipe/engine.py, p2p.py)."""
+
+GPU_FAMILY_DEFAULTS = {
+    "a100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.705, attention_efficiency=0.265, link_efficiency=1.0,
+                    inter_node_link_efficiency=0.470, comm_overlap=0.717),
+    "h100": replace(GPU_DEFAULTS, gemm_efficiency_max=0.566, attention_efficiency=0.159, link_efficiency=0.590,
+                    inter_node_link_efficiency=1.0, comm_overlap=0.890, fp8_matmul_speedup=1.637),
+}
+"""Efficiencies fitted to published training runs (`benchmarks/validate_gpu.py`, which prints this
+fit and the leave-one-source-out fits beside it): least squares on log tokens/s per GPU over
+Narayanan et al. 2021, Korthikanti et al. 2022, BLOOM-176B, Llama 3, torchtitan and llm-foundry,
+one set per GPU family (`Hardware.family`; H200 and Meta's 96 GB H100 are "h100"). Other people's
+measurements, with DeepSpeed, Megatron-LM, FSDP and torchtitan; a trial-based calibration
+(`autoscale calibrate`) replaces them for one machine."""
+
+GPU_MEMORY_ERROR = 0.20
+"""Relative error of the predicted peak on the published GPU runs whose peak memory is printed and
+whose recompute policy the model describes (`benchmarks/validate_gpu.py` prints the derivation
+under its memory table: BLOOM's 177B variant and torchtitan's full-recompute runs, 13 rows,
+median |error| 10.8%, largest 19.0%, rounded up). torchtitan's per-op selective checkpointing keeps
+far less than the model's "selective" (Korthikanti et al.'s attention-core recompute) and
+is left out. A CUDA point predicted past the margin by less than this may still fit."""
 CPU_DEFAULTS = EfficiencyParams(
     gemm_efficiency_max=0.45, gemm_half_width=64.0, gemm_half_tokens=64.0, half_precision_speed=1.0,
     link_efficiency=0.5,
@@ -111,9 +144,13 @@ held-out check."""
 
 
 def default_params(hardware_name: str, *, warm_ranks: bool = False) -> EfficiencyParams:
-    """`warm_ranks`: the trials run in children of a warm fork server, which only matters on CPU."""
+    """`warm_ranks`: the trials run in children of a warm fork server, which only matters on CPU.
+    A GPU takes its family's fitted efficiencies (catalog entries only; others the GPU defaults)."""
     if hardware_name != "cpu":
-        return GPU_DEFAULTS
+        from autoscale.hardware import catalog
+
+        entry = catalog().get(hardware_name)
+        return GPU_FAMILY_DEFAULTS.get(entry.family if entry else "", GPU_DEFAULTS)
     return CPU_WARM_DEFAULTS if warm_ranks else CPU_DEFAULTS
 
 

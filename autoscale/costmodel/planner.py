@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from autoscale.costmodel.params import EfficiencyParams, load_params
 from autoscale.costmodel.predict import Prediction, Predictor, predict
+from autoscale.ds_config import unexpressed
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
 from autoscale.layout import describe_skipped, enumerate_points
@@ -76,6 +77,16 @@ def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_b
     return values
 
 
+NOT_IN_DS_CONFIG = "not expressible in a DeepSpeed config"
+
+
+def _deepspeed_can_carry(fixed: Mapping[str, object]) -> bool:
+    try:
+        return unexpressed(Point(**fixed)) is None
+    except UserError:
+        return True
+
+
 @dataclass(frozen=True)
 class ClusterPlan:
     ranked: list[tuple[Point, Prediction]]  # every point laid out, fastest predicted first
@@ -97,6 +108,11 @@ def plan_cluster(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch
     for name, value in fixed.items():
         values[name] = [value]
     points, skipped = enumerate_points(values, global_batch=global_batch, world_size=gpus, spec=spec)
+    if _deepspeed_can_carry(fixed):  # the planner never picks what a ds_config cannot carry; the user may
+        expressible = [p for p in points if unexpressed(p) is None]
+        if len(expressible) < len(points):
+            skipped[NOT_IN_DS_CONFIG] += len(points) - len(expressible)
+        points = expressible
     if not points:
         given = ", ".join(f"{knob_ref(k)} {v}" for k, v in fixed.items()) or "no fixed knob"
         raise UserError(f"no layout of global batch {global_batch} on {gpus} devices with {given} "

@@ -8,7 +8,7 @@ from typing import Callable
 
 from autoscale.budget import MemoryBudget
 from autoscale.costmodel.memory import MemoryBreakdown, memory_breakdown
-from autoscale.costmodel.params import EfficiencyParams, load_params
+from autoscale.costmodel.params import GPU_MEMORY_ERROR, EfficiencyParams, load_params
 from autoscale.costmodel.time import Placement, TimeBreakdown, time_breakdown
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
@@ -19,7 +19,8 @@ from autoscale.point import Point
 MEMORY_ERROR = 0.10
 """The largest relative error of the predicted peak on the held-out measured CPU trials of
 benchmarks/validate_memory.py (median 2.3%, max 10%). A point predicted past the margin by less
-than this may still measure within it: `Prediction.borderline`."""
+than this may still measure within it: `Prediction.borderline`. On GPUs the band is
+`params.GPU_MEMORY_ERROR`, from published GPU peaks (benchmarks/validate_gpu.py)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +28,7 @@ class Prediction:
     memory: MemoryBreakdown
     time: TimeBreakdown
     budget: MemoryBudget  # what one rank has, and may fill
+    memory_error: float = MEMORY_ERROR  # the model's largest relative memory error on this kind of device
 
     @property
     def fits(self) -> bool:
@@ -45,7 +47,7 @@ class Prediction:
         """Predicted past the margin, but by less than the model's memory error: only a measurement can
         say whether it fits. The tuner launches such a point only when nothing that fits is predicted
         faster (`costmodel.planner.worth_the_risk`)."""
-        return not self.fits and self.peak_bytes <= (1 + MEMORY_ERROR) * self.budget.usable_bytes
+        return not self.fits and self.peak_bytes <= (1 + self.memory_error) * self.budget.usable_bytes
 
     def memory_verdict(self) -> str:
         """Whether the point fits, against which figure, for messages and pruned records."""
@@ -69,14 +71,14 @@ class Prediction:
 
 
 def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
-            params: EfficiencyParams | None = None, pipeline_chunks: int = 1) -> Prediction:
+            params: EfficiencyParams | None = None) -> Prediction:
     """Predicted memory per rank and step time of `point` on `world_size` ranks of `hardware`.
 
     On `cpu` all ranks share one machine: each rank may use memory / world_size, and the peak
     FLOP/s and memory bandwidth are shared. `params` defaults to the calibration for the hardware
-    (`load_params`). `pipeline_chunks` > 1 models Megatron's interleaved 1F1B schedule.
+    (`load_params`).
     """
-    check_layout(point, world_size=world_size, spec=spec)
+    check_layout(point, world_size=world_size, spec=spec, seq_len=seq_len)
     if seq_len <= 0 or seq_len > spec.max_seq_len:
         raise UserError(f"seq_len must be in 1..{spec.max_seq_len} for {spec.name}, got {seq_len}")
     params = params or load_params(hardware.name)
@@ -84,8 +86,9 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
     placement = Placement(ranks_per_node=world_size if on_cpu else hardware.gpus_per_node, shared_device=on_cpu)
     memory = memory_breakdown(spec, point, world_size=world_size, seq_len=seq_len, on_cpu=on_cpu, params=params)
     time = time_breakdown(spec, point, hardware, world_size=world_size, seq_len=seq_len, placement=placement,
-                          params=params, pipeline_chunks=pipeline_chunks)
-    return Prediction(memory=memory, time=time, budget=MemoryBudget.for_hardware(hardware, world_size))
+                          params=params)
+    return Prediction(memory=memory, time=time, budget=MemoryBudget.for_hardware(hardware, world_size),
+                      memory_error=MEMORY_ERROR if on_cpu else GPU_MEMORY_ERROR)
 
 
 Predictor = Callable[[Point], "Prediction | None"]

@@ -1,7 +1,8 @@
 """Predicting published training runs: the time model's validation against real measurements.
 
 Rows of `published_runs.csv` (see its README: Narayanan et al. 2021 Table 1; A100 80 GB, fp16,
-full recomputation, no ZeRO, interleaved pipeline where pp > 1) become a ModelSpec and a Point;
+full recomputation, no ZeRO, interleaved pipeline where pp > 1, attention before flash kernels)
+become a ModelSpec and a Point;
 the micro-batch is the fastest that fits (the paper does not list it), and the interleaved
 schedule uses v = the largest divisor of the layers per stage not above `MAX_CHUNKS`. Published
 TFLOP/s count hardware FLOPs, recomputation included (96·B·s·l·h²(1 + s/6h + V/16lh)), which is
@@ -51,7 +52,7 @@ def read_published(path: Path) -> list[dict]:
 def row_spec(row: dict) -> ModelSpec:
     return ModelSpec(name=row["model"], n_layers=int(row["layers"]), hidden=int(row["hidden"]),
                      n_heads=int(row["heads"]), vocab_size=int(row["vocab"]), max_seq_len=int(row["seq_len"]),
-                     source=row["source"])
+                     attention="eager", source=row["source"])
 
 
 def interleave_chunks(layers_per_stage: int, pp: int) -> int:
@@ -71,9 +72,8 @@ def predict_row(row: dict, params: EfficiencyParams) -> PublishedComparison:
         if global_batch % (micro_batch * dp):
             continue
         point = Point(zero_stage=0, micro_batch=micro_batch, grad_accum=global_batch // (micro_batch * dp),
-                      precision="fp16", checkpointing="full", tp=tp, pp=pp)
-        prediction = predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params,
-                             pipeline_chunks=chunks)
+                      precision="fp16", checkpointing="full", tp=tp, pp=pp, vpp=chunks)
+        prediction = predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
         if prediction.fits and (best is None or prediction.time.tokens_per_s > best[1].time.tokens_per_s):
             best = (point, prediction)
     if best is None:

@@ -58,6 +58,15 @@ Table = dict  # knob -> Outcome | dict[value or ANY, Outcome]
 # for targets that embed autoscale's ds_config: the knob is already in it, written by to_ds_config
 IN_DS_CONFIG = Mapped()
 
+# for targets built on autoscale's ds_config: what it cannot carry (`ds_config.unexpressed`) is refused
+NOT_IN_DS_CONFIG = Refuse("autoscale's ds_config cannot carry it, so this target would train something else")
+SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED = {
+    "sp": {1: Mapped(), ANY: NOT_IN_DS_CONFIG},
+    "cp": {1: Mapped(), ANY: NOT_IN_DS_CONFIG},
+    "vpp": {1: Mapped(), ANY: NOT_IN_DS_CONFIG},
+    "megatron_sp": {False: Mapped(), ANY: NOT_IN_DS_CONFIG},
+}
+
 
 @dataclass(frozen=True)
 class Export:

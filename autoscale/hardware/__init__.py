@@ -32,6 +32,7 @@ class Hardware:
     host_link_gb_s: float = 32.0  # PCIe to the host, one direction (optimizer offload)
     intra_node_latency_us: float = 5.0  # one step of a ring collective inside a node
     inter_node_latency_us: float = 10.0  # one step of a ring collective between nodes
+    family: str = ""  # devices sharing a chip share fitted efficiencies (costmodel.params)
     source: str = ""
     match: tuple[str, ...] = field(default=(), compare=False)
 
@@ -40,9 +41,12 @@ class Hardware:
 
         fp32 training means plain FP32 units: PyTorch does not use TF32 for matmuls unless asked
         (`torch.backends.cuda.matmul.allow_tf32` defaults to False since 1.12). A precision the
-        entry does not list (fp16 on a CPU) falls back to fp32.
+        entry does not list (fp16 on a CPU) falls back to fp32; fp8 on a device without fp8 units
+        falls back to its 16-bit rate (the matmuls run in bf16).
         """
         table = self.peak_tflops
+        if precision == "fp8" and "fp8" not in table:
+            precision = "bf16"
         return 1e12 * table.get(precision, table["fp32"])
 
 
@@ -65,6 +69,7 @@ def _parse_entry(name: str, raw: dict, origin: str) -> Hardware:
                         host_link_gb_s=float(raw.get("host_link_gb_s", 32.0)),
                         intra_node_latency_us=float(raw.get("intra_node_latency_us", 5.0)),
                         inter_node_latency_us=float(raw.get("inter_node_latency_us", 10.0)),
+                        family=str(raw.get("family", "")),
                         source=raw.get("source", ""), match=tuple(raw.get("match", ())))
     except KeyError as error:
         raise UserError(f"{where}: missing field {error}") from None

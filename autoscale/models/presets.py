@@ -3,7 +3,9 @@
 GPT-3 shapes are from Brown et al. 2020, Table 2.1 (sequence length 2048), with the vocabulary
 padded from 50257 to 50304 (a multiple of 64, as Megatron-LM and nanoGPT do for matmul speed) and
 head dimension 128 for the 1.3B model (the paper's 24 heads of 128 do not divide 2048). Llama-7B is
-Touvron et al. 2023, Table 2.
+Touvron et al. 2023, Table 2. Llama 2 13B/70B and Llama 3.1 8B/70B/405B are their released
+configurations (Touvron et al. 2023b, Table 1 and the Hugging Face config.json files; Llama Team
+2024, Table 3): grouped-query attention with 8 KV heads except Llama 2 13B, untied embeddings.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ _gpt3("gpt-13b", 40, 5120, 40)
 register(ModelSpec(name="llama-7b", n_layers=32, hidden=4096, n_heads=32, vocab_size=32000,
                    max_seq_len=2048, ffn_hidden=11008, **LLAMA_STYLE,
                    source="Touvron et al. 2023, Table 2"))
+
+register(ModelSpec(name="llama-2-13b", n_layers=40, hidden=5120, n_heads=40, vocab_size=32000,
+                   max_seq_len=4096, ffn_hidden=13824, **LLAMA_STYLE,
+                   source="Touvron et al. 2023b (Llama 2), released config"))
+register(ModelSpec(name="llama-2-70b", n_layers=80, hidden=8192, n_heads=64, n_kv_heads=8, vocab_size=32000,
+                   max_seq_len=4096, ffn_hidden=28672, **LLAMA_STYLE,
+                   source="Touvron et al. 2023b (Llama 2), released config"))
+for _name, _layers, _hidden, _heads, _ffn in (("llama-3.1-8b", 32, 4096, 32, 14336),
+                                              ("llama-3.1-70b", 80, 8192, 64, 28672),
+                                              ("llama-3.1-405b", 126, 16384, 128, 53248)):
+    register(ModelSpec(name=_name, n_layers=_layers, hidden=_hidden, n_heads=_heads, n_kv_heads=8,
+                       vocab_size=128256, max_seq_len=131072, ffn_hidden=_ffn, **LLAMA_STYLE,
+                       source="Llama Team 2024, Table 3; vocabulary of the released tokenizer"))
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:

@@ -13,13 +13,22 @@ from autoscale.errors import UserError
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "swiglu")
 POSITIONS = ("learned", "rotary")
+ATTENTIONS = ("sdpa", "flash", "eager")
+"""How the attention core runs. Fused kernels keep the output and log-sum-exp, never the s x s
+scores (Dao et al. 2022, Sec. 3.1). sdpa: PyTorch's scaled_dot_product_attention on (B, nh, T, hd)
+tensors, whose output is transposed into a new tensor for the out-projection (autoscale's own
+model); flash: a kernel on (B, T, nh, hd) tensors, whose output is the out-projection's input
+(FlashAttention's flash_attn_func, as MPT uses it); eager: the scores, softmax and dropout mask are
+materialised, as in Megatron-LM before flash attention (Korthikanti et al. 2022, Sec. 4.1)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A decoder-only transformer. GPT-style: layernorm, gelu, learned positions, biases, tied head.
 
-    Llama-style: rmsnorm, swiglu, rotary, no biases, untied head.
+    Llama-style: rmsnorm, swiglu, rotary, no biases, untied head. `n_kv_heads` < `n_heads` is
+    grouped-query attention (Ainslie et al. 2023; 1 is multi-query), `ffn_hidden` the MLP width
+    (SwiGLU's gate and up projections each have it), `attention` how the attention core runs.
     """
 
     name: str
@@ -35,6 +44,7 @@ class ModelSpec:
     position: str = "learned"
     bias: bool = True
     tie_embeddings: bool = True
+    attention: str = "sdpa"
     norm_eps: float = 1e-5
     source: str = field(default="", compare=False)
 
@@ -56,6 +66,8 @@ class ModelSpec:
             raise UserError(f"model {self.name!r}: norm must be one of {NORMS}, got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
             raise UserError(f"model {self.name!r}: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.attention not in ATTENTIONS:
+            raise UserError(f"model {self.name!r}: attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.position not in POSITIONS:
             raise UserError(f"model {self.name!r}: position must be one of {POSITIONS}, got {self.position!r}")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
-                                   MICRO_BATCH_IN_LOADER, Mapped, Refuse, Target, header)
+                                   MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG, Refuse,
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
 from autoscale.export.source import ExportSource
 
 DATA_PARALLEL_ONLY = Refuse("Accelerate's DeepSpeed plugin runs data parallel only")
@@ -32,13 +33,15 @@ class AccelerateTarget(Target):
         "offload": IN_DS_CONFIG,
         "precision": {"fp32": Mapped({"config.mixed_precision": "no"}),
                       "bf16": Mapped({"config.mixed_precision": "bf16"}),
-                      "fp16": Mapped({"config.mixed_precision": "fp16"})},
+                      "fp16": Mapped({"config.mixed_precision": "fp16"}),
+                      "fp8": NOT_IN_DS_CONFIG},
         "checkpointing": CHECKPOINTING_IN_MODEL,
         "kernels": {"torch": Mapped(),
                     "compile": Mapped({"config.dynamo_config.dynamo_backend": "INDUCTOR"}),
                     ANY: KERNEL_SET_IN_MODEL},
         "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+        **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:

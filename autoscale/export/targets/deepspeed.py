@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 
 from autoscale.ds_config import check_with_deepspeed
-from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
-                                   MICRO_BATCH_IN_LOADER, InUserCode, Mapped, Refuse, Target)
+from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, InUserCode,
+                                   KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, Refuse,
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target)
 from autoscale.export.source import ExportSource
 
 
@@ -32,6 +33,7 @@ class DeepSpeedTarget(Target):
         "tp": {1: Mapped(), ANY: Refuse("autoscale's ds_config has no tensor-parallel section to carry it")},
         "pp": {1: Mapped(), ANY: InUserCode("the ds_config sets pipeline.stages; the model must be a "
                                             "deepspeed.pipe.PipelineModule with that many stages")},
+        **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:

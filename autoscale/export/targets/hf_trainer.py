@@ -14,7 +14,8 @@ import copy
 import json
 from pathlib import Path
 
-from autoscale.export.base import ANY, IN_DS_CONFIG, KERNEL_SET_IN_MODEL, From, Mapped, Refuse, Target
+from autoscale.export.base import (ANY, IN_DS_CONFIG, KERNEL_SET_IN_MODEL, NOT_IN_DS_CONFIG,
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, From, Mapped, Refuse, Target)
 from autoscale.export.source import ExportSource
 
 # ds_config entries the Trainer owns: (section or None, key)
@@ -34,7 +35,8 @@ class HfTrainerTarget(Target):
         "grad_accum": Mapped({"args.gradient_accumulation_steps": From.KNOB}),
         "precision": {"fp32": Mapped({"args.bf16": False, "args.fp16": False}),
                       "bf16": Mapped({"args.bf16": True, "args.fp16": False}),
-                      "fp16": Mapped({"args.bf16": False, "args.fp16": True})},
+                      "fp16": Mapped({"args.bf16": False, "args.fp16": True}),
+                      "fp8": NOT_IN_DS_CONFIG},
         "checkpointing": {
             "none": Mapped({"args.gradient_checkpointing": False}),
             "full": Mapped({"args.gradient_checkpointing": True}),
@@ -51,6 +53,7 @@ class HfTrainerTarget(Target):
         },
         "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+        **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:

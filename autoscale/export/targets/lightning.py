@@ -13,8 +13,9 @@ import json
 import pprint
 from pathlib import Path
 
-from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
-                                   MICRO_BATCH_IN_LOADER, From, InUserCode, Mapped, Refuse, Target, header)
+from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, From, IN_DS_CONFIG, InUserCode,
+                                   KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG,
+                                   Refuse, SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
 from autoscale.export.source import ExportSource
 
 LIGHTNING_OWNED = ("train_batch_size", "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
@@ -41,13 +42,15 @@ class LightningTarget(Target):
         "grad_accum": Mapped({"trainer.accumulate_grad_batches": From.KNOB}),
         "precision": {"fp32": Mapped({"trainer.precision": "32-true"}),
                       "bf16": Mapped({"trainer.precision": "bf16-mixed"}),
-                      "fp16": Mapped({"trainer.precision": "16-mixed"})},
+                      "fp16": Mapped({"trainer.precision": "16-mixed"}),
+                      "fp8": NOT_IN_DS_CONFIG},
         "checkpointing": CHECKPOINTING_IN_MODEL,
         "kernels": {"torch": Mapped(),
                     "compile": InUserCode("torch.compile the model in LightningModule.configure_model"),
                     ANY: KERNEL_SET_IN_MODEL},
         "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
+        **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:

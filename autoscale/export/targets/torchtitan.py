@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from autoscale.export.base import ANY, From, Mapped, Refuse, Target, header
+from autoscale.export.base import ANY, From, InUserCode, Mapped, Refuse, Target, header
 from autoscale.export.source import ExportSource
 
 SHARDED = {"toml.parallelism.data_parallel_replicate_degree": 1,
@@ -43,7 +43,9 @@ class TorchtitanTarget(Target):
         "grad_accum": Mapped({"toml.training.global_batch_size": From.GLOBAL_BATCH}),
         "precision": {"fp32": Mapped({"toml.training.mixed_precision_param": "float32"}),
                       "bf16": Mapped({"toml.training.mixed_precision_param": "bfloat16"}),
-                      "fp16": Refuse("training.mixed_precision_param takes bfloat16 or float32 only")},
+                      "fp16": Refuse("training.mixed_precision_param takes bfloat16 or float32 only"),
+                      "fp8": InUserCode("add torchtitan's float8 converter to the model (model.converters = "
+                                        "[\"float8\"]): autoscale does not write its TOML section")},
         "checkpointing": {
             "none": Mapped({"toml.activation_checkpoint.mode": "none"}),
             "full": Mapped({"toml.activation_checkpoint.mode": "full"}),
@@ -59,6 +61,14 @@ class TorchtitanTarget(Target):
                     ANY: Refuse("torchtitan builds its own model; an autoscale kernel set cannot be chosen in its TOML")},
         "tp": Mapped({"toml.parallelism.tensor_parallel_degree": From.KNOB}),
         "pp": Mapped({"toml.parallelism.pipeline_parallel_degree": From.KNOB}),
+        "cp": Mapped({"toml.parallelism.context_parallel_degree": From.KNOB}),
+        "sp": {1: Mapped(), ANY: Refuse("torchtitan has no Ulysses sequence parallelism; its context "
+                                        "parallelism (cp) splits sequences with ring attention instead")},
+        "vpp": {1: Mapped(), ANY: InUserCode("choose an interleaved pipeline schedule "
+                                             "(parallelism.pipeline_parallel_schedule = \"Interleaved1F1B\") with "
+                                             "this many stages per pipeline rank")},
+        "megatron_sp": {False: Mapped(), ANY: InUserCode("torchtitan's tensor parallelism already splits norms "
+                                                         "along the sequence (its SequenceParallel plan) when tp > 1")},
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:

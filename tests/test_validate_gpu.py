@@ -1,0 +1,74 @@
+"""The published GPU runs as the cost model reads them, and the leave-one-source-out machinery."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from autoscale.costmodel import gpu_fit
+from autoscale.costmodel.gpu_runs import SOURCES, load_published_runs
+from autoscale.costmodel.params import GPU_FAMILY_DEFAULTS
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GPU_DATA = DATA / "gpu"
+pytestmark = pytest.mark.skipif(not (GPU_DATA / "published_gpu_runs.csv").exists(),
+                                reason="the shared published-runs data is not beside the repository")
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return load_published_runs(GPU_DATA, DATA / "published_runs.csv")
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_loader_reads_every_row_once(runs):
+    published = [row for row in _rows(GPU_DATA / "published_gpu_runs.csv") if "llm-foundry" not in row["source"]]
+    foundry = [row for row in _rows(GPU_DATA / "llmfoundry_all.csv") if row["Activation CPUOffload"] != "True"]
+    megatron = _rows(DATA / "published_runs.csv")
+    assert len(runs) == len(published) + len(foundry) + len(megatron)
+    assert {run.source for run in runs} == set(SOURCES)
+    assert all(run.candidates and run.measured_tokens_per_s_per_gpu > 0 for run in runs)
+
+
+def test_every_candidate_lays_the_run_out_on_its_gpu_count(runs):
+    for run in runs:
+        for point in run.candidates:
+            assert point.data_parallel(run.world_size) * point.tp * point.pp * point.cp == run.world_size, run.label
+
+
+def test_every_llm_foundry_run_is_predicted_to_fit(runs):
+    foundry = [run for run in runs if run.source == "llm-foundry"]
+    refused = [run.label for run in foundry
+               if not gpu_fit.predict_run(run, GPU_FAMILY_DEFAULTS[run.hardware.family]).fits]
+    assert refused == []
+
+
+def test_leave_one_source_out_never_fits_on_the_source_it_scores(runs, monkeypatch):
+    subset = [run for source in SOURCES for run in [r for r in runs if r.source == source][:2]]
+    seen = []
+
+    def recording_fit(training):
+        seen.append({run.source for run in training})
+        return {}
+
+    monkeypatch.setattr(gpu_fit, "fit_families", recording_fit)
+    predictions, used = gpu_fit.leave_one_source_out(subset)
+    assert sorted(used) == sorted(SOURCES) and len(predictions) == len(subset)
+    assert [set(SOURCES) - trained for trained in seen] == [{source} for source in sorted(SOURCES)]
+
+
+def test_a_fit_recovers_the_efficiency_that_generated_its_runs(runs):
+    from dataclasses import replace
+
+    a100 = [run for run in runs if run.source == "llm-foundry" and run.hardware.family == "a100"][:12]
+    truth = replace(GPU_FAMILY_DEFAULTS["a100"], gemm_efficiency_max=0.5)
+    synthetic = [replace(run, measured_tokens_per_s_per_gpu=gpu_fit.predict_run(run, truth).tokens_per_s_per_gpu)
+                 for run in a100]
+    fitted = gpu_fit.fit_family(synthetic, start=GPU_FAMILY_DEFAULTS["a100"])
+    assert max(abs(gpu_fit.predict_run(run, fitted).error) for run in synthetic) < 0.01
