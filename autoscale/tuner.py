@@ -25,7 +25,7 @@ from autoscale.strategies.base import SearchContext
 from autoscale.costmodel import rank_predictions
 from autoscale.errors import UserError
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
-from autoscale.study import RUN_ATTR, heartbeat, open_study, records_of
+from autoscale.study import INTERRUPTED, RUN_ATTR, heartbeat, open_study, records_of
 
 __all__ = ["TuneConfig", "TuneOutcome", "tune"]
 
@@ -75,12 +75,16 @@ class TuneConfig:
 
 
 class Observer(Protocol):
+    def note(self, text: str) -> None: ...
     def trial_started(self, number: int, point: Point) -> None: ...
     def trial_finished(self, record: TrialRecord, counted: int) -> None: ...
     def repeat_skipped(self, number: int, point: Point, earlier: int) -> None: ...
 
 
 class SilentObserver:
+    def note(self, text: str) -> None:
+        pass
+
     def trial_started(self, number: int, point: Point) -> None:
         pass
 
@@ -96,6 +100,7 @@ class TuneOutcome:
     records: list[TrialRecord]
     summary: dict
     stopped_because: str
+    interrupted: bool = False  # stopped by Ctrl-C: the files hold every trial finished before it
 
 
 class _Events:
@@ -137,6 +142,10 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
 
     policy = Autoscale(context, seed=config.seed, study=study, seed_points=config.seed_points if predictor else 0,
                        budget=config.trials, always_baseline=True, events=_Events(observer, lambda: launched()))
+    if config.resume:
+        observer.note(resumed_note(config, records_of(study)))
+    if policy.baseline_note:
+        observer.note(policy.baseline_note)
 
     def save() -> list[TrialRecord]:
         records = records_of(study)
@@ -145,31 +154,47 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
         return records
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
-    while launched() < config.trials:
-        point = policy.propose()
-        if point is None:
-            pruned = sum(r.status == "pruned" for r in policy.known().values())
-            stopped_because = "every point of the space was measured" + (
-                f" or pruned ({pruned} predicted not to fit)" if pruned else "")
-            break
-        trial = policy.trial_of(point)
-        observer.trial_started(-1 if policy.is_baseline(point, trial) else trial.number, point)
-        request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
-                               nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
-                               timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                               fault=config.fault)
-        try:
+    point = None
+    try:
+        while launched() < config.trials:
+            point = policy.propose()
+            if point is None:
+                pruned = sum(r.status == "pruned" for r in policy.known().values())
+                stopped_because = "every point of the space was measured" + (
+                    f" or pruned ({pruned} predicted not to fit)" if pruned else "")
+                break
+            trial = policy.trial_of(point)
+            observer.trial_started(-1 if policy.is_baseline(point, trial) else trial.number, point)
+            request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
+                                   nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
+                                   timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
+                                   fault=config.fault)
             with heartbeat(study, trial):
                 result = run(request)
-        except BaseException:
-            policy.abandon(point)
+            record = policy.tell(point, result)
+            point = None
+            observer.trial_finished(record, launched())
             save()
-            raise
-        record = policy.tell(point, result)
-        observer.trial_finished(record, launched())
-        save()
+    except KeyboardInterrupt:
+        if point is not None and point.key() in policy.pending:
+            policy.abandon(point)  # recorded as interrupted; a --resume measures it again
+        records = save()
+        return TuneOutcome(records=records, summary=summary_dict(info, records), interrupted=True,
+                           stopped_because=f"interrupted after {launched()} trials; continue with --resume")
     records = save()
     return TuneOutcome(records=records, summary=summary_dict(info, records), stopped_because=stopped_because)
+
+
+def resumed_note(config: TuneConfig, records: list[TrialRecord]) -> str:
+    """What a --resume continues from, in one line."""
+    interrupted = sum(r.reason == INTERRUPTED for r in records)
+    counts = {status: sum(r.status == status for r in records) for status in ("ok", "failed", "pruned")}
+    failed = counts["failed"] - interrupted
+    note = (f"resuming study {config.study_name!r}: {counts['ok'] + failed} trials measured ({counts['ok']} ok, "
+            f"{failed} failed), {counts['pruned']} pruned")
+    if interrupted:
+        note += f", {interrupted} interrupted (measured again)"
+    return f"{note}; continuing to {config.trials} trials"
 
 
 def check_something_fits(config: TuneConfig, space: SearchSpace, predictor: Predictor) -> None:
@@ -180,8 +205,8 @@ def check_something_fits(config: TuneConfig, space: SearchSpace, predictor: Pred
                                         predictor))
     if why is None:
         return
-    hints = ["plan for a cluster with --backend model --hardware NAME --gpus N", "a smaller --model"]
+    hints = ["plan a cluster with --backend model --hardware NAME --gpus N", "choose a smaller --model"]
     if "cpu" not in space.choices["offload"]:
-        hints.append("optimizer offload (offload: [cpu] in the space, with zero_stage >= 1)")
+        hints.append("add optimizer offload (offload: [cpu] in the space, with zero_stage >= 1)")
     raise UserError(f"{config.spec.name} does not fit on {config.nproc} {config.backend} rank(s) with global batch "
-                    f"{config.global_batch}: {why}; try {', or '.join(hints)}")
+                    f"{config.global_batch}: {why}; instead {', or '.join(hints)}")

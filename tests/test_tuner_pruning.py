@@ -8,14 +8,14 @@ less than the model's memory error, and faster than everything predicted to fit)
 
 from dataclasses import dataclass
 
+from autoscale.budget import MEMORY_MARGIN, MemoryBudget
+from autoscale.costmodel import rank_predictions as ranked_predictions
 from autoscale.costmodel import worth_the_risk
 from autoscale.engine.request import TrialResult
 from autoscale.models import PRESETS
 from autoscale.point import Point, baseline_point
 from autoscale.results import RunInfo
 from autoscale.space import SearchSpace
-from autoscale.budget import MEMORY_MARGIN, MemoryBudget
-from autoscale.costmodel import rank_predictions as ranked_predictions
 from autoscale.strategies.ours import opening_order
 from autoscale.tuner import TuneConfig, tune
 
@@ -35,6 +35,9 @@ class StandInPrediction:
 
     def pruned_reason(self) -> str:
         return "pruned: predicted past the usable memory (stand-in)"
+
+    def memory_verdict(self) -> str:
+        return "fits" if self.fits else "predicted not to fit (stand-in)"
 
 
 def predictor(point: Point) -> StandInPrediction:
@@ -78,13 +81,19 @@ def test_the_risks_are_the_borderline_points_predicted_faster_than_all_that_fit_
     assert worth_the_risk(ranked_predictions(points(), slow_borderline)) == []
 
 
-def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk_and_prunes_other_misfits(tmp_path):
+def config_and_info(tmp_path, trials: int, **overrides) -> tuple[TuneConfig, RunInfo]:
     spec = PRESETS["gpt-tiny"]
     config = TuneConfig(spec=spec, space=SPACE, global_batch=16, seq_len=64, backend="cpu", nproc=2,
-                        trials=len(points()), out_dir=tmp_path / "run", study_name="t", usable_bytes_per_rank=LIMIT)
+                        trials=trials, out_dir=tmp_path / "run", study_name="t", usable_bytes_per_rank=LIMIT,
+                        **overrides)
     info = RunInfo(study_name="t", model={"name": spec.name}, backend="cpu", world_size=2, global_batch=16,
-                   seq_len=64, hardware={"name": "cpu"}, device_bytes_per_rank=None, usable_bytes_per_rank=LIMIT, command=["autoscale", "tune"],
-                   storage=config.storage_url, started_at="2026-01-01T00:00:00+00:00")
+                   seq_len=64, hardware={"name": "cpu"}, device_bytes_per_rank=None, usable_bytes_per_rank=LIMIT,
+                   command=["autoscale", "tune"], storage=config.storage_url, started_at="2026-01-01T00:00:00+00:00")
+    return config, info
+
+
+def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk_and_prunes_other_misfits(tmp_path):
+    config, info = config_and_info(tmp_path, trials=len(points()))
     records = tune(config, info=info, run=engine, predictor=predictor).records
     risks = [p.key() for p in worth_the_risk(ranked_predictions(points(), predictor))]
     assert [r.point.key() for r in records[2:4]] == [risks[0], baseline_point(16, 2).key()]
@@ -107,3 +116,98 @@ def test_the_console_marks_a_launched_risk_and_not_a_pruned_point():
     assert observer.marks(TrialRecord(number=5, point=point, status="pruned", pred_peak_bytes=2 * LIMIT)) == ""
     assert observer.marks(TrialRecord(number=0, point=baseline_point(16, 2), status="ok", is_baseline=True,
                                       pred_peak_bytes=LIMIT // 2)) == "  (baseline)"
+
+
+def test_a_default_baseline_predicted_not_to_fit_gives_way_to_the_smallest_fitting_point(tmp_path):
+    def default_too_big(point: Point) -> StandInPrediction:
+        if point == baseline_point(16, 2):
+            return StandInPrediction(fits=False, borderline=False, tokens_per_s=1.0, peak_bytes=3 * LIMIT)
+        prediction = predictor(point)
+        return StandInPrediction(prediction.fits, prediction.borderline, prediction.tokens_per_s,
+                                 prediction.peak_bytes * point.micro_batch - point.zero_stage)  # smallest: z1 mb1
+
+    notes = []
+
+    class Notes:
+        def note(self, text): notes.append(text)
+        def trial_started(self, number, point): pass
+        def trial_finished(self, record, counted): pass
+        def repeat_skipped(self, number, point, earlier): pass
+
+    config, info = config_and_info(tmp_path, trials=4)
+    records = tune(config, info=info, run=engine, predictor=default_too_big, observer=Notes()).records
+    baseline = [r for r in records if r.is_baseline]
+    assert len(baseline) == 1 and baseline[0].status == "ok"
+    assert (baseline[0].point.zero_stage, baseline[0].point.micro_batch) == (1, 1)  # fits, smallest predicted peak
+    assert baseline_point(16, 2) not in {r.point for r in records}  # the default is never launched
+    assert any("the smallest config predicted to fit" in note for note in notes)
+
+
+def test_nothing_predicted_to_fit_stops_before_the_study_with_the_figures_and_what_to_try(tmp_path):
+    import pytest
+
+    from autoscale.errors import UserError
+
+    def nothing_fits(point: Point) -> StandInPrediction:
+        return StandInPrediction(fits=False, borderline=False, tokens_per_s=1.0, peak_bytes=5 * LIMIT)
+
+    config, info = config_and_info(tmp_path, trials=4)
+    launched = []
+    with pytest.raises(UserError, match=r"does not fit.*smallest predicted peak is 5\.0 GiB against.*--backend model"):
+        tune(config, info=info, run=lambda request: launched.append(request), predictor=nothing_fits)
+    assert not launched and not (tmp_path / "run" / "study.db").exists()
+
+
+def test_ctrl_c_keeps_the_finished_trials_records_the_cut_one_as_interrupted_and_resume_measures_it(tmp_path):
+    calls = []
+
+    def interrupted_third(request):
+        calls.append(request.point)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return engine(request)
+
+    config, info = config_and_info(tmp_path, trials=5)
+    outcome = tune(config, info=info, run=interrupted_third, predictor=predictor)
+    assert outcome.interrupted and outcome.stopped_because == "interrupted after 2 trials; continue with --resume"
+    assert [r.status for r in outcome.records] == ["ok", "ok", "failed"]
+    assert outcome.records[2].reason.startswith("interrupted:") and outcome.summary["best"] is not None
+
+    notes = []
+
+    class Notes:
+        def note(self, text): notes.append(text)
+        def trial_started(self, number, point): pass
+        def trial_finished(self, record, counted): pass
+        def repeat_skipped(self, number, point, earlier): pass
+
+    config, info = config_and_info(tmp_path, trials=5, resume=True)
+    again = tune(config, info=info, run=engine, predictor=predictor, observer=Notes())
+    assert notes[0] == ("resuming study 't': 2 trials measured (2 ok, 0 failed), 0 pruned, 1 interrupted "
+                        "(measured again); continuing to 5 trials")
+    measured = [r.point for r in again.records if r.status == "ok"]
+    assert calls[2] in measured and len(measured) == len(set(measured)) == 5
+
+
+def test_the_console_counts_pruned_and_repeated_points_instead_of_printing_them_and_numbers_trials_without_gaps():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from autoscale.commands.tune import ConsoleObserver
+    from autoscale.results import TrialRecord
+
+    console = Console(record=True, width=200)
+    observer = ConsoleObserver(3, Progress(console=console), usable_bytes=LIMIT)
+    first, second = points()[:2]
+    for number in (4, 5, 6):
+        observer.repeat_skipped(number, first, 0)
+    observer.trial_finished(TrialRecord(number=7, point=second, status="pruned", reason="pruned: x"), 1)
+    observer.trial_finished(TrialRecord(number=9, point=second, status="ok", result=engine_result()), 2)
+    text = console.export_text()
+    assert "trial   2" in text and "pruned" not in text and "repeat" not in text
+    assert observer.settled_lines() == ["pruned 1 points predicted not to fit, never launched (reasons in trials.csv)",
+                                        "skipped 3 suggestions of points already measured or being measured"]
+
+
+def engine_result() -> TrialResult:
+    return TrialResult(status="ok", tokens_per_s=100.0, peak_bytes=LIMIT // 2, step_s=0.1, wall_s=1.0)

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from autoscale.console import make_console
@@ -29,11 +30,17 @@ def format_bytes(value: float | None) -> str:
 
 
 class ConsoleObserver:
-    """A progress bar over counted trials and one line per trial outcome."""
+    """A progress bar over launched trials, one line per launched trial (numbered without gaps), and
+    the points settled without a launch (pruned, repeated) as counts, not lines."""
 
     def __init__(self, total: int, progress: Progress, usable_bytes: int | None = None):
         self.progress, self.usable_bytes = progress, usable_bytes
         self.task = progress.add_task("trials", total=total)
+        self.pruned = 0
+        self.repeats = 0
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
 
     def marks(self, record: TrialRecord) -> str:
         """Why a trial is special: the baseline, or launched although predicted past the usable memory."""
@@ -45,25 +52,37 @@ class ConsoleObserver:
         return ""
 
     def trial_started(self, number: int, point: Point) -> None:
-        label = "baseline" if number < 0 else f"trial {number}"  # -1: the baseline
+        label = "baseline" if number < 0 else "trial"  # -1: the baseline
         self.progress.update(self.task, description=f"{label}: {point.short()}")
 
     def trial_finished(self, record: TrialRecord, counted: int) -> None:
-        label = f"trial {record.number:>3}" if record.number is not None else "predicted"
-        config = record.point.short() + self.marks(record)
+        if record.status == "pruned":
+            self.pruned += 1
+            self.progress.update(self.task, description=f"{self.pruned} pruned: predicted not to fit")
+            return
+        label = f"trial {counted:>3}"
+        config = escape(record.point.short() + self.marks(record))
         if record.status == "ok":
             r = record.result
             mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-"
             line = (f"[green]ok[/]     {label}  {r.tokens_per_s:>10,.0f} tok/s  MFU {mfu:>6}  "
                     f"peak {format_bytes(r.peak_bytes):>10}  {r.wall_s:5.1f} s  {config}")
         else:
-            colour = "yellow" if record.status == "pruned" else "red"
-            line = f"[{colour}]{record.status:<6}[/] {label}  {config}  {record.reason}"
+            line = f"[red]{record.status:<6}[/] {label}  {config}  {escape(record.reason)}"
         self.progress.console.print(line, highlight=False, markup=True)
         self.progress.update(self.task, completed=counted)
 
     def repeat_skipped(self, number: int, point: Point, earlier: int) -> None:
-        self.progress.console.print(f"[dim]repeat  trial {number:>3}  same point as trial {earlier}, not re-run[/]")
+        self.repeats += 1
+
+    def settled_lines(self) -> list[str]:
+        """The points settled without a launch, one line per reason."""
+        lines = []
+        if self.pruned:
+            lines.append(f"pruned {self.pruned} points predicted not to fit, never launched (reasons in trials.csv)")
+        if self.repeats:
+            lines.append(f"skipped {self.repeats} suggestions of points already measured or being measured")
+        return lines
 
 
 def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Table:
@@ -124,17 +143,23 @@ def run_session(session, console) -> None:
                   console=console, transient=True) as progress:
         observer = ConsoleObserver(session.config.trials, progress, session.config.usable_bytes_per_rank)
         outcome = session.run(observer=observer)
+    for line in observer.settled_lines():
+        console.print(line, highlight=False)
     summary = outcome.summary
-    console.print(f"stopped: {outcome.stopped_because}")
-    if summary["best"] is None:
+    console.print(f"stopped: {outcome.stopped_because}", highlight=False)
+    if summary["best"] is None and not outcome.interrupted:
         raise UserError(f"no trial succeeded; see {session.config.out_dir / 'trials.csv'} for the reasons")
-    console.print(top_table(summary, outcome.records))
-    speedup = summary.get("speedup")
-    label = "best (PREDICTED, not measured)" if summary.get("predicted") else "best"
-    console.print(f"{label}: {summary['best']['description']}"
-                  + (f", {speedup:.2f}x the baseline's tokens/s" if speedup else ""), highlight=False)
+    if summary["best"] is not None:
+        console.print(top_table(summary, outcome.records))
+        speedup = summary.get("speedup")
+        label = "best (PREDICTED, not measured)" if summary.get("predicted") else "best"
+        label += " so far" if outcome.interrupted else ""
+        console.print(f"{label}: {summary['best']['description']}"
+                      + (f", {speedup:.2f}x the baseline's tokens/s" if speedup else ""), highlight=False)
     for line in session.finish(outcome):
         console.print(line, highlight=False)
+    if outcome.interrupted:
+        raise typer.Exit(130)
 
 
 def register(app: typer.Typer) -> None:
