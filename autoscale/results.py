@@ -64,8 +64,12 @@ class TrialRecord:
         return {k: v for k, v in self.row().items() if k in METRIC_COLUMNS}
 
 
-def best_record(records: list[TrialRecord], usable_bytes: int | None) -> TrialRecord | None:
-    """The fastest trial the tuner may recommend (`budget.acceptable`)."""
+def best_record(records: list[TrialRecord], usable_bytes: int | None,
+                confirmation: dict | None = None) -> TrialRecord | None:
+    """The confirmed winner (`autoscale.confirm`) where the winner was confirmed, else the fastest trial
+    the tuner may recommend (`budget.acceptable`)."""
+    if confirmation is not None:
+        return next(r for r in records if r.number == confirmation["winner_trial_number"])
     feasible = [r for r in records if r.status == "ok" and acceptable(r.result, usable_bytes)]
     return max(feasible, key=lambda r: r.result.tokens_per_s, default=None)
 
@@ -117,21 +121,27 @@ def _entry(record: TrialRecord | None) -> dict | None:
             "metrics": record.metrics()}
 
 
-def summary_dict(info: RunInfo, records: list[TrialRecord]) -> dict:
-    best = best_record(records, info.usable_bytes_per_rank)
+def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict | None = None) -> dict:
+    """`confirmation`: `Confirmation.as_dict()` of the winner's head-to-head rounds, when they ran; the
+    speed-up is then its paired ratio to the baseline rather than one trial's over another's."""
+    best = best_record(records, info.usable_bytes_per_rank, confirmation)
     baseline = baseline_record(records)
     speedup = (best.result.tokens_per_s / baseline.result.tokens_per_s
                if best and baseline else None)
+    if confirmation is not None and confirmation.get("vs_baseline"):
+        speedup = confirmation["vs_baseline"]["centre"]
     counts = {status: sum(r.status == status for r in records) for status in ("ok", "failed", "pruned")}
     data = asdict(info)
     data["storage"] = mask_password(info.storage)
     data["command"] = [mask_password(arg) for arg in info.command]  # `--storage URL` is in the command line
     data.update(best=_entry(best), baseline=_entry(baseline), speedup=speedup, counts=counts,
                 finished_at=utc_now())
+    if confirmation is not None:
+        data["best"]["confirmation"] = confirmation
     return data
 
 
-def write_summary(info: RunInfo, records: list[TrialRecord], path: Path) -> dict:
-    summary = summary_dict(info, records)
+def write_summary(info: RunInfo, records: list[TrialRecord], path: Path, confirmation: dict | None = None) -> dict:
+    summary = summary_dict(info, records, confirmation)
     atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -59,7 +59,7 @@ class TuneSession:
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
                    command: list[str], fault: str | None = None, hardware: str | None = None,
                    gpus: int | None = None, launcher: str = "warm",
-                   hostfile: Path | None = None) -> "TuneSession":
+                   hostfile: Path | None = None, confirm_rounds: int = 3) -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
 
         spec = resolve_model(model)
@@ -93,7 +93,8 @@ class TuneSession:
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
-                            usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault, launcher=launcher,
+                            usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault,
+                            confirm_rounds=confirm_rounds, launcher=launcher,
                             hostfile=str(hostfile) if hostfile else None)
         return cls(config, cls._run_info(config, hardware, command), hardware)
 
@@ -112,7 +113,7 @@ class TuneSession:
         out_dir = out or Path("runs") / study_name / f"worker-{socket.gethostname()}-{os.getpid()}"
         check_writable(out_dir)
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
-                                          resume=True,
+                                          resume=True, confirm_rounds=0,  # the study's starter confirms
                                           usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
         return cls(config, cls._run_info(config, hardware, command), hardware)
 
@@ -182,7 +183,7 @@ class TuneSession:
     def finish(self, outcome: TuneOutcome) -> list[str]:
         """Write the best ds_config and the report; return what to tell the user."""
         lines = []
-        best = best_record(outcome.records, self.config.usable_bytes_per_rank)
+        best = best_record(outcome.records, self.config.usable_bytes_per_rank, outcome.confirmation)
         if best is not None:
             path = self.config.out_dir / "ds_config.json"
             write_ds_config(to_ds_config(best.point, world_size=self.config.nproc), path)

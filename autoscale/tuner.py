@@ -15,15 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from autoscale.confirm import confirm, finalists
+from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
+from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
-from autoscale.results import RunInfo, TrialRecord, summary_dict, write_summary, write_trials_csv
+from autoscale.results import RunInfo, TrialRecord, baseline_record, summary_dict, write_summary, write_trials_csv
 from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
-from autoscale.costmodel import rank_predictions
-from autoscale.errors import UserError
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
 from autoscale.study import INTERRUPTED, RUN_ATTR, heartbeat, open_study, records_of
 
@@ -49,6 +50,7 @@ class TuneConfig:
     usable_bytes_per_rank: int | None = None  # the memory limit trials are held to (autoscale.budget)
     fault: str | None = None  # test-only, passed to every trial
     seed_points: int = SEED_POINTS  # the cost model's top-ranked points, measured first (see opening_order)
+    confirm_rounds: int = 3  # head-to-head rounds of the finalists before the winner is named (0: none)
     launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
     hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
 
@@ -62,7 +64,7 @@ class TuneConfig:
                 "global_batch": self.global_batch, "seq_len": self.seq_len, "backend": self.backend,
                 "nproc": self.nproc, "trials": self.trials, "seed": self.seed,
                 "timeout_per_trial_s": self.timeout_per_trial_s, "measure": asdict(self.measure),
-                "seed_points": self.seed_points}
+                "seed_points": self.seed_points, "confirm_rounds": self.confirm_rounds}
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
@@ -101,6 +103,7 @@ class TuneOutcome:
     summary: dict
     stopped_because: str
     interrupted: bool = False  # stopped by Ctrl-C: the files hold every trial finished before it
+    confirmation: dict | None = None  # `Confirmation.as_dict()`, when the winner was measured again
 
 
 class _Events:
@@ -175,14 +178,37 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             point = None
             observer.trial_finished(record, launched())
             save()
+        confirmation = confirm_winner(config, save(), run, observer)
     except KeyboardInterrupt:
         if point is not None and point.key() in policy.pending:
             policy.abandon(point)  # recorded as interrupted; a --resume measures it again
         records = save()
         return TuneOutcome(records=records, summary=summary_dict(info, records), interrupted=True,
                            stopped_because=f"interrupted after {launched()} trials; continue with --resume")
-    records = save()
-    return TuneOutcome(records=records, summary=summary_dict(info, records), stopped_because=stopped_because)
+    records = records_of(study)
+    summary = write_summary(info, records, config.out_dir / "summary.json", confirmation)
+    return TuneOutcome(records=records, summary=summary, stopped_because=stopped_because, confirmation=confirmation)
+
+
+def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable[[TrialRequest], TrialResult],
+                   observer: Observer) -> dict | None:
+    """Measure the finalists and the baseline again, head to head (`autoscale.confirm`), when there is
+    more than one config that could be the best; the winner's intervals, or None."""
+    contenders = finalists(records, config.usable_bytes_per_rank)
+    if config.confirm_rounds < 2 or len(contenders) < 2:
+        return None
+    baseline = baseline_record(records)
+    count = len(contenders) + (baseline is not None and baseline not in contenders)
+    observer.note(f"confirming the winner: {count} configs x {config.confirm_rounds} interleaved rounds")
+
+    def measure(record: TrialRecord, round_index: int) -> TrialResult:
+        observer.trial_started(-1 if record.is_baseline else (record.number or 0), record.point)
+        return run(TrialRequest(spec=config.spec, point=record.point, seq_len=config.seq_len, backend=config.backend,
+                                nproc=config.nproc, workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}",
+                                timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
+                                fault=config.fault))
+
+    return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
 
 
 def resumed_note(config: TuneConfig, records: list[TrialRecord]) -> str:

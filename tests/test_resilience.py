@@ -61,7 +61,7 @@ def trial_in_flight(run: Path) -> Path | None:
 def test_a_tuner_killed_mid_trial_resumes_without_losing_or_double_counting(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     args = ["tune", "--model", "gpt-tiny", "--space", "space.yaml", "--global-batch", "16", "--seq-len", "64",
-            "--backend", "cpu", "--study-name", "killed", "--trials", "4"]
+            "--backend", "cpu", "--study-name", "killed", "--trials", "4", "--confirm-rounds", "0"]
     run = tmp_path / "runs" / "killed"
     tuner = autoscale(*args, cwd=tmp_path)
     wait_for(lambda: (run / "trials.csv").exists() and (run / "trials" / "1" / "training-started").exists(),
@@ -98,7 +98,7 @@ def test_three_workers_share_a_postgres_study_and_one_dies(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     first = autoscale("tune", "--model", "gpt-tiny", "--space", "space.yaml", "--global-batch", "16", "--seq-len", "64",
                       "--backend", "cpu", "--nproc", "2", "--study-name", name, "--trials", "6", "--storage", url,
-                      "--out", str(tmp_path / "first"), cwd=tmp_path)
+                      "--out", str(tmp_path / "first"), "--confirm-rounds", "0", cwd=tmp_path)
     storage = optuna.storages.RDBStorage(url)
     wait_for(lambda: name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)},
              60, "the study to be created")

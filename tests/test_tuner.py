@@ -22,7 +22,7 @@ def session(tmp_path, quick_measure, *, trials=3, space_text="zero_stage: [0, 1]
     made = TuneSession.from_flags(model="gpt-tiny", trials=trials, space=str(space), global_batch=16, seq_len=64,
                                   backend="cpu", nproc=2, out=tmp_path / "run", study_name="t",
                                   timeout_per_trial=timeout, storage=None, resume=resume, seed=0,
-                                  command=["autoscale", "tune"], fault=fault)
+                                  command=["autoscale", "tune"], fault=fault, confirm_rounds=0)
     # few timed steps: tests check behaviour, benchmarks measure speed
     object.__setattr__(made.config, "measure", quick_measure)
     return made

@@ -211,3 +211,30 @@ def test_the_console_counts_pruned_and_repeated_points_instead_of_printing_them_
 
 def engine_result() -> TrialResult:
     return TrialResult(status="ok", tokens_per_s=100.0, peak_bytes=LIMIT // 2, step_s=0.1, wall_s=1.0)
+
+
+def test_the_study_ends_by_confirming_the_winner_head_to_head_and_names_it_in_summary_and_ds_config(tmp_path):
+    import json
+    import random
+
+    noise = random.Random(0)
+    workdirs = []
+
+    def noisy(request) -> TrialResult:  # micro-batch 2 in bf16 and fp32 run alike: only rounds can order them
+        workdirs.append(request.workdir)
+        speed = {1: 100.0, 2: 200.0}.get(request.point.micro_batch, 150.0) * noise.uniform(0.97, 1.03)
+        return TrialResult(status="ok", tokens_per_s=speed, peak_bytes=LIMIT // 2, step_s=0.1, step_rse=0.02,
+                           wall_s=1.0)
+
+    config, info = config_and_info(tmp_path, trials=4, confirm_rounds=4)
+    outcome = tune(config, info=info, run=noisy, predictor=predictor)  # seeds: micro-batch 2, ZeRO-1 and ZeRO-0
+    confirmation = outcome.summary["best"]["confirmation"]
+    contenders = confirmation["contenders"]
+    assert confirmation["rounds"] == 4 and all(len(c["samples"]) == 4 for c in contenders)
+    assert outcome.summary["best"]["trial_number"] == confirmation["winner_trial_number"] == contenders[0]["trial_number"]
+    assert Point.from_dict(contenders[0]["point"]).micro_batch == 2
+    assert 1.7 < outcome.summary["speedup"] < 2.3  # paired rounds against the baseline (micro-batch 1)
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["best"]["confirmation"]["winner_trial_number"] == confirmation["winner_trial_number"]
+    confirming = [w for w in workdirs if w.parent.name == "confirm"]
+    assert len(confirming) == len(set(confirming)) == 4 * (len(contenders) + 1)  # and the baseline; own folders

@@ -85,6 +85,29 @@ class ConsoleObserver:
         return lines
 
 
+def confirmation_table(confirmation: dict) -> Table:
+    """The finalists' head-to-head rounds: each config's tokens/s with its interval, the winner first."""
+    table = Table(title=f"the winner, confirmed head to head in {confirmation['rounds']} interleaved rounds "
+                        "(geometric mean, 95% interval)")
+    for column in ("#", "config", "tokens/s", "interval", "samples"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for contender in confirmation["contenders"]:
+        interval = contender["tokens_per_s"]
+        table.add_row(str(contender["trial_number"]), Point.from_dict(contender["point"]).short(),
+                      f"{interval['centre']:,.0f}" if interval else "-",
+                      f"{interval['low']:,.0f}-{interval['high']:,.0f}" if interval else "-",
+                      str(len(contender["samples"])))
+    caption = []
+    runner_up, baseline = confirmation["vs_runner_up"], confirmation["vs_baseline"]
+    if runner_up:
+        caption.append(("statistically tied with the runner-up: " if confirmation["tied"] else "ahead of the runner-up: ")
+                       + f"{runner_up['centre']:.3f}x [{runner_up['low']:.3f}, {runner_up['high']:.3f}]")
+    if baseline:
+        caption.append(f"vs the baseline: {baseline['centre']:.2f}x [{baseline['low']:.2f}, {baseline['high']:.2f}]")
+    table.caption = "; ".join(caption)
+    return table
+
+
 def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Table:
     limit_bytes = summary.get("usable_bytes_per_rank")
     ok = sorted((r for r in records if r.status == "ok"), key=lambda r: -r.result.tokens_per_s)
@@ -124,6 +147,9 @@ def tune(
                                  "fresh: new processes for every trial."),
     hostfile: Optional[Path] = typer.Option(None, help="Trials span the nodes of this DeepSpeed hostfile "
                                             "(`host slots=N` lines), launched with DeepSpeed's launcher."),
+    confirm_rounds: int = typer.Option(3, min=0, help="Before naming the winner, measure the configs that could "
+                                       "be the best and the baseline again in this many interleaved rounds "
+                                       "(0 or 1: skip)."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -132,7 +158,8 @@ def tune(
                                      seq_len=seq_len, backend=backend, nproc=nproc, out=out,
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
-                                     hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile)
+                                     hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
+                                     confirm_rounds=confirm_rounds)
     run_session(session, console)
 
 
@@ -151,9 +178,14 @@ def run_session(session, console) -> None:
         raise UserError(f"no trial succeeded; see {session.config.out_dir / 'trials.csv'} for the reasons")
     if summary["best"] is not None:
         console.print(top_table(summary, outcome.records))
+        if outcome.confirmation is not None:
+            console.print(confirmation_table(outcome.confirmation))
         speedup = summary.get("speedup")
         label = "best (PREDICTED, not measured)" if summary.get("predicted") else "best"
         label += " so far" if outcome.interrupted else ""
+        confirmation = outcome.confirmation
+        if confirmation is not None and confirmation["tied"]:
+            label += f", statistically tied with trial {confirmation['contenders'][1]['trial_number']}"
         console.print(f"{label}: {summary['best']['description']}"
                       + (f", {speedup:.2f}x the baseline's tokens/s" if speedup else ""), highlight=False)
     for line in session.finish(outcome):

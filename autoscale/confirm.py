@@ -1,0 +1,143 @@
+"""Confirming the winner: the top configs measured again, head to head, in interleaved rounds.
+
+One trial per config is one sample taken at one moment of a shared machine's load: the same baseline
+has measured 11,488 and 5,819 tokens/s in two studies here. So before a study names its best, the
+configs that could be the best (the fastest, and every one whose single-trial interval overlaps it,
+`MAX_FINALISTS` in all) and the baseline are measured again in rounds, each round running every one
+of them once, in an order that alternates forwards and backwards (ABBA: a drift in load hits them
+alike). The winner is the highest median; its ratio to the runner-up and to the baseline are taken
+per round (paired: both sides of a ratio ran minutes apart) and summarised by a Student-t interval of
+the mean log ratio (throughput noise is multiplicative, so logs make it additive; Kalibera & Jones,
+"Rigorous Benchmarking in Reasonable Time", ISMM 2013, argue for per-round ratios with intervals).
+When the runner-up's interval includes 1, the two are statistically tied and the console says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+from autoscale.budget import acceptable
+from autoscale.engine.request import TrialResult
+from autoscale.point import Point
+from autoscale.results import TrialRecord
+
+MAX_FINALISTS = 4
+CONFIDENCE = 0.95
+SINGLE_TRIAL_Z = 2.0  # a single trial's interval: tokens/s x (1 +- 2 relative standard errors of its step time)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A median (or geometric mean, for ratios) and its two-sided `CONFIDENCE` interval."""
+
+    centre: float
+    low: float
+    high: float
+
+    def includes(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class Contender:
+    trial_number: int | None
+    point: Point
+    samples: tuple[float, ...]  # tokens/s, one per round that ran it (a failed round is left out)
+    tokens_per_s: Interval | None  # None with fewer than two samples
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    rounds: int
+    contenders: tuple[Contender, ...]  # the winner first, then by median tokens/s
+    baseline_number: int | None
+    vs_runner_up: Interval | None  # winner / runner-up, per round
+    vs_baseline: Interval | None  # winner / baseline, per round
+
+    @property
+    def winner(self) -> Contender:
+        return self.contenders[0]
+
+    @property
+    def tied(self) -> bool:
+        """The runner-up's ratio interval includes 1: no measurement here tells the two apart."""
+        return self.vs_runner_up is not None and self.vs_runner_up.includes(1.0)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["winner_trial_number"] = self.winner.trial_number
+        data["tied"] = self.tied
+        return data
+
+
+def finalists(records: list[TrialRecord], usable_bytes: int | None) -> list[TrialRecord]:
+    """The fastest acceptable trial and every other whose single-trial interval overlaps its own, at most
+    `MAX_FINALISTS`, fastest first. A trial without a step-time error counts as a point."""
+    ranked = sorted((r for r in records if r.status == "ok" and acceptable(r.result, usable_bytes)),
+                    key=lambda r: -r.result.tokens_per_s)
+    if not ranked:
+        return []
+    best_low = _single_trial_bounds(ranked[0].result)[0]
+    return [ranked[0]] + [r for r in ranked[1:] if _single_trial_bounds(r.result)[1] >= best_low][:MAX_FINALISTS - 1]
+
+
+def _single_trial_bounds(result: TrialResult) -> tuple[float, float]:
+    spread = SINGLE_TRIAL_Z * (result.step_rse or 0.0)
+    return result.tokens_per_s * (1 - spread), result.tokens_per_s * (1 + spread)
+
+
+def round_order(count: int, round_index: int) -> list[int]:
+    """Forwards in even rounds, backwards in odd ones: A B C, C B A, A B C, ..."""
+    order = list(range(count))
+    return order if round_index % 2 == 0 else order[::-1]
+
+
+def confirm(contenders: list[TrialRecord], baseline: TrialRecord | None, *, rounds: int,
+            measure: Callable[[TrialRecord, int], TrialResult]) -> Confirmation:
+    """Measure `contenders` (and the baseline, for the speed-up) `rounds` times each, interleaved;
+    `measure(record, round_index)` runs one trial of that record's point."""
+    field = list(contenders) + ([baseline] if baseline is not None and baseline not in contenders else [])
+    samples: list[list[float | None]] = [[] for _ in field]
+    for round_index in range(rounds):
+        for i in round_order(len(field), round_index):
+            result = measure(field[i], round_index)
+            samples[i].append(result.tokens_per_s if result.ok and result.tokens_per_s else None)
+    scored = [(record, series) for record, series in zip(field, samples) if record in contenders]
+    scored.sort(key=lambda pair: -_median(pair[1]))
+    by_number = {record.number: series for record, series in zip(field, samples)}
+    winner = scored[0][1]
+    runner_up = scored[1][1] if len(scored) > 1 else None
+    return Confirmation(
+        rounds=rounds,
+        contenders=tuple(Contender(trial_number=r.number, point=r.point, samples=tuple(x for x in s if x is not None),
+                                   tokens_per_s=log_interval([x for x in s if x is not None]))
+                         for r, s in scored),
+        baseline_number=baseline.number if baseline is not None else None,
+        vs_runner_up=paired_ratio(winner, runner_up) if runner_up is not None else None,
+        vs_baseline=paired_ratio(winner, by_number[baseline.number]) if baseline is not None else None)
+
+
+def log_interval(values: list[float]) -> Interval | None:
+    """Geometric mean of positive values and the Student-t interval of their mean log."""
+    if len(values) < 2:
+        return None
+    logs = np.log(values)
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
+    centre = logs.mean()
+    return Interval(float(np.exp(centre)), float(np.exp(centre - half)), float(np.exp(centre + half)))
+
+
+def paired_ratio(numerator: list[float | None], denominator: list[float | None]) -> Interval | None:
+    """Per-round ratios of two series measured in the same rounds (rounds where either failed left out)."""
+    ratios = [a / b for a, b in zip(numerator, denominator) if a and b]
+    return log_interval(ratios)
+
+
+def _median(series: list[float | None]) -> float:
+    values = [x for x in series if x is not None]
+    return float(np.median(values)) if values else 0.0
