@@ -110,7 +110,17 @@ def failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> str:
 
 def run_trial(request: TrialRequest) -> TrialResult:
     """Run one trial in fresh processes; always returns a result, failed ones with their reason."""
-    return retry_startup_crash(_run_once, request)
+    return run_prepared(_run_once, request)
+
+
+def run_prepared(run_once: Callable[[TrialRequest], TrialResult], request: TrialRequest) -> TrialResult:
+    """Build the compiled ops the trial needs before its clock starts, then run it (`retry_startup_crash`)."""
+    from autoscale.engine.ops import prepare_optimizer_op
+
+    reason = prepare_optimizer_op(request)
+    if reason is not None:
+        return TrialResult.failed(reason)
+    return retry_startup_crash(run_once, request)
 
 
 def retry_startup_crash(run_once: Callable[[TrialRequest], TrialResult], request: TrialRequest) -> TrialResult:

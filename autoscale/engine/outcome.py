@@ -52,9 +52,13 @@ def reason_from_signal(rank: int, signum: int) -> str:
 
 def last_line(path: Path) -> str:
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        return last_line_of(path.read_text(errors="replace"))
     except OSError:
         return ""
+
+
+def last_line_of(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from autoscale.engine.launch import (POLL_S, die_with_parent, free_port, kill_group, prepare_workdir,
-                                     rank_environment, retry_startup_crash)
+                                     rank_environment, run_prepared)
 from autoscale.engine.outcome import collected, reason_from_error_files, reason_from_signal, timed_out
 from autoscale.engine.request import TrialRequest, TrialResult
 
@@ -42,7 +42,7 @@ class WarmPool:
         self.close()
 
     def __call__(self, request: TrialRequest) -> TrialResult:
-        return retry_startup_crash(self.run, request)
+        return run_prepared(self.run, request)
 
     def _start(self, request: TrialRequest) -> None:
         self.close()

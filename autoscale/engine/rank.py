@@ -68,6 +68,21 @@ def _inject_fault(request: TrialRequest, rank: int, step: int, engine) -> None:
         time.sleep(request.slow_step_s)
 
 
+def build_optimizer(parameters, *, offloaded: bool, backend: str) -> torch.optim.Optimizer:
+    """AdamW as a DeepSpeed user gets it. With the optimizer offloaded: DeepSpeed's CPU Adam, its
+    vectorised C++ step (the ZeRO-Offload paper, Ren et al. 2021, measured it 5-6x faster than
+    PyTorch's CPU Adam of its day); its op is compiled on first use, once per machine, into torch's
+    extension cache and loaded from there after, before the timed steps either way. Otherwise
+    torch's AdamW, fused on CUDA.
+    """
+    hyper = dict(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    if offloaded:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(parameters, adamw_mode=True, **hyper)
+    return torch.optim.AdamW(parameters, fused=backend == "cuda", **hyper)
+
+
 def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, local_rank: int) -> RankOutcome:
     import deepspeed
     import torch.distributed as dist
@@ -81,8 +96,7 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
     model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                                  fused=request.backend == "cuda")
+    optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     config = request.ds_config or to_ds_config(point, world_size=world_size)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
 
