@@ -15,7 +15,8 @@ import os
 
 import pytest
 
-from autoscale.engine import TrialRequest, WarmPool
+from autoscale.engine import TrialRequest, TrialResult, WarmPool
+from autoscale.engine.fallback import FallbackToFresh
 from autoscale.models import PRESETS
 from autoscale.point import Point
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 CALL_LOG_ENV = "AUTOSCALE_TEST_CUDA_CALL_LOG"
 NVML_DEVICES_ENV = "AUTOSCALE_TEST_NVML_DEVICES"
+INITIALISED_ENV = "AUTOSCALE_TEST_CUDA_INITIALISED"
 
 RECORDER = f'''
 import os
@@ -55,6 +57,8 @@ if os.environ.get("{CALL_LOG_ENV}"):
     torch.cuda._lazy_init = _recorder("torch.cuda._lazy_init", None)
     nvml_devices = int(os.environ["{NVML_DEVICES_ENV}"])
     torch.cuda._raw_device_count_nvml = lambda: nvml_devices  # NVML does not initialise the driver
+    if os.environ.get("{INITIALISED_ENV}"):
+        torch.cuda._initialized = True  # as if something had started the driver in this process
     _log({{"installed": True}})
 '''
 
@@ -65,9 +69,8 @@ def recorded(log_path) -> list[dict]:
     return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("nvml_devices", [1, -1], ids=["nvml-answers", "nvml-fails"])
-def test_the_warm_fork_server_starts_and_forks_without_initialising_cuda(tmp_path, monkeypatch, quick_measure,
-                                                                        nvml_devices):
+def install_recorder(tmp_path, monkeypatch, *, nvml_devices: int):
+    """The recorder in every Python process started from here on; returns the log it writes."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(RECORDER)
@@ -77,9 +80,19 @@ def test_the_warm_fork_server_starts_and_forks_without_initialising_cuda(tmp_pat
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     for inherited in ("DS_ACCELERATOR", "PYTORCH_NVML_BASED_CUDA_CHECK"):
         monkeypatch.delenv(inherited, raising=False)
-    request = TrialRequest(spec=PRESETS["gpt-tiny"], point=Point(zero_stage=0, micro_batch=2, grad_accum=1),
-                           seq_len=32, backend="cuda", nproc=1, workdir=tmp_path / "trial",
-                           measure=quick_measure, timeout_s=60)
+    return log_path
+
+
+def cuda_request(tmp_path, measure, name: str = "trial") -> TrialRequest:
+    return TrialRequest(spec=PRESETS["gpt-tiny"], point=Point(zero_stage=0, micro_batch=2, grad_accum=1),
+                        seq_len=32, backend="cuda", nproc=1, workdir=tmp_path / name, measure=measure, timeout_s=60)
+
+
+@pytest.mark.parametrize("nvml_devices", [1, -1], ids=["nvml-answers", "nvml-fails"])
+def test_the_warm_fork_server_starts_and_forks_without_initialising_cuda(tmp_path, monkeypatch, quick_measure,
+                                                                        nvml_devices):
+    log_path = install_recorder(tmp_path, monkeypatch, nvml_devices=nvml_devices)
+    request = cuda_request(tmp_path, quick_measure)
     with WarmPool(tmp_path / "pool") as pool:
         result = pool.run(request)  # the child cannot train without a GPU: what matters came before the fork
         server_pids = {process.pid for process in pool.processes}
@@ -89,3 +102,21 @@ def test_the_warm_fork_server_starts_and_forks_without_initialising_cuda(tmp_pat
     in_server = [e for e in entries if "call" in e and e["pid"] in server_pids]
     assert not in_server, "the fork server initialised CUDA:\n" + "\n".join(
         f"{e['call']} from\n{''.join(e['stack'])}" for e in in_server[:3])
+
+
+def test_a_server_with_cuda_initialised_refuses_to_fork_and_the_study_goes_on_fresh(tmp_path, monkeypatch,
+                                                                                    quick_measure):
+    install_recorder(tmp_path, monkeypatch, nvml_devices=1)
+    monkeypatch.setenv(INITIALISED_ENV, "1")
+    fresh_ran = []
+
+    def fresh(request: TrialRequest) -> TrialResult:
+        fresh_ran.append(request.workdir.name)
+        return TrialResult(status="ok", tokens_per_s=1.0)
+
+    with WarmPool(tmp_path / "pool") as pool:
+        runner = FallbackToFresh(pool, fresh, close_warm=pool.close)
+        result = runner(cuda_request(tmp_path, quick_measure))
+    assert result.ok and fresh_ran == ["trial"]
+    assert runner.fallback["reason"].startswith("crash: rank0: CudaInitialisedBeforeFork: the fork server initialised")
+    assert not (tmp_path / "trial" / "rank0.log").exists()  # no child was forked
