@@ -65,9 +65,9 @@ def main() -> None:
             print(f"{point.describe():<48} {result.status:<7}"
                   f" peak {gib(result.peak_bytes)}  allocator {gib(result.peak_allocator_bytes)}"
                   f"  predicted {gib(predicted)}  {result.reason}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"model": spec.name, "backend": args.backend, "nproc": args.nproc,
-                                         "seq_len": args.seq_len, "rows": rows}, indent=1) + "\n")
+            if args.json:  # after every point: a run stopped at its time limit keeps what it measured
+                args.json.write_text(json.dumps({"model": spec.name, "backend": args.backend, "nproc": args.nproc,
+                                                 "seq_len": args.seq_len, "rows": rows}, indent=1) + "\n")
 
 
 def gib(value: int | None) -> str:

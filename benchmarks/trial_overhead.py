@@ -105,6 +105,11 @@ def main() -> None:
                 rows[mode].append(result)
                 print(f"round {round_index} {mode:<19} wall {result.wall_s:6.2f} s  tokens/s {result.tokens_per_s:9,.0f}",
                       flush=True)
+            if args.json:  # after every round: a run stopped at its time limit keeps what it measured
+                args.json.write_text(json.dumps({"model": spec.name, "point": point.as_dict(), "backend": args.backend,
+                                                 "nproc": args.nproc, "seq_len": args.seq_len,
+                                                 "rounds": round_index + 1,
+                                                 "rows": summarise(rows, tokens_per_step)}, indent=1) + "\n")
     table = summarise(rows, tokens_per_step)
     print(f"\n{spec.name}, {point.short()}, {args.nproc} {args.backend} ranks, seq {args.seq_len}, "
           f"{args.rounds} rounds (medians)")
@@ -113,10 +118,6 @@ def main() -> None:
         ratio = f"{row['overhead_vs_launcher']:12.2f}x" if row["overhead_vs_launcher"] is not None else f"{'-':>13}"
         print(f"{row['mode']:<20}{row['wall_s']:8.2f}{row['steps_s']:9.2f}{row['overhead_s']:12.2f}"
               f"{ratio}{row['tokens_per_s']:11,.0f}{row['tokens_per_s_spread']:8.0%}")
-    if args.json:
-        args.json.write_text(json.dumps({"model": spec.name, "point": point.as_dict(), "backend": args.backend,
-                                         "nproc": args.nproc, "seq_len": args.seq_len, "rounds": args.rounds,
-                                         "rows": table}, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
 

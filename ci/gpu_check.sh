@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One check of the CUDA path on a machine with one GPU, in under 8 minutes:
-#   a short warm-launcher study (gpt-125m, 1 rank) and its summary; warm vs fresh per-trial overhead
+#   a short warm-launcher study (gpt-125m, 1 rank, 3 trials) and its summary; warm vs fresh per-trial overhead
 #   on one point; measured (NVML and allocator) vs predicted peak memory for 5 points; the kernel
 #   benchmarks' table; nvidia-smi and versions.
 # Writes gpu-check.json, gpu-check.md and gpu-check-logs.tar.gz into $OUT if set, else ./gpu-check/.
@@ -57,7 +57,7 @@ else
     echo "ci/gpu_check.sh: no CUDA device visible to $PYTHON (use --dry-run to check the plumbing on CPU)" >&2
     exit 2
   fi
-  BACKEND=cuda MODEL=gpt-125m SEQ=1024 PRECISION=bf16 TRIALS=4 ROUNDS=2 POINTS=5 TRIAL_TIMEOUT=45
+  BACKEND=cuda MODEL=gpt-125m SEQ=1024 PRECISION=bf16 TRIALS=3 ROUNDS=2 POINTS=5 TRIAL_TIMEOUT=40
   SPACE_ARGS=(--space gpu-smoke --global-batch 16)
 fi
 
@@ -99,18 +99,18 @@ json.dump(found, open(sys.argv[1], "w"), indent=1)
 print(found)
 PY
 if command -v nvidia-smi > /dev/null; then stage nvidia-smi 20 nvidia-smi; else skip nvidia-smi "not on PATH"; fi
-stage study 150 "$PYTHON" -m autoscale.cli tune --model "$MODEL" --backend "$BACKEND" --nproc 1 --launcher warm \
+stage study 170 "$PYTHON" -m autoscale.cli tune --model "$MODEL" --backend "$BACKEND" --nproc 1 --launcher warm \
   --trials "$TRIALS" "${SPACE_ARGS[@]}" --seq-len "$SEQ" --timeout-per-trial "$TRIAL_TIMEOUT" \
   --out "$WORK/study" --study-name gpu-check
-stage overhead 90 "$PYTHON" benchmarks/trial_overhead.py --backend "$BACKEND" --nproc 1 --model "$MODEL" \
+stage overhead 100 "$PYTHON" benchmarks/trial_overhead.py --backend "$BACKEND" --nproc 1 --model "$MODEL" \
   --seq-len "$SEQ" --precision "$PRECISION" --rounds "$ROUNDS" --modes warm,fresh --json "$WORK/overhead.json"
-stage memory 90 "$PYTHON" benchmarks/device_memory.py --backend "$BACKEND" --nproc 1 --model "$MODEL" \
+stage memory 80 "$PYTHON" benchmarks/device_memory.py --backend "$BACKEND" --nproc 1 --model "$MODEL" \
   --seq-len "$SEQ" --precision "$PRECISION" --points "$POINTS" --timeout-per-trial "$TRIAL_TIMEOUT" \
   --json "$WORK/memory.json"
 if (( DRY_RUN )); then
   skip kernel-bench "dry run: the kernel benchmarks need a GPU"
 else
-  stage kernel-bench 75 env BENCH_TIMEOUT_S=50 PYTHON="$PYTHON" bash ci/gpu_kernels.sh "$WORK/kernels"
+  stage kernel-bench 70 env BENCH_TIMEOUT_S=45 PYTHON="$PYTHON" bash ci/gpu_kernels.sh "$WORK/kernels"
 fi
 
 "$PYTHON" ci/gpu_check_report.py "$WORK" "$OUT_DIR" $( (( DRY_RUN )) && echo --dry-run ); report_code=$?
