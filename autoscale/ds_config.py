@@ -34,8 +34,9 @@ def unexpressed(point: Point) -> str | None:
 def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.0) -> dict:
     """A complete ds_config for `point` on `world_size` ranks; UserError for what it cannot carry.
 
-    No "optimizer" section: the trainer passes its own (a torch AdamW in the engine), which avoids
-    DeepSpeed's JIT-built ops and is what HF Trainer, Accelerate and Lightning do too.
+    No "optimizer" section: the trainer passes its own, as HF Trainer, Accelerate and Lightning do.
+    The engine passes what DeepSpeed would build (`engine.rank.build_optimizer`: DeepSpeed's CPU Adam
+    when the optimizer is offloaded, torch's AdamW otherwise).
     """
     refusal = unexpressed(point)
     if refusal is not None:
@@ -60,7 +61,7 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
         "wall_clock_breakdown": False,
     }
     if point.offload != "none":
-        # let a torch optimizer run on the offloaded partitions instead of DeepSpeedCPUAdam
+        # a trainer's own torch optimizer may run on the offloaded partitions (the engine's is DeepSpeed's CPU Adam)
         config["zero_force_ds_cpu_optimizer"] = False
     if point.pp > 1:
         config["pipeline"] = {"stages": point.pp}

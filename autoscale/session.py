@@ -17,6 +17,7 @@ from pathlib import Path
 from autoscale.backend import default_nproc, resolve_backend
 from autoscale.budget import MemoryBudget
 from autoscale.ds_config import to_ds_config, write_ds_config
+from autoscale.engine.launchers import selectable_launchers
 from autoscale.errors import UserError
 from autoscale.layout import describe_skipped, resolve_global_batch, resolve_seq_len
 from autoscale.models import resolve_model
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from autoscale.hardware import Hardware
 
 MIN_FREE_DISK_BYTES = 50 * 2**20
-LAUNCHERS = ("warm", "fresh")  # warm: fork servers kept across trials (engine/pool.py); fresh: new processes
+LAUNCHERS = selectable_launchers()  # the engine's registry; "hostfile" is chosen by --hostfile instead
 
 
 def check_writable(out_dir: Path) -> None:
@@ -167,18 +168,11 @@ class TuneSession:
                 stopped += (f"; {evaluated['borderline_faster']} more predicted faster than the best lie past the "
                             "memory margin by less than the model's error: only a trial can tell whether they fit")
             return TuneOutcome(records=records, summary=summary, stopped_because=stopped)
-        if c.launcher == "fresh":
-            return tune(c, info=self.info, observer=observer, predictor=self.predictor())
-        if c.launcher == "hostfile":
-            from autoscale.engine.multinode import HostfileRunner
+        from autoscale.engine import open_runner
 
-            runner = HostfileRunner(c.hostfile, master_addr=socket.getfqdn(),
-                                    extra_env={"DS_ACCELERATOR": "cpu"} if c.backend == "cpu" else None)
+        with open_runner(c.launcher, run_dir=c.out_dir, backend=c.backend, hostfile=c.hostfile,
+                         on_fallback=observer.note if observer else None) as runner:
             return tune(c, info=self.info, observer=observer, run=runner, predictor=self.predictor())
-        from autoscale.engine import WarmPool
-
-        with WarmPool(c.out_dir / "pool") as pool:
-            return tune(c, info=self.info, observer=observer, run=pool, predictor=self.predictor())
 
     def finish(self, outcome: TuneOutcome) -> list[str]:
         """Write the best ds_config and the report; return what to tell the user."""

@@ -11,7 +11,7 @@ budget is reached), and a resumed run continues where the last one stopped.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -150,10 +150,14 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     if policy.baseline_note:
         observer.note(policy.baseline_note)
 
+    def run_info() -> RunInfo:
+        fallback = getattr(run, "fallback", None)  # engine.fallback.FallbackToFresh
+        return replace(info, launcher_fallback=fallback) if fallback else info
+
     def save() -> list[TrialRecord]:
         records = records_of(study)
         write_trials_csv(records, config.out_dir / "trials.csv")
-        write_summary(info, records, config.out_dir / "summary.json")
+        write_summary(run_info(), records, config.out_dir / "summary.json")
         return records
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
@@ -183,10 +187,10 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
         if point is not None and point.key() in policy.pending:
             policy.abandon(point)  # recorded as interrupted; a --resume measures it again
         records = save()
-        return TuneOutcome(records=records, summary=summary_dict(info, records), interrupted=True,
+        return TuneOutcome(records=records, summary=summary_dict(run_info(), records), interrupted=True,
                            stopped_because=f"interrupted after {launched()} trials; continue with --resume")
     records = records_of(study)
-    summary = write_summary(info, records, config.out_dir / "summary.json", confirmation)
+    summary = write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
     return TuneOutcome(records=records, summary=summary, stopped_because=stopped_because, confirmation=confirmation)
 
 

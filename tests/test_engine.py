@@ -47,6 +47,17 @@ def test_optimizer_offload_trains(tmp_path, quick_measure):
     assert_measured(run_trial(request(tmp_path, quick_measure, zero_stage=2, offload="cpu")))
 
 
+def test_an_offloaded_optimizer_is_deepspeed_s_cpu_adam_and_otherwise_torch_s_adamw():
+    import torch
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    from autoscale.engine.rank import build_optimizer
+
+    parameters = [torch.nn.Parameter(torch.zeros(4))]
+    assert isinstance(build_optimizer(parameters, offloaded=True, backend="cpu"), DeepSpeedCPUAdam)
+    assert type(build_optimizer(parameters, offloaded=False, backend="cpu")) is torch.optim.AdamW
+
+
 def test_the_trial_runs_the_config_it_was_given(tmp_path, quick_measure):
     run_trial(request(tmp_path, quick_measure, zero_stage=2, micro_batch=1, grad_accum=4))
     written = json.loads((tmp_path / "ds_config.json").read_text())

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from autoscale.ds_config import to_ds_config
+from autoscale.engine.outcome import (collected, last_line, reason_from_error_files, reason_from_signal,
+                                      timed_out)
 from autoscale.engine.request import STARTED_MARKER, TrialRequest, TrialResult
 
 POLL_S = 0.05
@@ -33,13 +35,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def accelerator_environment(backend: str) -> dict[str, str]:
+    """What every rank of a backend needs before torch or DeepSpeed is imported.
+
+    DS_ACCELERATOR names the accelerator, so DeepSpeed never probes for one (its probe asks
+    `torch.cuda.is_available()`, which initialises the CUDA driver unless NVML answers, and a
+    process forked after that cannot use CUDA). PYTORCH_NVML_BASED_CUDA_CHECK makes torch's own
+    availability checks ask NVML. TORCH_NCCL_ASYNC_ERROR_HANDLING lets NCCL's watchdog end a rank
+    whose collective hangs or whose peer died, instead of leaving it waiting.
+    """
+    env = {"DS_ACCELERATOR": backend, "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+    if backend == "cuda":
+        env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"
+    return env
+
+
 def rank_environment(request: TrialRequest, *, port: int, launch_time: float) -> dict[str, str]:
     env = dict(os.environ)
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(request.nproc),
                AUTOSCALE_LAUNCH_TIME=repr(launch_time), PYTHONUNBUFFERED="1")
+    env.update(accelerator_environment(request.backend))
     if request.backend == "cpu":
         cores = len(os.sched_getaffinity(0))
-        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(max(1, cores // request.nproc)))
+        env.update(OMP_NUM_THREADS=str(max(1, cores // request.nproc)))
     return env
 
 
@@ -76,34 +94,33 @@ def _wait(processes: list[subprocess.Popen], deadline: float) -> bool:
 
 
 def failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> str:
-    errors = sorted(workdir.glob("rank*.error.json"))
-    if errors:
-        record = json.loads(errors[0].read_text())
-        return f"{record['kind']}: {errors[0].name.split('.')[0]}: {record['message']}"
+    """The ranks' own account, else how the first failed rank process ended."""
+    reason = reason_from_error_files(workdir)
+    if reason is not None:
+        return reason
     for rank, process in enumerate(processes):
         code = process.returncode
         if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            kind = "oom" if -code == signal.SIGKILL else "crash"
-            hint = " (likely the kernel's OOM killer)" if kind == "oom" else ""
-            return f"{kind}: rank{rank} killed by {name}{hint}"
+            return reason_from_signal(rank, -code)
         if code not in (None, 0):
             log = last_line(workdir / f"rank{rank}.log")
             return f"crash: rank{rank} exited with code {code}: {log}"
     return "crash: no result written"
 
 
-def last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
-
-
 def run_trial(request: TrialRequest) -> TrialResult:
     """Run one trial in fresh processes; always returns a result, failed ones with their reason."""
-    return retry_startup_crash(_run_once, request)
+    return run_prepared(_run_once, request)
+
+
+def run_prepared(run_once: Callable[[TrialRequest], TrialResult], request: TrialRequest) -> TrialResult:
+    """Build the compiled ops the trial needs before its clock starts, then run it (`retry_startup_crash`)."""
+    from autoscale.engine.ops import prepare_optimizer_op
+
+    reason = prepare_optimizer_op(request)
+    if reason is not None:
+        return TrialResult.failed(reason)
+    return retry_startup_crash(run_once, request)
 
 
 def retry_startup_crash(run_once: Callable[[TrialRequest], TrialResult], request: TrialRequest) -> TrialResult:
@@ -162,7 +179,7 @@ def _run_once(request: TrialRequest) -> TrialResult:
             process.wait()
     wall_s = time.monotonic() - started
     if not finished:
-        return TrialResult.failed(f"timeout: no result after {request.timeout_s:.0f} s", wall_s=wall_s)
+        return timed_out(request, wall_s=wall_s)
     if result_path.exists() and all(p.returncode == 0 for p in processes):
-        return TrialResult.from_dict({**json.loads(result_path.read_text()), "wall_s": wall_s})
+        return collected(result_path, wall_s=wall_s)
     return TrialResult.failed(failure_reason(workdir, processes), wall_s=wall_s)

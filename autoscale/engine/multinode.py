@@ -176,7 +176,8 @@ class HostfileRunner:
         import subprocess
         import time
 
-        from autoscale.engine.launch import failure_reason, free_port, kill_group, last_line, prepare_workdir
+        from autoscale.engine.launch import free_port, kill_group, prepare_workdir
+        from autoscale.engine.outcome import collected, last_line, reason_from_error_files, timed_out
         from autoscale.engine.request import TrialResult
 
         request_path, result_path = prepare_workdir(request)
@@ -198,16 +199,13 @@ class HostfileRunner:
                 pass
             kill_group(process.pid)
             process.wait()
-            return TrialResult.failed(f"timeout: no result after {request.timeout_s:.0f} s",
-                                      wall_s=time.monotonic() - started)
+            return timed_out(request, wall_s=time.monotonic() - started)
         finally:
             kill_group(process.pid)
         wall_s = time.monotonic() - started
         if process.returncode == 0 and result_path.exists():
-            import json
-
-            return TrialResult.from_dict({**json.loads(result_path.read_text()), "wall_s": wall_s})
-        if list(request.workdir.glob("rank*.error.json")):
-            return TrialResult.failed(failure_reason(request.workdir, []), wall_s=wall_s)
-        return TrialResult.failed(f"crash: DeepSpeed's launcher exited with code {process.returncode}: "
-                                  f"{last_line(request.workdir / 'launcher.log')}", wall_s=wall_s)
+            return collected(result_path, wall_s=wall_s)
+        reason = reason_from_error_files(request.workdir) or (
+            f"crash: DeepSpeed's launcher exited with code {process.returncode}: "
+            f"{last_line(request.workdir / 'launcher.log')}")
+        return TrialResult.failed(reason, wall_s=wall_s)

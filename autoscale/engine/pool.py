@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from autoscale.engine.launch import (POLL_S, die_with_parent, failure_reason, free_port, kill_group,
-                                     prepare_workdir, rank_environment, retry_startup_crash)
+from autoscale.engine.launch import (POLL_S, die_with_parent, free_port, kill_group, prepare_workdir,
+                                     rank_environment, run_prepared)
+from autoscale.engine.outcome import collected, reason_from_error_files, reason_from_signal, timed_out
 from autoscale.engine.request import TrialRequest, TrialResult
 
 
@@ -41,7 +42,7 @@ class WarmPool:
         self.close()
 
     def __call__(self, request: TrialRequest) -> TrialResult:
-        return retry_startup_crash(self.run, request)
+        return run_prepared(self.run, request)
 
     def _start(self, request: TrialRequest) -> None:
         self.close()
@@ -50,7 +51,7 @@ class WarmPool:
             stale.unlink()
         env = rank_environment(request, port=free_port(), launch_time=time.time())
         env["AUTOSCALE_POOL_DIR"] = str(self.pool_dir)
-        command = [sys.executable, "-m", "autoscale.engine.pool_rank"]
+        command = [sys.executable, "-m", "autoscale.engine.pool_rank", request.backend]
         pgid = None
         for rank in range(request.nproc):
             with open(self.pool_dir / f"pool-rank{rank}.log", "ab") as log:
@@ -106,9 +107,9 @@ class WarmPool:
         wall_s = time.monotonic() - started
         if outcome == "timeout":
             self.close()
-            return TrialResult.failed(f"timeout: no result after {request.timeout_s:.0f} s", wall_s=wall_s)
+            return timed_out(request, wall_s=wall_s)
         if outcome == "ok" and result_path.exists():
-            return TrialResult.from_dict({**json.loads(result_path.read_text()), "wall_s": wall_s})
+            return collected(result_path, wall_s=wall_s)
         return TrialResult.failed(self._failure(workdir), wall_s=wall_s)
 
     def _kill_children(self) -> None:
@@ -124,16 +125,16 @@ class WarmPool:
 
     def _failure(self, workdir: Path) -> str:
         """The reason from the ranks' error files, else from how a child died (its done file)."""
-        if list(workdir.glob("rank*.error.json")):
-            return failure_reason(workdir, [])
+        reason = reason_from_error_files(workdir)
+        if reason is not None:
+            return reason
         for rank in range(len(self.processes)):
             done = (workdir / f"rank{rank}.done")
             words = done.read_text().split() if done.exists() else []
             if len(words) == 2 and words[1].isdigit():
                 code = int(words[1])
                 if code in (signal.SIGKILL, signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS):
-                    kind = "oom" if code == signal.SIGKILL else "crash"
-                    return f"{kind}: rank{rank} killed by {signal.Signals(code).name}"
+                    return reason_from_signal(rank, code)
         self.close()  # a fork server itself died: start afresh next time
         return "crash: a warm rank died"
 

@@ -1,6 +1,9 @@
 """A warm rank: a fork server that has imported torch and DeepSpeed once, and forks one child per trial.
 
-Run as `python -m autoscale.engine.pool_rank BACKEND` with the torch.distributed environment. Each
+Run as `python -m autoscale.engine.pool_rank BACKEND` with the torch.distributed environment. The
+server must never initialise the CUDA driver, which a forked child cannot use after its parent did:
+it names the accelerator for DeepSpeed and has torch ask NVML (`launch.accelerator_environment`)
+before torch is imported, and checks that CUDA is still uninitialised before every fork. Each
 line on stdin is a JSON command `{"request": path, "result": path, "port": int, "sent_at": time}`
 (or `{"exit": true}`). For each, the server forks; the child joins a fresh process group on the
 given port, trains and measures exactly as a fresh rank does (`rank.run_rank`) and exits. Why a
@@ -17,13 +20,21 @@ import os
 import sys
 from pathlib import Path
 
-import torch  # noqa: F401 - imported once here, inherited by every child
+from autoscale.engine.launch import accelerator_environment, die_with_parent
+
+if __name__ == "__main__":
+    os.environ.update(accelerator_environment(sys.argv[1]))
+
+import torch  # noqa: E402 - imported once here, after the environment above, inherited by every child
 
 import deepspeed  # noqa: F401,E402
 
-from autoscale.engine.launch import die_with_parent  # noqa: E402
-from autoscale.engine.rank import init_distributed, record_failure, run_rank  # noqa: E402
-from autoscale.engine.request import TrialRequest  # noqa: E402
+from autoscale.engine.rank import record_failure, run_rank_process  # noqa: E402
+from autoscale.engine.request import RANK_FAILED_EXIT_CODE  # noqa: E402
+
+
+class CudaInitialisedBeforeFork(RuntimeError):
+    pass
 
 
 def _child(command: dict, rank: int) -> int:
@@ -34,13 +45,7 @@ def _child(command: dict, rank: int) -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.environ["MASTER_PORT"] = str(command["port"])
-    request = TrialRequest.from_json(Path(command["request"]).read_text())
-    try:
-        init_distributed(request.backend)
-    except BaseException as error:  # noqa: BLE001
-        record_failure(error, result_path.parent, rank)
-        return 3
-    return 0 if run_rank(request, result_path, launch_time=command["sent_at"]) else 3
+    return run_rank_process(Path(command["request"]), result_path, launch_time=command["sent_at"])
 
 
 def _warm_up() -> None:
@@ -67,11 +72,17 @@ def serve() -> int:
         command = json.loads(line)
         if command.get("exit"):
             return 0
+        workdir = Path(command["result"]).parent
+        if torch.cuda.is_initialized():
+            record_failure(CudaInitialisedBeforeFork("the fork server initialised CUDA: a forked trial could not "
+                                                     "use it"), workdir, rank)
+            _report_done(workdir, rank, f"failed {RANK_FAILED_EXIT_CODE}")
+            continue
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            code = 3
+            code = RANK_FAILED_EXIT_CODE
             try:
                 code = _child(command, rank)
             finally:
@@ -80,12 +91,17 @@ def serve() -> int:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        done = Path(command["result"]).parent / f"rank{rank}.done"
         code = os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        partial = done.with_name(done.name + ".tmp")
-        partial.write_text("ok" if ok else f"failed {code}")
-        os.replace(partial, done)  # atomic: the parent polls for this file and must never read it half-written
+        _report_done(workdir, rank, "ok" if ok else f"failed {code}")
     return 0
+
+
+def _report_done(workdir: Path, rank: int, status: str) -> None:
+    """Atomically: the parent polls for `rank<r>.done` and must never read it half-written."""
+    done = workdir / f"rank{rank}.done"
+    partial = done.with_name(done.name + ".tmp")
+    partial.write_text(status)
+    os.replace(partial, done)
 
 
 if __name__ == "__main__":

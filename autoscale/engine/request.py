@@ -16,6 +16,7 @@ from autoscale.point import Point
 BACKENDS = ("cpu", "cuda")
 FAULTS = ("crash", "hang", "nan", "oom", "slow")  # test-only fault injection, see rank.py
 STARTED_MARKER = "training-started"  # rank 0 writes it into the workdir before its first step
+RANK_FAILED_EXIT_CODE = 3  # a rank's exit status after it wrote its failure to rank<r>.error.json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +69,9 @@ class TrialResult:
     samples_per_s: float | None = None
     tflops_per_device: float | None = None
     mfu: float | None = None
-    peak_bytes: int | None = None  # largest over ranks
+    peak_bytes: int | None = None  # largest over ranks; the figure held against the memory limit
     peak_bytes_per_rank: tuple[int, ...] = ()
+    peak_allocator_bytes: int | None = None  # CUDA: the caching allocator's peak reserved, largest over ranks
     loss: float | None = None
     steps: int = 0  # timed optimizer steps
     step_s: float | None = None  # median optimizer-step time
