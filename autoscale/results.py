@@ -111,6 +111,7 @@ class RunInfo:
     predicted: bool = False  # True for --backend model: every figure is the cost model's prediction
     evaluated: dict | None = None  # --backend model: how many points were predicted, fitting, pruned
     launcher_fallback: dict | None = None  # the warm launcher's CUDA start failed: what ran fresh instead
+    host_load: dict | None = None  # `hostload.LoadLog.as_dict()`: how busy the host was before and during
     versions: dict = field(default_factory=versions)
     git_commit: str | None = field(default_factory=git_commit)
 

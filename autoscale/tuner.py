@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
+from autoscale import hostload
 from autoscale.confirm import confirm, finalists
+from autoscale.hostload import LoadLog
 from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
@@ -150,9 +152,14 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     if policy.baseline_note:
         observer.note(policy.baseline_note)
 
+    load = LoadLog(hostload.sample())
+    if (busy := hostload.busy_reason(load.before)) is not None:
+        observer.note(f"the host is busy ({busy}): throughput figures will be noisy; the finalists are "
+                      "measured again head to head before the winner is named")
+
     def run_info() -> RunInfo:
         fallback = getattr(run, "fallback", None)  # engine.fallback.FallbackToFresh
-        return replace(info, launcher_fallback=fallback) if fallback else info
+        return replace(info, launcher_fallback=fallback, host_load=load.as_dict())
 
     def save() -> list[TrialRecord]:
         records = records_of(study)
@@ -180,6 +187,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
                 result = run(request)
             record = policy.tell(point, result)
             point = None
+            load.add(hostload.sample(interval_s=0.2))
             observer.trial_finished(record, launched())
             save()
         confirmation = confirm_winner(config, save(), run, observer)

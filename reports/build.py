@@ -87,7 +87,8 @@ def render_compare(runs: list[data.Run]) -> str:
     knob_rows = [{"knob": knob, "values": [(side["card"] or {}).get("point", {}).get(knob, "–") for side in sides]}
                  for knob in KNOB_COLUMNS]
     tokens = [(side["card"] or {}).get("tokens_per_s") for side in sides]
-    verdict = _verdict(labels, tokens)
+    verdict = " ".join(filter(None, [_verdict(labels, tokens, [data.best_interval(run) for run in runs]),
+                                     data.load_difference(runs)]))
     plots = [
         plot_block("compare-memory", "Throughput against peak memory", "Finished trials of both studies.",
               figures.compare_throughput_memory_figure(
@@ -101,10 +102,20 @@ def render_compare(runs: list[data.Run]) -> str:
         plotly_js=plotly_js_source())
 
 
-def _verdict(labels: list[str], tokens: list[float | None]) -> str | None:
-    """One sentence on how the second study's best compares with the first's."""
+def _verdict(labels: list[str], tokens: list[float | None], intervals: list[tuple[float, float] | None]) -> str | None:
+    """One sentence on how the second study's best compares with the first's; never a difference that
+    the studies' own intervals cannot support."""
     if not all(tokens):
         return None
+    if all(intervals):
+        (low_a, high_a), (low_b, high_b) = intervals
+        if low_b <= high_a and low_a <= high_b:
+            return (f"The best configs of {labels[1]} and {labels[0]} are equally fast within the noise: their "
+                    f"confirmed 95% intervals overlap ({low_a:,.0f}-{high_a:,.0f} and {low_b:,.0f}-{high_b:,.0f} tokens/s).")
+    elif abs(tokens[1] / tokens[0] - 1) < 0.5:
+        return (f"{labels[1]}'s best measured {tokens[1] / tokens[0]:.2f}x {labels[0]}'s tokens/s, one trial each: "
+                "without a confirmed interval on both sides (tune --confirm-rounds) that is no established "
+                "difference on a shared machine.")
     ratio = tokens[1] / tokens[0]
     if abs(ratio - 1) < 0.005:
         return f"The best configs of {labels[1]} and {labels[0]} run equally fast."

@@ -307,3 +307,21 @@ def findings(run: Run, importances: Importances) -> list[str]:
         if over:
             lines.append(f"{over} finished trials went over the memory limit and cannot be picked as best.")
     return lines
+
+
+def best_interval(run: Run) -> tuple[float, float] | None:
+    """The winner's confirmed tokens/s interval (`autoscale.confirm`), when the study confirmed it."""
+    confirmation = (run.summary.get("best") or {}).get("confirmation") or {}
+    contenders = confirmation.get("contenders") or []
+    interval = contenders[0].get("tokens_per_s") if contenders else None
+    return (interval["low"], interval["high"]) if interval else None
+
+
+def load_difference(runs: list[Run]) -> str | None:
+    """A warning when two studies ran under different host load (`autoscale.hostload`)."""
+    busy = [((run.summary.get("host_load") or {}).get("busy_before")) for run in runs]
+    if not any(busy) or all(busy):
+        return None
+    which = next(i for i, reason in enumerate(busy) if reason)
+    return (f"Careful: {runs[which].study_name} ran on a busy host ({busy[which]}) and the other did not, so "
+            "part of any difference is the load.")

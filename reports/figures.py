@@ -23,6 +23,7 @@ FAILURE_STYLE = {  # kind -> (label, symbol, colour)
     "timeout": ("timeout", "hourglass", "#d97706"),
     "crash": ("crash", "bowtie", "#7c2d12"),
     "nan": ("NaN loss", "cross", "#db2777"),
+    "interrupted": ("interrupted (Ctrl-C)", "circle-open", "#6b7280"),
     "pruned": ("pruned by the model", "triangle-down", "#64748b"),
     "invalid": ("invalid", "square-x-open", "#475569"),
     "other": ("other failure", "circle-x-open", "#111827"),

@@ -447,7 +447,12 @@ def test_a_folder_without_trials_csv_is_a_user_error(tmp_path):
         build.build_report(tmp_path)
 
 
-def test_compare_verdict_says_faster_or_slower_in_words():
-    assert build._verdict(["a", "b"], [100.0, 130.0]) == "b's best is 1.30× as fast as a's (30% more tokens/s)."
-    assert build._verdict(["a", "b"], [100.0, 80.0]) == "b's best is 20% slower than a's (0.80× the tokens/s)."
-    assert build._verdict(["a", "b"], [100.0, None]) is None
+def test_compare_verdict_says_faster_or_slower_in_words_only_beyond_the_confirmed_intervals():
+    apart = [(95.0, 105.0), (125.0, 135.0)]
+    assert build._verdict(["a", "b"], [100.0, 130.0], apart) == "b's best is 1.30× as fast as a's (30% more tokens/s)."
+    assert build._verdict(["a", "b"], [100.0, 80.0], [(95.0, 105.0), (75.0, 85.0)]) == \
+        "b's best is 20% slower than a's (0.80× the tokens/s)."
+    assert build._verdict(["a", "b"], [100.0, 104.0], [(95.0, 105.0), (99.0, 109.0)]).startswith(
+        "The best configs of b and a are equally fast within the noise")
+    assert "no established difference" in build._verdict(["a", "b"], [100.0, 62.0], [None, None])
+    assert build._verdict(["a", "b"], [100.0, None], [None, None]) is None
