@@ -183,6 +183,8 @@ def _run_context(run: data.Run) -> dict:
         "global_batch": summary.get("global_batch"),
         "seq_len": summary.get("seq_len"),
         "usable_bytes": run.usable_bytes,
+        "host_load": summary.get("host_load"),
+        "confirmation": (summary.get("best") or {}).get("confirmation"),
         "versions": summary.get("versions") or {},
         "git_commit": summary.get("git_commit"),
         "command": shlex.join(map(str, command)) if isinstance(command, list) else command,
