@@ -16,3 +16,11 @@ class RuleError(UserError):
     def __init__(self, rule: str, message: str):
         super().__init__(message)
         self.rule = rule
+
+
+def did_you_mean(name: str, known) -> str:
+    """" (did you mean 'gpt-1.3b'?)" for a near miss among `known`, else ""."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

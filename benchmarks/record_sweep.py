@@ -149,8 +149,7 @@ def open_runner(kind: str, work_dir: Path):
 def main(argv: list[str] | None = None) -> int:
     from autoscale.models.presets import resolve_model
     from autoscale.space import load_space
-    from autoscale.tuner import prepare_space
-
+    
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the table's file name in --out-dir, without .csv")
     parser.add_argument("--space", default="default")
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --min-steps must be at least 1")
     try:
         spec = resolve_model(args.model)
-        space = prepare_space(load_space(args.space), backend=args.backend, global_batch=args.global_batch,
+        space = load_space(args.space).for_backend(args.backend, global_batch=args.global_batch,
                               world_size=args.nproc)
         work_dir = args.work_dir / args.name
         with open_runner(args.runner, work_dir) as run:

@@ -30,7 +30,6 @@ from autoscale.results import TrialRecord, write_trials_csv
 from autoscale.provenance import utc_now, versions
 from autoscale.session import TuneSession
 from autoscale.space import load_space
-from autoscale.tuner import prepare_space
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=3, help="the sweep's top points taken to the head-to-head")
     args = parser.parse_args()
     spec, backend = resolve_model(args.model), "cpu"
-    space = prepare_space(load_space(args.space), backend=backend, global_batch=args.global_batch, world_size=args.nproc)
+    space = load_space(args.space).for_backend(backend, global_batch=args.global_batch, world_size=args.nproc)
     points = space.points(global_batch=args.global_batch, world_size=args.nproc)
     work = Path(tempfile.mkdtemp(prefix="autoscale-tune-vs-sweep-"))
 

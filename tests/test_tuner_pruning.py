@@ -9,8 +9,7 @@ less than the model's memory error, and faster than everything predicted to fit)
 from dataclasses import dataclass
 
 from autoscale.budget import MEMORY_MARGIN, MemoryBudget
-from autoscale.costmodel import rank_predictions as ranked_predictions
-from autoscale.costmodel import worth_the_risk
+from autoscale.costmodel import rank_predictions, worth_the_risk
 from autoscale.engine.request import TrialResult
 from autoscale.models import PRESETS
 from autoscale.point import Point, baseline_point
@@ -71,14 +70,14 @@ def test_the_seeds_open_the_study_and_the_baseline_fits_in_any_budget():
 
 
 def test_the_risks_are_the_borderline_points_predicted_faster_than_all_that_fit_fastest_first():
-    risked = worth_the_risk(ranked_predictions(points(), predictor))
+    risked = worth_the_risk(rank_predictions(points(), predictor))
     assert [(p.zero_stage, p.micro_batch, p.precision) for p in risked] == [(1, 4, "bf16"), (0, 4, "bf16")]
 
     def slow_borderline(point: Point) -> StandInPrediction:
         prediction = predictor(point)
         return prediction if prediction.fits else StandInPrediction(False, prediction.borderline, 0.5, LIMIT + 1)
 
-    assert worth_the_risk(ranked_predictions(points(), slow_borderline)) == []
+    assert worth_the_risk(rank_predictions(points(), slow_borderline)) == []
 
 
 def config_and_info(tmp_path, trials: int, **overrides) -> tuple[TuneConfig, RunInfo]:
@@ -95,7 +94,7 @@ def config_and_info(tmp_path, trials: int, **overrides) -> tuple[TuneConfig, Run
 def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk_and_prunes_other_misfits(tmp_path):
     config, info = config_and_info(tmp_path, trials=len(points()))
     records = tune(config, info=info, run=engine, predictor=predictor).records
-    risks = [p.key() for p in worth_the_risk(ranked_predictions(points(), predictor))]
+    risks = [p.key() for p in worth_the_risk(rank_predictions(points(), predictor))]
     assert [r.point.key() for r in records[2:4]] == [risks[0], baseline_point(16, 2).key()]
     misfits = {r.point.key(): r.status for r in records if not predictor(r.point).fits}
     assert misfits == {**{key: "ok" for key in risks},

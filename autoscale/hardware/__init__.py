@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 
-from autoscale.errors import UserError
+from autoscale.errors import UserError, did_you_mean
 from autoscale.userfiles import read_user_yaml
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
@@ -113,7 +113,8 @@ def get_hardware(name_or_path: str) -> Hardware:
         if entry.memory_bytes <= 0 or entry.peak_tflops["fp32"] <= 0:
             raise UserError(f"hardware file {name_or_path!r}: memory_gb and peak_tflops.fp32 must be positive")
         return entry
-    raise UserError(f"unknown hardware {name_or_path!r}: choose one of {', '.join(catalog())} or give a YAML file")
+    raise UserError(f"unknown hardware {name_or_path!r}{did_you_mean(name_or_path, [*catalog(), 'cpu'])}: choose one "
+                    f"of {', '.join(catalog())} or give a YAML file")
 
 
 def _cpu_flops_per_cycle() -> tuple[int, bool]:

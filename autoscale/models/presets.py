@@ -10,7 +10,7 @@ configurations (Touvron et al. 2023b, Table 1 and the Hugging Face config.json f
 
 from __future__ import annotations
 
-from autoscale.errors import UserError
+from autoscale.errors import UserError, did_you_mean
 from autoscale.models.spec import ModelSpec
 
 PRESETS: dict[str, ModelSpec] = {}
@@ -69,5 +69,5 @@ def resolve_model(name_or_path: str) -> ModelSpec:
         from autoscale.models.hf_config import spec_from_hf_config
 
         return spec_from_hf_config(name_or_path)
-    raise UserError(f"unknown model {name_or_path!r}: choose one of {', '.join(PRESETS)} "
-                    "or give a Hugging Face config.json")
+    raise UserError(f"unknown model {name_or_path!r}{did_you_mean(name_or_path, PRESETS)}: choose one of "
+                    f"{', '.join(PRESETS)} or give a Hugging Face config.json")
