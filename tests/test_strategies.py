@@ -101,6 +101,10 @@ def test_every_strategy_proposes_each_point_it_may_launch_exactly_once(name):
     assert sorted(p.key() for p in proposed) == sorted(p.key() for p in launchable)
 
 
+def test_a_context_without_a_list_has_every_point_of_its_grid_as_candidates_in_grid_order():
+    assert context().points() == SMALL.points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)
+
+
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 def test_no_strategy_proposes_a_point_it_was_told_about(name):
     strategy = make_strategy(name, context(), seed=0)

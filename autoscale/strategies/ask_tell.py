@@ -124,7 +124,7 @@ class AskTellStrategy(Strategy):
                 self.repeats_in_a_row = 0
             trial = self.study.ask()
             point = self.point_of(trial)
-            if point is None:  # a combination the layout rules refuse
+            if point is None:  # a combination the layout rules refuse, or a list space lacks
                 self.repeats_in_a_row += 1
                 self.study.tell(trial, state=TrialState.PRUNED)
                 continue
@@ -167,12 +167,15 @@ class AskTellStrategy(Strategy):
         self.study.tell(trial, state=TrialState.FAIL)
 
     def point_of(self, trial: optuna.Trial) -> Point | None:
-        """The queued point (the baseline, or a trial Optuna retries), else the sampler's suggestion."""
+        """The queued point (the baseline, or a trial Optuna retries), else the sampler's suggestion;
+        None for a suggestion the layout rules refuse or, in a list space, one that is not listed (its
+        candidates carry their own grad_accum, so the suggested knobs pick the candidate)."""
         queued = trial.user_attrs.get(POINT_ATTR)
         if queued is not None:
             return Point.from_dict(queued)
         try:
-            return suggest_point(trial, self.context.space, global_batch=self.context.global_batch,
-                                 world_size=self.context.world_size)
+            point = suggest_point(trial, self.context.space, global_batch=self.context.global_batch,
+                                  world_size=self.context.world_size)
         except RuleError:
-            return None
+            point = None
+        return point if self.context.listed is None else self.context.candidate(trial.params)

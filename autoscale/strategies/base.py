@@ -9,36 +9,61 @@ a recorder or the tuner would drive them from real trials.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
 
 from autoscale.engine.request import TrialResult
-from autoscale.point import Point
+from autoscale.point import KNOB_NAMES, Point, get_knob
 from autoscale.space import SearchSpace
 from autoscale.costmodel.predict import Predictor
 
 
+def knob_values(knobs: Mapping) -> tuple:
+    """A point's identity among the candidates of a list space: its knobs (a knob left out, as
+    define-by-run leaves offload out at ZeRO-0, at its default); grad_accum is derived, never searched."""
+    return tuple(knobs.get(name, get_knob(name).default) for name in KNOB_NAMES)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchContext:
-    """The candidates (a space as `SearchSpace.for_backend` left it) and, for strategies that use them,
-    the cost model and the usable memory per rank (`autoscale.budget`)."""
+    """The candidates and, for strategies that use them, the cost model and the usable memory per
+    rank (`autoscale.budget`).
+
+    `listed` None: the candidates are every point of the space (as `SearchSpace.for_backend` left it)
+    that can be laid out. A tuple: a list space, such as a published sweep that measured only some
+    combinations; its points are the only candidates, and `space.choices` holds their distinct
+    values, which define-by-run samplers suggest from (`candidate` says whether a suggestion is one)."""
 
     space: SearchSpace
     global_batch: int
     world_size: int
     predictor: Predictor | None = None
     usable_bytes: int | None = None
+    listed: tuple[Point, ...] | None = None
+    candidates: tuple[Point, ...] = field(init=False, repr=False)
+    _by_knobs: dict[tuple, Point] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        candidates = self.listed if self.listed is not None else \
+            tuple(self.space.points(global_batch=self.global_batch, world_size=self.world_size))
+        object.__setattr__(self, "candidates", candidates)
+        object.__setattr__(self, "_by_knobs", {knob_values(p.as_dict()): p for p in candidates})
 
     def points(self) -> list[Point]:
-        return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
+        return list(self.candidates)
+
+    def candidate(self, knobs: Mapping) -> Point | None:
+        """The candidate with these knob values (grad_accum as the candidate has it), or None."""
+        return self._by_knobs.get(knob_values(knobs))
 
 
 class Strategy(ABC):
     """Propose the next point to measure; learn from each outcome.
 
     The contract, checked for every registered strategy in tests/test_strategies.py: `propose` never
-    returns a point already told; called until it returns None (telling each outcome in between),
-    it returns every point it is willing to launch exactly once. Calls alternate: propose, tell.
+    returns a point already told, nor one outside the context's candidates; called until it returns
+    None (telling each outcome in between), it returns every point it is willing to launch exactly
+    once. Calls alternate: propose, tell.
     """
 
     name: ClassVar[str]
@@ -61,4 +86,3 @@ class Strategy(ABC):
 
     def unmeasured(self) -> list[Point]:
         return [p for p in self.points if p.key() not in self.results]
-

@@ -1,8 +1,10 @@
 """Replaying strategies against a table of measured trials: how many trials to a near-best config?
 
-A table is a trials.csv-shaped CSV holding one row per point of a whole space, plus a JSON sidecar
-(`<table>.json`) saying what was measured where: model, world size, sequence length, global batch,
-hardware, the space's choices, and whether the figures are synthetic. Replaying a strategy feeds
+A table is a trials.csv-shaped CSV plus a JSON sidecar (`<table>.json`) saying what was measured
+where: model, world size, sequence length, global batch, hardware, the space, and whether the
+figures are synthetic. The space is a grid (the product of its choices: the table holds one row per
+point) or a list (`"kind": "list"`: the table's rows are the space, as in a published sweep that
+measured only some combinations; each row keeps its own grad_accum). Replaying a strategy feeds
 it the table's outcome for each point it proposes instead of running a trial, so every strategy
 is compared on the same measurements, and a seed's result is reproducible.
 """
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from autoscale.budget import MemoryBudget, acceptable
-from autoscale.costmodel import point_predictor
+from autoscale.costmodel import Predictor, point_predictor
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware, get_hardware
@@ -28,8 +30,10 @@ from autoscale.point import KNOB_NAMES
 from autoscale.results import TrialRecord, write_trials_csv
 from autoscale.space import SearchSpace
 from autoscale.strategies import STRATEGIES, SearchContext, Strategy, make_strategy
+from autoscale.strategies.base import knob_values
 
 NEAR_BEST = 0.03  # "near-best": within 3% of the table's best
+SPACE_KINDS = ("grid", "list")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +48,11 @@ class ReplayTable:
     space: SearchSpace
     results: dict[tuple, TrialResult] = field(repr=False)
     warm_ranks: bool = False  # measured in children of warm fork servers (record_sweep --runner pool)
+    listed: tuple[Point, ...] | None = None  # a list space's points; None: the grid of `space`
 
     def points(self) -> list[Point]:
+        if self.listed is not None:
+            return list(self.listed)
         return self.space.points(global_batch=self.global_batch, world_size=self.world_size)
 
     @property
@@ -67,12 +74,13 @@ class ReplayTable:
     def is_near_best(self, result: TrialResult, tolerance: float = NEAR_BEST) -> bool:
         return self.acceptable(result) and result.tokens_per_s >= (1 - tolerance) * self.best_tokens_per_s()
 
-    def context(self) -> SearchContext:
-        """What `autoscale tune` would know on this table's machine: the space and the cost model."""
+    def context(self, predictor: Predictor | None = None) -> SearchContext:
+        """What `autoscale tune` would know on this table's machine: the space and the cost model
+        (`predictor`: another one, such as a fit that held this table's source out)."""
+        predictor = predictor or point_predictor(self.spec, self.hardware, world_size=self.world_size,
+                                                 seq_len=self.seq_len, warm_ranks=self.warm_ranks)
         return SearchContext(space=self.space, global_batch=self.global_batch, world_size=self.world_size,
-                             predictor=point_predictor(self.spec, self.hardware, world_size=self.world_size,
-                                                       seq_len=self.seq_len, warm_ranks=self.warm_ranks),
-                             usable_bytes=self.usable_bytes)
+                             predictor=predictor, usable_bytes=self.usable_bytes, listed=self.listed)
 
 
 def sidecar_path(csv_path: Path) -> Path:
@@ -80,12 +88,16 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def sidecar_dict(*, name: str, synthetic: bool, spec: ModelSpec, hardware: Hardware, world_size: int, seq_len: int,
-                 global_batch: int, backend: str, space: SearchSpace, **extra) -> dict:
-    """The sidecar's keys; `extra` carries where and when (versions, timestamps, runner, notes)."""
+                 global_batch: int, backend: str, space: SearchSpace, space_kind: str = "grid", **extra) -> dict:
+    """The sidecar's keys; `space_kind` "list": the table's rows are the space; `extra` carries where
+    and when (versions, timestamps, runner, notes)."""
+    if space_kind not in SPACE_KINDS:
+        raise ValueError(f"space kind {space_kind!r}: one of {SPACE_KINDS}")
     return {"name": name, "synthetic": synthetic, "model": spec.name, "model_spec": asdict(spec),
             "world_size": world_size, "seq_len": seq_len, "global_batch": global_batch, "backend": backend,
             "hardware_name": hardware.name, "hardware": asdict(hardware),
-            "space": {"name": space.name, "choices": {k: list(v) for k, v in space.choices.items()}}, **extra}
+            "space": {"name": space.name, "kind": space_kind,
+                      "choices": {k: list(v) for k, v in space.choices.items()}}, **extra}
 
 
 def write_table(csv_path: Path, records: list[TrialRecord], sidecar: dict) -> None:
@@ -129,6 +141,23 @@ def _space_from_table(name: str, frame: pd.DataFrame) -> SearchSpace:
                               if k in frame.columns})
 
 
+def list_space(name: str, points: list[Point]) -> SearchSpace:
+    """The choices a define-by-run sampler suggests from in a list space: each knob's distinct values
+    among the points, in ascending order."""
+    return SearchSpace(name, {k: tuple(sorted({getattr(p, k) for p in points})) for k in KNOB_NAMES})
+
+
+def _listed_points(csv_path: Path, records: list[TrialRecord]) -> tuple[Point, ...]:
+    """A list space's candidates: the measured rows, each told apart from the others by its knobs."""
+    points, seen = tuple(r.point for r in records), {}
+    for point in points:
+        earlier = seen.setdefault(knob_values(point.as_dict()), point)
+        if earlier is not point:
+            raise UserError(f"table {csv_path} lists {point.short()} and {earlier.short()}: rows of a list space "
+                            "must differ in a knob")
+    return points
+
+
 def _hardware(sidecar: dict) -> Hardware:
     entry = sidecar.get("hardware")
     if isinstance(entry, dict):
@@ -147,14 +176,23 @@ def load_table(csv_path: Path) -> ReplayTable:
         raise UserError(f"a replay table needs {csv_path} and its sidecar {side}")
     sidecar = json.loads(side.read_text())
     frame = pd.read_csv(csv_path)
+    records = rows_of(frame)
     spec = ModelSpec(**sidecar["model_spec"]) if "model_spec" in sidecar else resolve_model(sidecar["model"])
-    space = (SearchSpace(sidecar["space"]["name"], {k: tuple(v) for k, v in sidecar["space"]["choices"].items()})
-             if "space" in sidecar else _space_from_table(csv_path.stem, frame))
+    kind = sidecar.get("space", {}).get("kind", "grid")
+    if kind not in SPACE_KINDS:
+        raise UserError(f"{side}: space kind {kind!r} is not one of {', '.join(SPACE_KINDS)}")
+    listed = _listed_points(csv_path, records) if kind == "list" else None
+    if listed is not None:
+        space = list_space(sidecar["space"].get("name", csv_path.stem), list(listed))
+    elif "space" in sidecar:
+        space = SearchSpace(sidecar["space"]["name"], {k: tuple(v) for k, v in sidecar["space"]["choices"].items()})
+    else:
+        space = _space_from_table(csv_path.stem, frame)
     table = ReplayTable(name=sidecar.get("name", csv_path.stem), synthetic=bool(sidecar.get("synthetic", False)),
                         spec=spec, hardware=_hardware(sidecar), world_size=int(sidecar["world_size"]),
                         seq_len=int(sidecar["seq_len"]), global_batch=int(sidecar["global_batch"]), space=space,
-                        results={r.point.key(): r.result for r in rows_of(frame)},
-                        warm_ranks=sidecar.get("runner") == "pool")
+                        results={r.point.key(): r.result for r in records},
+                        warm_ranks=sidecar.get("runner") == "pool", listed=listed)
     missing = [p.short() for p in table.points() if p.key() not in table.results]
     if missing:
         raise UserError(f"table {csv_path} lacks {len(missing)} point(s) of its space, e.g. {missing[0]}: "
@@ -180,8 +218,8 @@ def trials_to_near_best(strategy: Strategy, table: ReplayTable, *, tolerance: fl
 
 
 def replay(table: ReplayTable, *, strategies: list[str] | None = None, seeds: range = range(20),
-           tolerance: float = NEAR_BEST) -> dict[str, list[int | None]]:
-    context = table.context()
+           tolerance: float = NEAR_BEST, predictor: Predictor | None = None) -> dict[str, list[int | None]]:
+    context = table.context(predictor)
     return {name: [trials_to_near_best(make_strategy(name, context, seed=seed), table, tolerance=tolerance)
                    for seed in seeds]
             for name in (strategies or list(STRATEGIES))}
@@ -227,6 +265,28 @@ def summarize(counts: dict[str, list[int | None]]) -> list[SummaryRow]:
                                not_found=len(v) - len(finite), vs_grid=ratio(name, "grid"),
                                vs_random=ratio(name, "random")))
     return rows
+
+
+@dataclass(frozen=True)
+class AcrossTables:
+    """One strategy over several tables (the published sweeps): the median of its per-table medians,
+    and how many seeds, over all tables, never reached a near-best point."""
+
+    strategy: str
+    median: float
+    tables: int
+    not_found: int
+    seeds: int
+
+
+def across_tables(per_table: list[list[SummaryRow]], *, seeds: int) -> list[AcrossTables]:
+    by_strategy: dict[str, list[SummaryRow]] = {}
+    for rows in per_table:
+        for row in rows:
+            by_strategy.setdefault(row.strategy, []).append(row)
+    return [AcrossTables(strategy=name, median=_quantile([r.median for r in rows], 0.5), tables=len(rows),
+                         not_found=sum(r.not_found for r in rows), seeds=seeds * len(rows))
+            for name, rows in by_strategy.items()]
 
 
 @dataclass(frozen=True)
