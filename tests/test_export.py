@@ -143,7 +143,28 @@ def test_deepspeed_command_is_the_launcher_line(tmp_path):
     result, folder = exported(tmp_path, BF16_ZERO2, "deepspeed")
     expected = ["deepspeed", "--num_gpus", "2", "train.py", "--deepspeed", str(folder / "ds_config.json")]
     assert result.command == expected
-    assert shlex.split((folder / "launch.sh").read_text().splitlines()[-1]) == expected
+    script = (folder / "launch.sh").read_text().splitlines()[-1]
+    assert shlex.split(script.replace('"$TRAIN_SCRIPT"', "train.py")) == expected
+
+
+def test_launch_sh_is_executable_and_says_what_to_set_when_the_training_script_is_missing(tmp_path):
+    import os
+    import subprocess
+
+    _, folder = exported(tmp_path, BF16_ZERO2, "deepspeed")
+    assert os.access(folder / "launch.sh", os.X_OK)
+    done = subprocess.run([str(folder / "launch.sh")], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "TRAIN_SCRIPT=path/to/yours.py" in done.stderr
+
+
+def test_a_second_export_into_the_same_folder_removes_the_first_targets_files_only(tmp_path):
+    run = make_run(tmp_path / "run", BF16_ZERO2)
+    first, folder = export(run, "hf-trainer", tmp_path / "out")
+    (folder / "notes.txt").write_text("mine")
+    second, _ = export(run, "deepspeed", folder)
+    left = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    assert left == set(second.files) | {"notes.txt"}
+    assert set(first.files) - set(second.files)  # there was something stale to remove
 
 
 def test_deepspeed_export_tells_the_user_what_lives_in_their_script(tmp_path):

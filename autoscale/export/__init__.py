@@ -6,6 +6,7 @@ mapping table) plus one `register(...)` line below.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from autoscale.errors import UserError
@@ -50,9 +51,28 @@ def export(source_path: Path, target: str, out_dir: Path | None = None) -> tuple
     folder = Path(out_dir or default_out_dir(source_path, target)).resolve()
     result = build_export(chosen, source, folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_earlier_export(folder, keep=set(result.files))
     for name, text in result.files.items():
         (folder / name).write_text(text)
+    (folder / "launch.sh").chmod(0o755)
+    (folder / MANIFEST).write_text(json.dumps(sorted(result.files)) + "\n")
     return result, folder
+
+
+MANIFEST = ".autoscale-export.json"  # the files the last export wrote into its folder
+
+
+def _remove_earlier_export(folder: Path, *, keep: set[str]) -> None:
+    """Files an earlier export wrote here that this one does not: stale, they would contradict it.
+    Only files the manifest names are removed; anything else in the folder is the user's."""
+    manifest = folder / MANIFEST
+    try:
+        earlier = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return
+    for name in earlier:
+        if isinstance(name, str) and name not in keep and "/" not in name and (folder / name).is_file():
+            (folder / name).unlink()
 
 
 __all__ = ["TARGETS", "Export", "ExportSource", "Target", "build_export", "default_out_dir", "export",

@@ -143,13 +143,20 @@ def build_export(target: Target, source: ExportSource, out_dir: Path) -> Export:
     """The target's files for `source`, to be written into `out_dir` (paths inside them point there).
 
     `launch.sh` is added to every target's files: the command, headed by what the user still has
-    to do in their own script.
+    to do in their own script. The command names `train.py`, the user's training script; the script
+    runs `$TRAIN_SCRIPT` in its place (default train.py) and stops with one line when it is missing.
     """
     documents = target.documents(source, out_dir)
     notes = apply_table(target, source, documents)
     files, command = target.render(documents, source, out_dir)
-    script = "#!/bin/sh\n" + header(source, notes) + shlex.join(command) + "\n"
+    line = " ".join('"$TRAIN_SCRIPT"' if arg == TRAIN_SCRIPT else shlex.quote(arg) for arg in command)
+    script = ("#!/bin/sh\n" + header(source, notes) + f'TRAIN_SCRIPT="${{TRAIN_SCRIPT:-{TRAIN_SCRIPT}}}"\n'
+              '[ -f "$TRAIN_SCRIPT" ] || { echo "launch.sh: no training script $TRAIN_SCRIPT here; '
+              'run it as TRAIN_SCRIPT=path/to/yours.py sh launch.sh" >&2; exit 2; }\n' + line + "\n")
     return Export(target=target.name, files={**files, "launch.sh": script}, command=command, notes=notes)
+
+
+TRAIN_SCRIPT = "train.py"  # the user's training script, as each target's command names it
 
 
 def header(source: ExportSource, notes: list[str] = (), prefix: str = "# ") -> str:
