@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from autoscale.results import KNOB_COLUMNS
+
 from reports.data import FAILURE_KINDS, describe_row
 
 GIB = 2**30
@@ -109,7 +111,9 @@ def throughput_memory_figure(frame: pd.DataFrame, front: pd.DataFrame, usable_by
     for i, note in enumerate(notes):
         fig.add_annotation(text=note, xref="paper", yref="paper", x=0.01, y=0.98 - 0.07 * i, showarrow=False,
                            xanchor="left", font=dict(color=MUTED, size=12))  # top left: the front never goes there
-    fig.update_xaxes(title_text="peak memory per rank (GiB)", rangemode="tozero", gridcolor=GRID)
+    # from zero only when the usable memory is drawn: else the trials' spread fills the axis
+    fig.update_xaxes(title_text="peak memory per rank (GiB)", rangemode="tozero" if show_limit else "normal",
+                     gridcolor=GRID)
     fig.update_yaxes(title_text="throughput (tokens/s)", rangemode="tozero", gridcolor=GRID)
     return _layout(fig, height=480, showlegend=True)
 
@@ -184,8 +188,7 @@ def parallel_coordinates_figure(frame: pd.DataFrame) -> go.Figure:
     fast trials share."""
     done = frame[(frame["status"] == "ok") & frame["tokens_per_s"].notna()]
     dimensions = []
-    for knob in ("zero_stage", "micro_batch", "grad_accum", "precision", "checkpointing", "offload",
-                 "kernels", "tp", "pp"):
+    for knob in KNOB_COLUMNS:
         values = done[knob].dropna()
         if values.nunique() < 2:
             continue
@@ -195,8 +198,9 @@ def parallel_coordinates_figure(frame: pd.DataFrame) -> go.Figure:
             label=knob, values=done[knob].map(codes).fillna(-1).tolist(), tickvals=list(range(len(levels))),
             ticktext=[escape(str(int(v) if isinstance(v, float) and v.is_integer() else v)) for v in levels]))
     if done["peak_bytes"].notna().any():
-        dimensions.append(dict(label="peak GiB", values=(done["peak_bytes"] / GIB).round(3).tolist()))
-    dimensions.append(dict(label="tokens/s", values=done["tokens_per_s"].round(1).tolist()))
+        dimensions.append(dict(label="peak GiB", values=(done["peak_bytes"] / GIB).round(3).tolist(),
+                               tickformat=".2f"))
+    dimensions.append(dict(label="tokens/s", values=done["tokens_per_s"].round(1).tolist(), tickformat=",.0f"))
     fig = go.Figure(go.Parcoords(
         dimensions=dimensions, labelfont=dict(size=13), tickfont=dict(size=11),
         line=dict(color=done["tokens_per_s"].tolist(), colorscale="Viridis", showscale=True,
@@ -240,7 +244,9 @@ def compare_throughput_memory_figure(runs: dict[str, tuple[pd.DataFrame, pd.Data
                 x=front["peak_bytes"] / GIB, y=front["tokens_per_s"], mode="lines", legendgroup=label,
                 name=f"{escape(label)}: Pareto front", line=dict(color=color, width=2, shape="hv"),
                 hoverinfo="skip"))
-    fig.update_xaxes(title_text="peak memory per rank (GiB)", rangemode="tozero", gridcolor=GRID)
+    # from zero only when the usable memory is drawn: else the trials' spread fills the axis
+    fig.update_xaxes(title_text="peak memory per rank (GiB)", rangemode="tozero" if show_limit else "normal",
+                     gridcolor=GRID)
     fig.update_yaxes(title_text="throughput (tokens/s)", rangemode="tozero", gridcolor=GRID)
     return _layout(fig, height=460)
 

@@ -12,7 +12,6 @@ from autoscale.costmodel import predict
 from autoscale.hardware import get_hardware
 from autoscale.models import PRESETS
 from autoscale.point import Point
-from autoscale.results import KNOB_COLUMNS
 
 
 def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_settle(tmp_path, capsys):
@@ -29,8 +28,7 @@ def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_set
     # every pruned row is predicted past the margin, and the borderline ones say only a trial can tell
     hardware, spec = get_hardware("a100-40gb"), PRESETS["llama-7b"]
     for row in pruned.to_dict("records"):
-        point = Point(**{k: (int(row[k]) if k in ("zero_stage", "micro_batch", "grad_accum", "tp", "pp")
-                             else str(row[k])) for k in KNOB_COLUMNS})
+        point = Point.from_row(row)
         prediction = predict(spec, point, hardware, world_size=8, seq_len=2048)
         assert not prediction.fits
         assert ("only a trial can tell" in row["reason"]) == prediction.borderline

@@ -36,7 +36,7 @@ def test_micro_batches_that_cannot_make_the_global_batch_are_dropped():
     ("zero_stage: [4]\n", "zero_stage.0: Input should be 0, 1, 2 or 3"),
     ("micro_batch: [0]\n", "micro_batch.0: Input should be greater than 0"),
     ("micro_batch: ['2']\n", "micro_batch.0: Input should be a valid integer"),
-    ("precision: [fp8]\n", "precision.0: Input should be 'fp32', 'bf16' or 'fp16'"),
+    ("precision: [fp64]\n", "precision.0: Input should be 'fp32', 'bf16', 'fp16' or 'fp8'"),
     ("kernels: [cuda-magic]\n", "unknown kernel set 'cuda-magic'"),
     ("zero_stage: [0\n", "not valid YAML"),
     ("- 1\n- 2\n", "must be a mapping"),

@@ -132,8 +132,10 @@ def _with_knob_flags(command):
     for knob in KNOBS:
         kind = Literal[tuple(map(str, knob.choices))] if knob.choices and knob.type is str else knob.type
         choices = f" One of: {', '.join(map(str, knob.choices))}." if knob.choices else ""
+        declared = f"{knob.flag}/--no-{knob.flag[2:]}" if knob.type is bool else knob.flag
+        choices = "" if knob.type is bool else choices
         flags.append(inspect.Parameter(knob.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                       default=typer.Option(None, knob.flag, help=knob.help + choices)))
+                                       default=typer.Option(None, declared, help=knob.help + choices)))
     command.__signature__ = signature.replace(parameters=[*fixed, *flags])
     command.__annotations__ = {**{p.name: p.annotation for p in fixed},
                                **{p.name: p.annotation for p in flags}, "return": None}
