@@ -16,7 +16,7 @@ from autoscale.point import Point, baseline_point
 from autoscale.results import RunInfo
 from autoscale.space import SearchSpace
 from autoscale.strategies.ours import opening_order
-from autoscale.tuner import TuneConfig, tune
+from autoscale.tuner import SilentObserver, TuneConfig, tune
 
 LIMIT = 2**30
 SPACE = SearchSpace("small", {"zero_stage": (0, 1), "micro_batch": (1, 2, 4), "precision": ("fp32", "bf16"),
@@ -117,6 +117,16 @@ def test_the_console_marks_a_launched_risk_and_not_a_pruned_point():
                                       pred_peak_bytes=LIMIT // 2)) == "  (baseline)"
 
 
+class NoteTaker(SilentObserver):
+    """Keeps the tuner's one-line notes (the console prints them)."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
 def test_a_default_baseline_predicted_not_to_fit_gives_way_to_the_smallest_fitting_point(tmp_path):
     def default_too_big(point: Point) -> StandInPrediction:
         if point == baseline_point(16, 2):
@@ -125,21 +135,15 @@ def test_a_default_baseline_predicted_not_to_fit_gives_way_to_the_smallest_fitti
         return StandInPrediction(prediction.fits, prediction.borderline, prediction.tokens_per_s,
                                  prediction.peak_bytes * point.micro_batch - point.zero_stage)  # smallest: z1 mb1
 
-    notes = []
-
-    class Notes:
-        def note(self, text): notes.append(text)
-        def trial_started(self, number, point): pass
-        def trial_finished(self, record, counted): pass
-        def repeat_skipped(self, number, point, earlier): pass
+    observer = NoteTaker()
 
     config, info = config_and_info(tmp_path, trials=4)
-    records = tune(config, info=info, run=engine, predictor=default_too_big, observer=Notes()).records
+    records = tune(config, info=info, run=engine, predictor=default_too_big, observer=observer).records
     baseline = [r for r in records if r.is_baseline]
     assert len(baseline) == 1 and baseline[0].status == "ok"
     assert (baseline[0].point.zero_stage, baseline[0].point.micro_batch) == (1, 1)  # fits, smallest predicted peak
     assert baseline_point(16, 2) not in {r.point for r in records}  # the default is never launched
-    assert any("the smallest config predicted to fit" in note for note in notes)
+    assert any("the smallest config predicted to fit" in note for note in observer.notes)
 
 
 def test_nothing_predicted_to_fit_stops_before_the_study_with_the_figures_and_what_to_try(tmp_path):
@@ -172,17 +176,11 @@ def test_ctrl_c_keeps_the_finished_trials_records_the_cut_one_as_interrupted_and
     assert [r.status for r in outcome.records] == ["ok", "ok", "failed"]
     assert outcome.records[2].reason.startswith("interrupted:") and outcome.summary["best"] is not None
 
-    notes = []
-
-    class Notes:
-        def note(self, text): notes.append(text)
-        def trial_started(self, number, point): pass
-        def trial_finished(self, record, counted): pass
-        def repeat_skipped(self, number, point, earlier): pass
+    observer = NoteTaker()
 
     config, info = config_and_info(tmp_path, trials=5, resume=True)
-    again = tune(config, info=info, run=engine, predictor=predictor, observer=Notes())
-    assert notes[0] == ("resuming study 't': 2 trials measured (2 ok, 0 failed), 0 pruned, 1 interrupted "
+    again = tune(config, info=info, run=engine, predictor=predictor, observer=observer)
+    assert observer.notes[0] == ("resuming study 't': 2 trials measured (2 ok, 0 failed), 0 pruned, 1 interrupted "
                         "(measured again); continuing to 5 trials")
     measured = [r.point for r in again.records if r.status == "ok"]
     assert calls[2] in measured and len(measured) == len(set(measured)) == 5
