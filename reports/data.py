@@ -83,7 +83,7 @@ def normalize_trials(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = pd.NA
     for column in NUMERIC_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    for column in ("precision", "checkpointing", "offload", "kernels", "started_at", "finished_at"):
+    for column in (*(k for k in KNOB_COLUMNS if k not in INTEGER_FIELDS), "started_at", "finished_at"):
         frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
     frame["reason"] = frame["reason"].fillna("").astype(str)
     frame["status"] = frame["status"].fillna("unknown").astype(str)

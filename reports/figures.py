@@ -244,8 +244,7 @@ def compare_throughput_memory_figure(runs: dict[str, tuple[pd.DataFrame, pd.Data
                 x=front["peak_bytes"] / GIB, y=front["tokens_per_s"], mode="lines", legendgroup=label,
                 name=f"{escape(label)}: Pareto front", line=dict(color=color, width=2, shape="hv"),
                 hoverinfo="skip"))
-    # from zero only when the usable memory is drawn: else the trials' spread fills the axis
-    fig.update_xaxes(title_text="peak memory per rank (GiB)", rangemode="tozero" if show_limit else "normal",
+    fig.update_xaxes(title_text="peak memory per rank (GiB)", rangemode="normal",
                      gridcolor=GRID)
     fig.update_yaxes(title_text="throughput (tokens/s)", rangemode="tozero", gridcolor=GRID)
     return _layout(fig, height=460)
