@@ -150,6 +150,10 @@ def tune(
     confirm_rounds: int = typer.Option(3, min=0, help="Before naming the winner, measure the configs that could "
                                        "be the best and the baseline again in this many interleaved rounds "
                                        "(0 or 1: skip)."),
+    workers: int = typer.Option(0, min=0, help="--launcher slurm: submit this many `autoscale worker` jobs "
+                                "(a Slurm job array) that measure the study's trials; needs --storage postgresql://..."),
+    slurm_args: Optional[str] = typer.Option(None, help="--launcher slurm: srun/sbatch options for the trials' "
+                                             "steps and the workers' jobs, e.g. '--partition=gpu --time=60'."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -159,7 +163,7 @@ def tune(
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
                                      hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
-                                     confirm_rounds=confirm_rounds)
+                                     confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args)
     run_session(session, console)
 
 
