@@ -19,11 +19,18 @@ fail() {
 }
 
 stop_daemons() {
-  for name in slurmd slurmctld; do
-    [ -f "$STATE/$name.pid" ] && kill "$(cat "$STATE/$name.pid")" 2>/dev/null
+  local pids=""
+  for file in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" /run/munge/munged.pid; do
+    [ -f "$file" ] && pids="$pids $(cat "$file")"
   done
-  [ -f /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null
-  return 0
+  for pid in $pids; do kill "$pid" 2>/dev/null; done
+  for _ in $(seq 20); do  # up to 10 s for them to exit and free their ports
+    alive=""
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && return 0
+    sleep 0.5
+  done
+  echo "slurm-up: daemons still running after 10 s:$pids" >&2
 }
 
 if [ "${1:-}" = stop ]; then
@@ -55,6 +62,7 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 MpiDefault=none
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

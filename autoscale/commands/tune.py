@@ -144,7 +144,7 @@ def tune(
     hardware: Optional[str] = typer.Option(None, help="--backend model: a catalog name (h100-sxm, a100-80gb, ...) or a YAML file."),
     gpus: Optional[int] = typer.Option(None, min=1, help="--backend model: devices in the cluster."),
     launcher: str = typer.Option("warm", help="warm: ranks kept as fork servers across trials (fast); "
-                                 "fresh: new processes for every trial."),
+                                 "fresh: new processes for every trial; slurm: an srun job step per trial."),
     hostfile: Optional[Path] = typer.Option(None, help="Trials span the nodes of this DeepSpeed hostfile "
                                             "(`host slots=N` lines), launched with DeepSpeed's launcher."),
     confirm_rounds: int = typer.Option(3, min=0, help="Before naming the winner, measure the configs that could "
