@@ -56,7 +56,10 @@ def test_srun_runs_one_task_per_rank_with_the_user_s_options_before_the_command(
     ("slurmstepd: error: *** STEP 9.0 ON n1 CANCELLED AT 2026-01-01T00:00:00 DUE TO TIME LIMIT ***", "timeout: "),
     ("slurmstepd: error: Detected 1 oom_kill event in StepId=9.0. Some of the step tasks have been OOM Killed.\n"
      "srun: error: n1: task 0: Out Of Memory", "oom: Slurm's memory limit"),
-    ("slurmstepd-n1: error: *** STEP 9.0 ON n1 CANCELLED AT 2026-01-01T00:00:00 ***", "cancelled: "),
+    ("srun: Job step aborted: Waiting up to 7 seconds for job step to finish.\n"
+     "slurmstepd-n1: error: *** STEP 9.0 ON n1 CANCELLED AT 2026-01-01T00:00:00 ***",
+     "cancelled: the step was cancelled (scancel): slurmstepd-n1: error: *** STEP 9.0 ON n1 CANCELLED"),
+    ("srun: Job step aborted: Waiting up to 7 seconds for job step to finish.", "cancelled: "),
     ("srun: error: n1: tasks 0-1: Exited with exit code 3", "crash: rank0 exited with code 3"),
     ("srun: error: n1: task 1: Killed", "oom: rank1 killed by SIGKILL"),
     ("srun: error: Unable to allocate resources: Invalid partition name specified", "crash: srun exited with code 1: "
@@ -171,7 +174,7 @@ def test_a_two_rank_trial_runs_as_one_srun_step(slurm, tmp_path, quick_measure):
 def test_a_step_cancelled_mid_trial_is_run_again_and_nothing_is_lost_or_counted_twice(slurm, tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     run = tmp_path / "run"
-    tune = autoscale("tune", *TUNE, "--trials", "2", "--study-name", "cancelled", "--out", str(run), cwd=tmp_path)
+    tune = autoscale("tune", *TUNE, "--trials", "1", "--study-name", "cancelled", "--out", str(run), cwd=tmp_path)
 
     def step_in_flight():
         for step in sorted(run.glob("trials/*/" + STEP_FILE)):
@@ -186,12 +189,14 @@ def test_a_step_cancelled_mid_trial_is_run_again_and_nothing_is_lost_or_counted_
     assert tune.returncode == 0, output
 
     assert step_file.read_text().strip() != cancelled  # the trial ran again, in a new step
+    first_attempt = (step_file.parent / "slurm-retried").read_text()
+    assert first_attempt.startswith(f"cancelled: the step was cancelled (scancel): ") and cancelled in first_attempt
     frame = pd.read_csv(run / "trials.csv", keep_default_na=False)
-    assert list(frame.status) == ["ok", "ok"], frame.to_string()
+    assert list(frame.status) == ["ok"], frame.to_string()
     assert frame.number.is_unique and not frame.duplicated(["zero_stage", "micro_batch", "grad_accum"]).any()
     study = optuna.load_study(study_name="cancelled", storage=f"sqlite:///{run / 'study.db'}")
     states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 2 and not set(states) & {
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1 and not set(states) & {
         optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL}, states  # (a queued suggestion may wait)
     assert not slurm_task_processes(run) and "autoscale-trial" not in autoscale_jobs()
 

@@ -27,6 +27,7 @@ from autoscale.engine.slurm_rank import STEP_FILE
 from autoscale.errors import UserError
 
 SRUN_LOG = "srun.log"
+RETRIED_FILE = "slurm-retried"  # why Slurm's first attempt at the trial ended, when it was run again
 TASK_MODULE = "autoscale.engine.slurm_rank"
 SCANCEL_TIMEOUT_S = 30
 TASK_LOG_TAIL_CHARS = 4000
@@ -38,8 +39,8 @@ _SLURM_ENDINGS = (  # srun's and slurmstepd's words for how Slurm ended a step, 
     (re.compile(r"DUE TO TIME LIMIT"), "timeout", "Slurm's time limit ended the step"),
     (re.compile(r"oom[_-]kill event|task \d+: Out Of Memory|exceeded memory limit"), "oom",
      "Slurm's memory limit killed a task"),
-    (re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON \S+ CANCELLED|Job step aborted"), "cancelled",
-     "the step was cancelled (scancel)"),
+    (re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON \S+ CANCELLED"), "cancelled", "the step was cancelled (scancel)"),
+    (re.compile(r"Job step aborted"), "cancelled", "the step was cancelled (scancel)"),
 )
 _TASK_EXIT = re.compile(r"tasks? (\d+)\S*: Exited with exit code (\d+)")
 _TASK_KILLED = re.compile(r"tasks? (\d+)\S*: (Killed|Terminated|Aborted|Segmentation fault)")
@@ -142,8 +143,10 @@ class SlurmRunner:
         return run_prepared(self._retrying_slurm_endings, request)
 
     def _retrying_slurm_endings(self, request: TrialRequest) -> TrialResult:
+        (request.workdir / RETRIED_FILE).unlink(missing_ok=True)
         result = self._run_once(request)
         if result.failure_kind in NOT_ABOUT_THE_CONFIG:
+            (request.workdir / RETRIED_FILE).write_text(result.reason + "\n")
             retried = retry_startup_crash(self._run_once, request)
             return retried if retried.ok else TrialResult.failed(f"{retried.reason} (also on retry, after: "
                                                                  f"{result.reason})", wall_s=retried.wall_s)
