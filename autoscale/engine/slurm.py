@@ -35,9 +35,9 @@ STEP_END_GRACE_S = 60  # after scancel, how long srun may take to collect its ta
 NOT_ABOUT_THE_CONFIG = ("preempted", "node-failure", "cancelled")  # Slurm ended the step: run it once more
 _SLURM_ENDINGS = (  # srun's and slurmstepd's words for how Slurm ended a step, most specific first
     (re.compile(r"DUE TO PREEMPTION"), "preempted", "Slurm preempted the job"),
-    (re.compile(r"DUE TO NODE FAIL|Node failure on (\S+)"), "node-failure", "a node of the step failed"),
+    (re.compile(r"DUE TO NODE FAIL|Node failure on "), "node-failure", "a node of the step failed"),
     (re.compile(r"DUE TO TIME LIMIT"), "timeout", "Slurm's time limit ended the step"),
-    (re.compile(r"oom[_-]kill event|task \d+: Out Of Memory|exceeded memory limit"), "oom",
+    (re.compile(r"oom[_-]kill event|tasks? \d+\S*: Out Of Memory|exceeded memory limit"), "oom",
      "Slurm's memory limit killed a task"),
     (re.compile(r"\*\*\* (?:STEP|JOB) \S+ ON \S+ CANCELLED"), "cancelled", "the step was cancelled (scancel)"),
     (re.compile(r"Job step aborted"), "cancelled", "the step was cancelled (scancel)"),
