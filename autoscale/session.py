@@ -10,7 +10,7 @@ import os
 import shutil
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from pathlib import Path
 
@@ -53,6 +53,8 @@ class TuneSession:
     config: TuneConfig
     info: RunInfo
     hardware: "Hardware"
+    workers: int = 0  # --workers: an array of `autoscale worker` jobs measures the trials (launcher slurm)
+    slurm_args: tuple[str, ...] = ()  # --slurm-args: options for srun and sbatch
 
     @classmethod
     def from_flags(cls, *, model: str, trials: int, space: str, global_batch: int | None, seq_len: int | None,
@@ -60,7 +62,8 @@ class TuneSession:
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
                    command: list[str], fault: str | None = None, hardware: str | None = None,
                    gpus: int | None = None, launcher: str = "warm",
-                   hostfile: Path | None = None, confirm_rounds: int = 3) -> "TuneSession":
+                   hostfile: Path | None = None, confirm_rounds: int = 3, workers: int = 0,
+                   slurm_args: str | None = None) -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
 
         spec = resolve_model(model)
@@ -68,6 +71,7 @@ class TuneSession:
         backend = resolve_backend(backend)
         if launcher not in LAUNCHERS:
             raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        check_slurm_flags(launcher=launcher, workers=workers, storage=storage, slurm_args=slurm_args)
         if backend == "model":
             if hardware is None:
                 raise UserError("--backend model plans for a cluster: name it with --hardware (and --gpus)")
@@ -97,7 +101,10 @@ class TuneSession:
                             usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault,
                             confirm_rounds=confirm_rounds, launcher=launcher,
                             hostfile=str(hostfile) if hostfile else None)
-        return cls(config, cls._run_info(config, hardware, command), hardware)
+        from autoscale.engine.slurm import parse_slurm_args
+
+        return cls(config, cls._run_info(config, hardware, command), hardware, workers=workers,
+                   slurm_args=parse_slurm_args(slurm_args))
 
     @classmethod
     def for_worker(cls, *, storage: str, study_name: str, out: Path | None, command: list[str]) -> "TuneSession":
@@ -170,8 +177,13 @@ class TuneSession:
             return TuneOutcome(records=records, summary=summary, stopped_because=stopped)
         from autoscale.engine import open_runner
 
+        if self.workers:
+            from autoscale.engine.slurm_workers import run_worker_array
+
+            run_worker_array(c, workers=self.workers, slurm_args=self.slurm_args, note=observer.note if observer else None)
+            c = replace(c, resume=True)  # the workers measured the trials; this run finishes the study
         with open_runner(c.launcher, run_dir=c.out_dir, backend=c.backend, hostfile=c.hostfile,
-                         on_fallback=observer.note if observer else None) as runner:
+                         slurm_args=self.slurm_args, on_fallback=observer.note if observer else None) as runner:
             return tune(c, info=self.info, observer=observer, run=runner, predictor=self.predictor())
 
     def finish(self, outcome: TuneOutcome) -> list[str]:
@@ -184,6 +196,18 @@ class TuneSession:
             lines.append(f"wrote {path}")
         lines.append(build_report_or_say_why(self.config.out_dir))
         return lines
+
+
+def check_slurm_flags(*, launcher: str, workers: int, storage: str | None, slurm_args: str | None) -> None:
+    """--workers and --slurm-args only mean something to the slurm launcher; workers share a server's study."""
+    if slurm_args and launcher != "slurm":
+        raise UserError("--slurm-args needs --launcher slurm")
+    if workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {workers}")
+    if workers and launcher != "slurm":
+        raise UserError("--workers starts its workers with Slurm: add --launcher slurm")
+    if workers and not (storage or "").startswith(("postgresql", "mysql")):
+        raise UserError("--workers needs --storage postgresql://... (a server every worker reaches)")
 
 
 def build_report_or_say_why(run_dir: Path) -> str:

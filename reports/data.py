@@ -20,7 +20,8 @@ from autoscale.errors import UserError
 from autoscale.point import INTEGER_FIELDS, Point
 from autoscale.results import COLUMNS, KNOB_COLUMNS, METRIC_COLUMNS
 
-FAILURE_KINDS = ("oom", "timeout", "crash", "nan", "interrupted", "pruned", "invalid")
+FAILURE_KINDS = ("oom", "timeout", "crash", "nan", "interrupted", "preempted", "node-failure", "cancelled", "pruned",
+                 "invalid")
 NUMERIC_COLUMNS = ("number", *INTEGER_FIELDS, *METRIC_COLUMNS, "pred_peak_bytes", "pred_tokens_per_s")
 MIN_TRIALS_FOR_IMPORTANCE = 4  # PED-ANOVA compares the top quantile with the rest: fewer says nothing
 

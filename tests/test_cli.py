@@ -8,7 +8,7 @@ from autoscale.point import KNOBS
 OPTIONS = {
     "tune": {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
              "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus",
-             "--launcher", "--hostfile", "--confirm-rounds"},
+             "--launcher", "--hostfile", "--confirm-rounds", "--workers", "--slurm-args"},
     "models": set(),
     "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json",
                  *(knob.flag for knob in KNOBS)},
@@ -69,6 +69,10 @@ def test_models_lists_every_preset(capsys):
     (["tune", "--seq-len", "4096", "--backend", "cpu"], "--seq-len 4096 is outside 1..128, gpt-tiny's maximum"),
     (["tune", "--out", "/proc/autoscale-run", "--backend", "cpu"], "cannot write to --out"),
     (["tune", "--bogus"], "No such option: --bogus"),
+    (["tune", "--backend", "cpu", "--workers", "2"], "--workers starts its workers with Slurm: add --launcher slurm"),
+    (["tune", "--backend", "cpu", "--launcher", "slurm", "--workers", "2"], "--workers needs --storage postgresql://"),
+    (["tune", "--backend", "cpu", "--slurm-args=--partition=gpu"], "--slurm-args needs --launcher slurm"),
+    (["tune", "--backend", "cpu", "--launcher", "slurm", "--slurm-args", "sleep 1"], "--slurm-args 'sleep 1': expected"),
     (["nonsense"], "No such command 'nonsense'"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):

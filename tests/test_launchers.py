@@ -9,9 +9,9 @@ from autoscale.engine.launchers import LAUNCHERS
 from autoscale.errors import UserError
 
 
-def test_the_user_picks_warm_or_fresh_and_warm_is_the_default():
-    assert selectable_launchers() == ("warm", "fresh")
-    assert set(LAUNCHERS) == {"warm", "fresh", "hostfile"}
+def test_the_user_picks_warm_fresh_or_slurm_and_warm_is_the_default():
+    assert selectable_launchers() == ("warm", "fresh", "slurm")
+    assert set(LAUNCHERS) == {"warm", "fresh", "hostfile", "slurm"}
 
 
 def test_the_fresh_launcher_runs_trials_in_new_processes(tmp_path):
@@ -34,7 +34,7 @@ def test_the_hostfile_launcher_sends_the_backend_s_accelerator_to_every_node(tmp
 
 
 def test_an_unknown_launcher_is_refused_naming_the_flag(tmp_path):
-    with pytest.raises(UserError, match="--launcher must be one of warm, fresh, got 'turbo'"):
+    with pytest.raises(UserError, match="--launcher must be one of warm, fresh, slurm, got 'turbo'"):
         open_runner("turbo", run_dir=tmp_path, backend="cpu")
 
 

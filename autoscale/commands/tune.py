@@ -144,12 +144,16 @@ def tune(
     hardware: Optional[str] = typer.Option(None, help="--backend model: a catalog name (h100-sxm, a100-80gb, ...) or a YAML file."),
     gpus: Optional[int] = typer.Option(None, min=1, help="--backend model: devices in the cluster."),
     launcher: str = typer.Option("warm", help="warm: ranks kept as fork servers across trials (fast); "
-                                 "fresh: new processes for every trial."),
+                                 "fresh: new processes for every trial; slurm: an srun job step per trial."),
     hostfile: Optional[Path] = typer.Option(None, help="Trials span the nodes of this DeepSpeed hostfile "
                                             "(`host slots=N` lines), launched with DeepSpeed's launcher."),
     confirm_rounds: int = typer.Option(3, min=0, help="Before naming the winner, measure the configs that could "
                                        "be the best and the baseline again in this many interleaved rounds "
                                        "(0 or 1: skip)."),
+    workers: int = typer.Option(0, min=0, help="--launcher slurm: submit this many `autoscale worker` jobs "
+                                "(a Slurm job array) that measure the study's trials; needs --storage postgresql://..."),
+    slurm_args: Optional[str] = typer.Option(None, help="--launcher slurm: srun/sbatch options for the trials' "
+                                             "steps and the workers' jobs, e.g. '--partition=gpu --time=60'."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -159,7 +163,7 @@ def tune(
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
                                      hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
-                                     confirm_rounds=confirm_rounds)
+                                     confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args)
     run_session(session, console)
 
 

@@ -29,6 +29,7 @@ class RunnerSetup:
     hostfile: str | Path | None = None  # launcher "hostfile" only
     master_addr: str | None = None  # launcher "hostfile": how the other nodes reach this one; default: its FQDN
     on_fallback: Callable[[str], None] | None = None  # launcher "warm": told, in one line, when it turns fresh
+    slurm_args: tuple[str, ...] = ()  # launcher "slurm": srun options, e.g. for an allocation of its own
 
 
 class Launcher:
@@ -76,6 +77,17 @@ class Hostfile(Launcher):
                              extra_env=accelerator_environment(setup.backend))
 
 
+class Slurm(Launcher):
+    name, help = "slurm", "an srun job step per trial, in the current Slurm allocation or a new one (--slurm-args)"
+
+    @contextmanager
+    def open(self, setup: RunnerSetup) -> Iterator[Runner]:
+        from autoscale.engine.slurm import SlurmRunner, check_srun
+
+        check_srun()
+        yield SlurmRunner(slurm_args=setup.slurm_args)
+
+
 LAUNCHERS: dict[str, Launcher] = {}
 
 
@@ -87,6 +99,7 @@ def register(launcher: Launcher) -> Launcher:
 register(Warm())
 register(Fresh())
 register(Hostfile())
+register(Slurm())
 
 
 def selectable_launchers() -> tuple[str, ...]:
