@@ -60,7 +60,7 @@ class ConsoleObserver:
             self.pruned += 1
             self.progress.update(self.task, description=f"{self.pruned} pruned: predicted not to fit")
             return
-        label = f"trial {counted:>3}"
+        label = f"trial {counted:>3} #{record.number:<3}"  # launched so far; #: trials.csv's number, trials/<#>/
         config = escape(record.point.short() + self.marks(record))
         if record.status == "ok":
             r = record.result
@@ -113,7 +113,7 @@ def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Tabl
     ok = sorted((r for r in records if r.status == "ok"), key=lambda r: -r.result.tokens_per_s)
     baseline = summary.get("baseline")
     base_tps = baseline["metrics"]["tokens_per_s"] if baseline else None
-    table = Table(title=f"top configs of {summary['study_name']}")
+    table = Table(title=f"top configs of {summary['study_name']} (one trial each; #: trials.csv's number)")
     for column in ("#", "config", "tokens/s", "vs baseline", "TFLOP/s/dev", "MFU", "peak mem", "headroom"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for record in ok[:limit]:
