@@ -22,5 +22,5 @@ def did_you_mean(name: str, known) -> str:
     """" (did you mean 'gpt-1.3b'?)" for a near miss among `known`, else ""."""
     from difflib import get_close_matches
 
-    close = get_close_matches(name, list(known), n=1, cutoff=0.6)
+    close = get_close_matches(name, list(known), n=1, cutoff=0.8)
     return f" (did you mean {close[0]!r}?)" if close else ""

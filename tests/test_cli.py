@@ -80,3 +80,10 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, ar
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_near_miss_of_a_model_or_hardware_name_gets_a_suggestion(capsys):
+    assert main(["tune", "--model", "gpt-1.3"]) == 2
+    assert "(did you mean 'gpt-1.3b'?)" in capsys.readouterr().err
+    assert main(["estimate", "--model", "gpt-tiny", "--hardware", "h100-sx"]) == 2
+    assert "(did you mean 'h100-sxm'?)" in capsys.readouterr().err
