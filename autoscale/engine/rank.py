@@ -45,8 +45,8 @@ class RankOutcome:
     peak_bytes_per_rank: list[int]
     peak_allocator_bytes_per_rank: list[int | None]
     train_start_time: float  # time.time() at the first training step
-    numerics: NumericsRecord  # the gate's steps: mean loss over the global batch, first gradient norm
-    diverged: str | None  # the failure reason when the losses left the reference's band
+    numerics: NumericsRecord | None = None  # the gate's steps: mean loss over the global batch, first gradient norm
+    diverged: str | None = None  # the failure reason when the losses left the reference's band
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
@@ -203,8 +203,9 @@ def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, l
     """Rank 0's numbers for the trial, from its step times and every rank's peak; a failed trial
     with its loss gap when the gate's steps diverged from the reference."""
     point = request.point
-    gap = loss_gap(outcome.numerics.losses, request.reference.losses) if request.reference else None
-    numerics = dict(loss_gap=gap, grad_norm0=outcome.numerics.grad_norm0)
+    record = outcome.numerics
+    gap = loss_gap(record.losses, request.reference.losses) if request.reference and record else None
+    numerics = dict(loss_gap=gap, grad_norm0=record.grad_norm0 if record else None)
     if outcome.diverged is not None:
         return dict(status="failed", reason=outcome.diverged, loss=outcome.loss,
                     launch_s=outcome.train_start_time - launch_time, **numerics)
