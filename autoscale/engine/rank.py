@@ -23,6 +23,7 @@ import torch
 
 from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
+from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
 from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
 
@@ -103,9 +104,9 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     torch.manual_seed(request.seed)
     model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
-    config = request.ds_config or to_ds_config(point, world_size=world_size)
+    config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    data_parallel_rank, data_parallel = rank // point.model_parallel, point.data_parallel(world_size)
+    data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size)
 
     def optimizer_step(step: int, *, keep_grad_norm: bool = False) -> torch.Tensor:
         """One optimizer step; this rank's mean loss over its micro-steps, as a tensor on the host."""
@@ -191,7 +192,10 @@ def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: Devic
 
 def replica_grad_norm(engine) -> float | None:
     """The 2-norm of the gradients the module's parameters hold, where they hold all of them (ZeRO-0,
-    whose fp32 path clips without keeping the norm); None where ZeRO keeps them in its partitions."""
+    whose fp32 path clips without keeping the norm); None where ZeRO keeps them in its partitions
+    or tensor parallelism holds shards."""
+    if splits_the_model(engine):
+        return None
     grads = [p.grad for p in engine.module.parameters() if p.requires_grad]
     if not grads or any(g is None for g in grads):
         return None
