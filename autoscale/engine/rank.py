@@ -191,15 +191,19 @@ def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: Devic
 
 
 def replica_grad_norm(engine) -> float | None:
-    """The 2-norm of the gradients the module's parameters hold, where they hold all of them (ZeRO-0,
-    whose fp32 path clips without keeping the norm); None where ZeRO keeps them in its partitions
-    or tensor parallelism holds shards."""
+    """The global 2-norm of the gradients the module's parameters hold, where they hold them (ZeRO-0,
+    whose fp32 path clips without keeping the norm); None where ZeRO keeps them in its partitions.
+    Tensor-parallel shards are summed over their group and replicated parameters counted once, by
+    DeepSpeed's own clipping function with no limit (it scales every gradient by 1)."""
+    parameters = [p for p in engine.module.parameters() if p.requires_grad]
+    if not parameters or any(p.grad is None for p in parameters):
+        return None
     if splits_the_model(engine):
-        return None
-    grads = [p.grad for p in engine.module.parameters() if p.requires_grad]
-    if not grads or any(g is None for g in grads):
-        return None
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+        from deepspeed.runtime.utils import clip_grad_norm_
+
+        return float(clip_grad_norm_(parameters, max_norm=math.inf, mpu=engine.mpu))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float())
+                                                       for p in parameters])))
 
 
 def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, launch_time: float,
