@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from autoscale.engine.request import TrialRequest
+    from autoscale.models.spec import ModelSpec
 
 GATE_STEPS = 4
 NUMERICS_FILE = "numerics.json"  # rank 0 writes the trial's first losses here, next to result.json
@@ -25,13 +29,13 @@ RELATIVE_LOSS_TOLERANCE = {"fp32": 1e-4, "bf16": 1e-3, "fp16": 1e-3}
 
 Measured here (DeepSpeed 0.19.8, torch CPU, 2 gloo ranks, global batch 8, seq 64, 4 steps, against
 the fp32 ZeRO-0 micro-batch-1 reference) over gpt-tiny and llama-tiny at ZeRO 0-3 with micro-batch
-1, 2 and 4:
+1, 2 and 4, and gpt-tiny with tp 2:
 fp32: at most 9.4e-8 (sums in another order). 1e-4 is three orders above that and below the gap of
 training on other data or another update (1e-3 and more: one step moves gpt-tiny's loss by 1.6e-3).
-bf16: at most 3.3e-4 (gpt-tiny, ZeRO-0: DeepSpeed's bf16 optimizer), 1.1e-4 for ZeRO 1-3 and
-5.2e-5 for llama-tiny; 1e-3 is three times the worst. It cannot see a single lost update of a
-model whose loss moves less than 1e-3 in one step (llama-tiny's moved 2.8e-4): the first gradient
-norm's band (below) and later steps' drift are what catch such configs.
+bf16: at most 3.3e-4 (gpt-tiny at ZeRO-0, DeepSpeed's bf16 optimizer, with and without tp 2),
+1.1e-4 at ZeRO 1-3, 5.2e-5 for llama-tiny; 1e-3 is three times the worst. It cannot see a single
+lost update of a model whose loss moves less than 1e-3 in one step (llama-tiny's moved 2.8e-4):
+the first gradient norm's band (below) and later steps' drift are what catch such configs.
 fp16: DeepSpeed's CPU accelerator refuses fp16, so it is not measured here; fp16 rounds 8 times
 finer than bf16 (10 mantissa bits against 7), so bf16's band is the conservative choice. A step
 skipped for a loss-scale overflow leaves the weights as they were and shows as a gap like any lost
@@ -107,8 +111,8 @@ def read_record(workdir: Path) -> NumericsRecord:
     return NumericsRecord.from_dict(json.loads((workdir / NUMERICS_FILE).read_text()))
 
 
-def reference_request(*, spec, seq_len: int, global_batch: int, nproc: int, backend: str, workdir: Path,
-                      timeout_s: float, seed: int):
+def reference_request(*, spec: "ModelSpec", seq_len: int, global_batch: int, nproc: int, backend: str,
+                      workdir: Path, timeout_s: float, seed: int) -> "TrialRequest":
     """The reference run as a trial: the baseline point (fp32, ZeRO-0, micro-batch 1, no model
     parallelism), the gate's steps and one timed step, which nobody reads."""
     from autoscale.engine.request import MeasurePolicy, TrialRequest
