@@ -65,6 +65,11 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
         config["zero_force_ds_cpu_optimizer"] = False
     if point.pp > 1:
         config["pipeline"] = {"stages": point.pp}
+    if point.tp > 1:
+        # DeepSpeed's AutoTP training. Which linears it shards is the model's to say (a
+        # "partition_config", or "preset_model": "llama" for Hugging Face's names); DeepSpeed 0.19.8
+        # checks train_batch_size against every rank, TP ranks too, so a trainer drops it (engine.parallel)
+        config["tensor_parallel"] = {"autotp_size": point.tp}
     return config
 
 

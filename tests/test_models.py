@@ -113,3 +113,39 @@ def test_bad_hf_configs_are_one_clear_error(tmp_path, content, message):
 def test_unknown_model_names_the_presets():
     with pytest.raises(UserError, match="unknown model 'gpt-5'.*gpt-tiny"):
         resolve_model("gpt-5")
+
+
+@pytest.mark.parametrize("name", ["gpt-tiny", "llama-tiny"])
+def test_attention_sharded_by_heads_sums_to_the_whole(name):
+    """Each tensor-parallel rank holds whole heads of q, k and v and the matching rows of the output
+    projection; the attention must read its head count off its shard, and the shards' outputs sum
+    to the unsharded attention's (the row-parallel all-reduce)."""
+    from autoscale.models.gpt import Attention, rotary_tables
+    from kernels import get_kernel_set
+
+    spec, shards = PRESETS[name], 2
+    torch.manual_seed(0)
+    whole = Attention(spec, get_kernel_set("torch"), selective_recompute=False)
+    x = torch.randn(2, 16, spec.hidden)
+    rotary = rotary_tables(spec.max_seq_len, spec.head_dim) if spec.position == "rotary" else None
+    total = torch.zeros_like(x)
+    q_width, kv_width = spec.hidden // shards, spec.kv_hidden // shards
+    for shard in range(shards):
+        part = Attention(spec, get_kernel_set("torch"), selective_recompute=False)
+        q, k, v = whole.qkv.weight.split([spec.hidden, spec.kv_hidden, spec.kv_hidden])
+        rows = [q[shard * q_width:(shard + 1) * q_width], k[shard * kv_width:(shard + 1) * kv_width],
+                v[shard * kv_width:(shard + 1) * kv_width]]
+        part.qkv = torch.nn.Linear(spec.hidden, q_width + 2 * kv_width, bias=spec.bias)
+        part.out = torch.nn.Linear(q_width, spec.hidden, bias=spec.bias and shard == 0)
+        with torch.no_grad():
+            part.qkv.weight.copy_(torch.cat(rows))
+            part.out.weight.copy_(whole.out.weight[:, shard * q_width:(shard + 1) * q_width])
+            if spec.bias:
+                qb, kb, vb = whole.qkv.bias.split([spec.hidden, spec.kv_hidden, spec.kv_hidden])
+                part.qkv.bias.copy_(torch.cat([qb[shard * q_width:(shard + 1) * q_width],
+                                               kb[shard * kv_width:(shard + 1) * kv_width],
+                                               vb[shard * kv_width:(shard + 1) * kv_width]]))
+                if shard == 0:
+                    part.out.bias.copy_(whole.out.bias)
+        total += part(x, rotary).detach()
+    torch.testing.assert_close(total, whole(x, rotary).detach(), rtol=1e-5, atol=1e-5)

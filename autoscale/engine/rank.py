@@ -21,7 +21,10 @@ from pathlib import Path
 
 import torch
 
+from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
+from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
+from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
 from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
 
 COLLECTIVE_TIMEOUT_SHARE = 0.8  # of the trial's timeout: a hung NCCL collective fails before the launcher's kill
@@ -43,6 +46,8 @@ class RankOutcome:
     peak_bytes_per_rank: list[int]
     peak_allocator_bytes_per_rank: list[int | None]
     train_start_time: float  # time.time() at the first training step
+    numerics: NumericsRecord | None = None  # the gate's steps: mean loss over the global batch, first gradient norm
+    diverged: str | None = None  # the failure reason when the losses left the reference's band
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
@@ -84,6 +89,8 @@ def build_optimizer(parameters, *, offloaded: bool, backend: str) -> torch.optim
 
 
 def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, local_rank: int) -> RankOutcome:
+    """Train the gate's steps on the layout-independent stream (`engine.data`), stop there when they
+    leave the reference's band, then warm up and time steps until the step time is stable."""
     import deepspeed
     import torch.distributed as dist
 
@@ -97,38 +104,82 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     torch.manual_seed(request.seed)
     model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
-    config = request.ds_config or to_ds_config(point, world_size=world_size)
+    config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size)
 
-    generator = torch.Generator().manual_seed(request.seed + rank)
-    tokens = torch.randint(0, spec.vocab_size, (point.micro_batch, request.seq_len + 1), generator=generator)
-    inputs, targets = tokens[:, :-1].to(device), tokens[:, 1:].to(device)
-
-    def optimizer_step() -> float:
-        for _ in range(point.grad_accum):
-            loss = engine(inputs, targets)
+    def optimizer_step(step: int, *, keep_grad_norm: bool = False) -> torch.Tensor:
+        """One optimizer step; this rank's mean loss over its micro-steps, as a tensor on the host."""
+        losses = []
+        for micro_step in range(point.grad_accum):
+            inputs, targets = micro_batch_tokens(
+                step=0 if request.fault == "stale_batch" else step,  # test-only: a loader that never advances
+                micro_step=micro_step, data_parallel_rank=data_parallel_rank,
+                data_parallel=data_parallel, micro_batch=point.micro_batch, grad_accum=point.grad_accum,
+                seed=request.seed, seq_len=request.seq_len, vocab_size=spec.vocab_size)
+            loss = engine(inputs.to(device), targets.to(device))
             engine.backward(loss)
+            if keep_grad_norm and micro_step == point.grad_accum - 1:
+                nonlocal own_grad_norm
+                own_grad_norm = replica_grad_norm(engine)  # before the step clears the gradients
             engine.step()
-        value = loss.item()  # synchronises the device
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"loss is {value}")
-        return value
+            losses.append(loss.detach().float())
+        mean = torch.stack(losses).mean().cpu()  # synchronises the device
+        if not math.isfinite(mean.item()):
+            raise NonFiniteLoss(f"loss is {mean.item()}")
+        return mean
 
+    own_grad_norm: float | None = None
     train_start = time.time()
     if rank == 0:
         (request.workdir / STARTED_MARKER).touch()
-    for step in range(policy.warmup_steps):
+    gate_steps = len(request.reference.losses) if request.reference else GATE_STEPS
+    gate_losses = torch.zeros(gate_steps, dtype=torch.float64)
+    for step in range(gate_steps):
         _inject_fault(request, rank, step, engine)
-        optimizer_step()
+        gate_losses[step] = optimizer_step(step, keep_grad_norm=step == 0).double()
         device_peak.sample()
+        if step == 0:
+            grad_norm0 = engine.get_global_grad_norm()
+            grad_norm0 = float(grad_norm0) if grad_norm0 is not None else own_grad_norm
+    dist.all_reduce(gate_losses)  # every rank of a replica reports its replica's loss: the mean over ranks
+    gate_losses /= world_size
+    dist.broadcast(gate_losses, src=0)  # one verdict on every rank
+    numerics = NumericsRecord(losses=tuple(gate_losses.tolist()), grad_norm0=grad_norm0)
+    diverged = divergence(numerics, request.reference, point.precision) if request.reference else None
+    step_times: list[float] = []
+    loss_value = numerics.losses[-1]
+    if diverged is None:
+        step_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
+                                              optimizer_step=optimizer_step, first_step=gate_steps, device=device)
+    peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
+    dist.all_gather_object(peaks, device_peak.figures(request.backend))
+    engine.destroy()
+    return RankOutcome(step_times, loss_value, [peak for peak, _ in peaks], [allocator for _, allocator in peaks],
+                       train_start, numerics, diverged)
+
+
+def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
+                 first_step: int, device: torch.device) -> tuple[list[float], float]:
+    """The rest of the warm-up (the gate's steps are its first), then timed steps until stable."""
+    import torch.distributed as dist
+
+    policy = request.measure
+    step = first_step
+    for _ in range(max(0, policy.warmup_steps - first_step)):
+        _inject_fault(request, rank, step, engine)
+        optimizer_step(step)
+        device_peak.sample()
+        step += 1
     step_times: list[float] = []
     measure_start = time.perf_counter()
     stop = torch.zeros(1, dtype=torch.int32, device=device if request.backend == "cuda" else "cpu")
     while True:
         started = time.perf_counter()  # a test-only slow fault is part of the step it slows
-        _inject_fault(request, rank, policy.warmup_steps + len(step_times), engine)
-        loss_value = optimizer_step()
+        _inject_fault(request, rank, step, engine)
+        loss_value = optimizer_step(step).item()
         step_times.append(time.perf_counter() - started)
+        step += 1
         device_peak.sample()
         if rank == 0:
             enough = len(step_times) >= policy.min_steps and relative_standard_error(step_times) < policy.target_rse
@@ -136,18 +187,36 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
                             or time.perf_counter() - measure_start > policy.max_measure_s))
         dist.broadcast(stop, src=0)  # every rank stops at the same step
         if stop.item():
-            break
-    peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
-    dist.all_gather_object(peaks, device_peak.figures(request.backend))
-    engine.destroy()
-    return RankOutcome(step_times, loss_value, [peak for peak, _ in peaks], [allocator for _, allocator in peaks],
-                       train_start)
+            return step_times, loss_value
+
+
+def replica_grad_norm(engine) -> float | None:
+    """The global 2-norm of the gradients the module's parameters hold, where they hold them (ZeRO-0,
+    whose fp32 path clips without keeping the norm); None where ZeRO keeps them in its partitions.
+    Tensor-parallel shards are summed over their group and replicated parameters counted once, by
+    DeepSpeed's own clipping function with no limit (it scales every gradient by 1)."""
+    parameters = [p for p in engine.module.parameters() if p.requires_grad]
+    if not parameters or any(p.grad is None for p in parameters):
+        return None
+    if splits_the_model(engine):
+        from deepspeed.runtime.utils import clip_grad_norm_
+
+        return float(clip_grad_norm_(parameters, max_norm=math.inf, mpu=engine.mpu))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float())
+                                                       for p in parameters])))
 
 
 def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, launch_time: float,
               peak_flops_per_device: float, devices: int) -> dict:
-    """Rank 0's numbers for the trial, from its step times and every rank's peak."""
+    """Rank 0's numbers for the trial, from its step times and every rank's peak; a failed trial
+    with its loss gap when the gate's steps diverged from the reference."""
     point = request.point
+    record = outcome.numerics
+    gap = loss_gap(record.losses, request.reference.losses) if request.reference and record else None
+    numerics = dict(loss_gap=gap, grad_norm0=record.grad_norm0 if record else None)
+    if outcome.diverged is not None:
+        return dict(status="failed", reason=outcome.diverged, loss=outcome.loss,
+                    launch_s=outcome.train_start_time - launch_time, **numerics)
     samples_per_step = point.global_batch(world_size)
     total_s = sum(outcome.step_times_s)
     steps = len(outcome.step_times_s)
@@ -167,6 +236,7 @@ def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, l
         step_s=statistics.median(outcome.step_times_s),
         step_rse=relative_standard_error(outcome.step_times_s) if steps > 1 else None,
         launch_s=outcome.train_start_time - launch_time,
+        **numerics,
     )
 
 
@@ -230,6 +300,7 @@ def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) ->
         devices = 1 if request.backend == "cpu" else world_size  # CPU ranks share one device
         summary = summarise(request, outcome, world_size=world_size, launch_time=launch_time,
                             peak_flops_per_device=hardware.peak_flops(request.point.precision), devices=devices)
+        write_record(outcome.numerics, result_path.parent)
         result_path.write_text(json.dumps(summary))
     return True
 

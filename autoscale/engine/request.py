@@ -10,11 +10,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from autoscale.engine.numerics import NumericsRecord
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
 
 BACKENDS = ("cpu", "cuda")
-FAULTS = ("crash", "hang", "nan", "oom", "slow")  # test-only fault injection, see rank.py
+FAULTS = ("crash", "hang", "nan", "oom", "slow", "stale_batch")  # test-only fault injection, see rank.py
 STARTED_MARKER = "training-started"  # rank 0 writes it into the workdir before its first step
 RANK_FAILED_EXIT_CODE = 3  # a rank's exit status after it wrote its failure to rank<r>.error.json
 
@@ -43,6 +44,7 @@ class TrialRequest:
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     seed: int = 1234
     ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
+    reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
     fault: str | None = None  # test-only: one of FAULTS
     slow_step_s: float = 0.0  # test-only: extra sleep per step with fault="slow"
 
@@ -58,13 +60,15 @@ class TrialRequest:
         data["point"] = Point(**data["point"])
         data["measure"] = MeasurePolicy(**data["measure"])
         data["workdir"] = Path(data["workdir"])
+        if data.get("reference") is not None:
+            data["reference"] = NumericsRecord.from_dict(data["reference"])
         return cls(**data)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrialResult:
     status: str  # "ok" or "failed"
-    reason: str = ""  # empty when ok; else "<kind>: detail" with kind oom|timeout|crash|nan
+    reason: str = ""  # empty when ok; else "<kind>: detail" with kind oom|timeout|crash|nan|diverged
     tokens_per_s: float | None = None
     samples_per_s: float | None = None
     tflops_per_device: float | None = None
@@ -78,6 +82,8 @@ class TrialResult:
     step_rse: float | None = None  # relative standard error of the mean step time
     wall_s: float = 0.0  # the whole trial, launch to cleanup
     launch_s: float | None = None  # launch to the first training step
+    loss_gap: float | None = None  # largest relative gap of the first steps' losses to the reference run's
+    grad_norm0: float | None = None  # global gradient norm of the first optimizer step
 
     @property
     def ok(self) -> bool:

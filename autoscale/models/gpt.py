@@ -51,21 +51,25 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, _ = x.shape
-        spec = self.spec
-        q, k, v = self.qkv(x).split([spec.hidden, spec.kv_hidden, spec.kv_hidden], dim=-1)
-        q = q.view(B, T, spec.n_heads, spec.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
-        v = v.view(B, T, spec.n_kv_heads, spec.head_dim).transpose(1, 2)
+        spec, head_dim = self.spec, self.spec.head_dim
+        qkv = self.qkv(x)
+        # Tensor parallelism shards qkv by heads, so this rank's head counts are read off the tensor.
+        shards = (spec.hidden + 2 * spec.kv_hidden) // qkv.shape[-1]
+        n_heads, n_kv_heads = spec.n_heads // shards, spec.n_kv_heads // shards
+        q, k, v = qkv.split([n_heads * head_dim, n_kv_heads * head_dim, n_kv_heads * head_dim], dim=-1)
+        q = q.view(B, T, n_heads, head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, n_kv_heads, head_dim).transpose(1, 2)
+        v = v.view(B, T, n_kv_heads, head_dim).transpose(1, 2)
         if rotary is not None:
             q, k = self.kernel_set.apply_rotary(q, k, rotary[0][:T], rotary[1][:T])
-        if spec.n_kv_heads != spec.n_heads:
-            repeat = spec.n_heads // spec.n_kv_heads
+        if n_kv_heads != n_heads:
+            repeat = n_heads // n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         if self.selective_recompute and self.training:
             y = checkpoint(_causal_attention, q, k, v, use_reentrant=False)
         else:
             y = _causal_attention(q, k, v)
-        return self.out(y.transpose(1, 2).reshape(B, T, spec.hidden))
+        return self.out(y.transpose(1, 2).reshape(B, T, n_heads * head_dim))
 
 
 def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -149,3 +153,20 @@ class Transformer(nn.Module):
 
 def build_model(spec: ModelSpec, *, kernels: str = "torch", checkpointing: str = "none") -> Transformer:
     return Transformer(spec, get_kernel_set(kernels), checkpointing)
+
+
+def tensor_parallel_layer_specs(spec: ModelSpec, tp: int) -> list[dict]:
+    """How DeepSpeed's AutoTP shards this model's linears over `tp` ranks (Megatron's split, Shoeybi
+    et al. 2019, Sec. 3): q, k, v and the MLP's up projection by output columns, the attention
+    output and the MLP's down projection by input rows; norms, embeddings and the head replicated.
+    The fused qkv is split as three sub-matrices of unequal width (grouped-query attention), and
+    SwiGLU's fused gate-and-up as two, so each rank holds whole heads and matching gate and up rows."""
+    if spec.n_kv_heads % tp:
+        raise ValueError(f"tp {tp} does not divide the {spec.n_kv_heads} key-value heads of {spec.name}")
+    up: dict = {"shape": [2, -1], "partition_dim": 0} if spec.activation == "swiglu" else {}
+    return [
+        {"patterns": [r".*\.attention\.qkv\.weight$"], "partition_type": "column",
+         "shape": [[spec.hidden, spec.kv_hidden, spec.kv_hidden], -1], "partition_dim": 0},
+        {"patterns": [r".*\.attention\.out\.weight$", r".*\.mlp\.down\.weight$"], "partition_type": "row"},
+        {"patterns": [r".*\.mlp\.up\.weight$"], "partition_type": "column", **up},
+    ]

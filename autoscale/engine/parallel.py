@@ -1,0 +1,41 @@
+"""What a trial adds to a ds_config and reads back from DeepSpeed for model-parallel points.
+
+`to_ds_config` carries the knob (`tensor_parallel.autotp_size`); the layer specs that say how to
+shard are the model's (`models.gpt.tensor_parallel_layer_specs`) and join the config here, just
+before `deepspeed.initialize`. DeepSpeed 0.19.8 under AutoTP checks an explicit
+`train_batch_size` against micro-batch x accumulation x the whole world, TP ranks included, so a
+tensor-parallel trial leaves it out and DeepSpeed derives it.
+"""
+
+from __future__ import annotations
+
+from autoscale.models.spec import ModelSpec
+from autoscale.point import Point
+
+
+def trial_ds_config(config: dict, point: Point, spec: ModelSpec) -> dict:
+    """`config` as DeepSpeed must see it to train `point` on our model."""
+    if point.tp == 1:
+        return config
+    from autoscale.models.gpt import tensor_parallel_layer_specs
+
+    tensor_parallel = {**config.get("tensor_parallel", {}), "autotp_size": point.tp,
+                       "partition_config": {"use_default_specs": False,
+                                            "layer_specs": tensor_parallel_layer_specs(spec, point.tp)}}
+    return {key: value for key, value in {**config, "tensor_parallel": tensor_parallel}.items()
+            if key != "train_batch_size"}
+
+
+def data_parallel_coordinates(engine, *, rank: int, world_size: int) -> tuple[int, int]:
+    """(this rank's data-parallel rank, the data-parallel size): ranks of one tensor-parallel group
+    share a replica and so must train the same batch (DeepSpeed asserts it on the first forward)."""
+    mpu = engine.mpu
+    if mpu is None:
+        return rank, world_size
+    return mpu.get_data_parallel_rank(), mpu.get_data_parallel_world_size()
+
+
+def splits_the_model(engine) -> bool:
+    """True when a rank's parameters are shards of the model's, so their norm is not the model's."""
+    mpu = engine.mpu
+    return mpu is not None and mpu.get_tensor_model_parallel_world_size() > 1
