@@ -26,6 +26,7 @@ REPEAT_ATTR = "autoscale_repeat_of"
 RUN_ATTR = "autoscale_run"
 POINT_ATTR = "autoscale_point"  # set when a trial starts measuring: an interrupted trial still says what it ran
 BASELINE_ATTR = "autoscale_baseline"
+REFERENCE_ATTR = "autoscale_reference"  # the study's reference losses (engine.numerics), shared by every worker
 HEARTBEAT_S = 5  # Optuna marks a RUNNING trial without a heartbeat for 4x this as FAIL, and retries it once
 INTERRUPTED = "interrupted: the tuner stopped during this trial"
 

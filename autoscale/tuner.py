@@ -21,6 +21,7 @@ from autoscale.hostload import LoadLog
 from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
+from autoscale.engine.numerics import NumericsRecord, reference_request, run_reference
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
@@ -28,7 +29,7 @@ from autoscale.results import RunInfo, TrialRecord, baseline_record, summary_dic
 from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
-from autoscale.study import INTERRUPTED, RUN_ATTR, heartbeat, open_study, records_of
+from autoscale.study import INTERRUPTED, REFERENCE_ATTR, RUN_ATTR, heartbeat, open_study, records_of
 
 __all__ = ["TuneConfig", "TuneOutcome", "tune"]
 
@@ -53,6 +54,7 @@ class TuneConfig:
     fault: str | None = None  # test-only, passed to every trial
     seed_points: int = SEED_POINTS  # the cost model's top-ranked points, measured first (see opening_order)
     confirm_rounds: int = 3  # head-to-head rounds of the finalists before the winner is named (0: none)
+    numerics_gate: bool = True  # every trial first trains the reference run's batches and must match it
     launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
     hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
 
@@ -66,7 +68,8 @@ class TuneConfig:
                 "global_batch": self.global_batch, "seq_len": self.seq_len, "backend": self.backend,
                 "nproc": self.nproc, "trials": self.trials, "seed": self.seed,
                 "timeout_per_trial_s": self.timeout_per_trial_s, "measure": asdict(self.measure),
-                "seed_points": self.seed_points, "confirm_rounds": self.confirm_rounds}
+                "seed_points": self.seed_points, "confirm_rounds": self.confirm_rounds,
+                "numerics_gate": self.numerics_gate}
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
@@ -170,6 +173,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
     point = None
     try:
+        reference = study_reference(config, study, run, observer, policy.baseline_note)
         while launched() < config.trials:
             point = policy.propose()
             if point is None:
@@ -182,7 +186,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
                                    nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
                                    timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                   fault=config.fault)
+                                   fault=config.fault, reference=reference)
             with heartbeat(study, trial):
                 result = run(request)
             record = policy.tell(point, result)
@@ -190,7 +194,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             load.add(hostload.sample(interval_s=0.2))
             observer.trial_finished(record, launched())
             save()
-        confirmation = confirm_winner(config, save(), run, observer)
+        confirmation = confirm_winner(config, save(), run, observer, reference)
     except KeyboardInterrupt:
         if point is not None and point.key() in policy.pending:
             policy.abandon(point)  # recorded as interrupted; a --resume measures it again
@@ -202,8 +206,32 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     return TuneOutcome(records=records, summary=summary, stopped_because=stopped_because, confirmation=confirmation)
 
 
+def study_reference(config: TuneConfig, study, run: Callable[[TrialRequest], TrialResult], observer: Observer,
+                    baseline_note: str | None) -> NumericsRecord | None:
+    """The losses every trial must reproduce (`engine.numerics`): run once per study, before its first
+    trial, and kept in the study, so a resumed run and every worker check against the same record."""
+    if not config.numerics_gate:
+        return None
+    if REFERENCE_ATTR in study.user_attrs:
+        return NumericsRecord.from_dict(study.user_attrs[REFERENCE_ATTR])
+    if baseline_note is not None:  # the reference is the default point: predicted not to fit here
+        observer.note("no reference run (fp32, ZeRO-0, micro-batch 1 is predicted not to fit): trials are not "
+                      "checked against one")
+        return None
+    observer.note("reference run: fp32, ZeRO-0, micro-batch 1; every trial must reproduce its first losses")
+    reference, unchecked = run_reference(run, reference_request(
+        spec=config.spec, seq_len=config.seq_len, global_batch=config.global_batch, nproc=config.nproc,
+        backend=config.backend, workdir=config.out_dir / "reference", timeout_s=config.timeout_per_trial_s,
+        seed=config.seed))
+    if unchecked:
+        observer.note(unchecked)
+        return None
+    study.set_user_attr(REFERENCE_ATTR, reference.as_dict())
+    return reference
+
+
 def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable[[TrialRequest], TrialResult],
-                   observer: Observer) -> dict | None:
+                   observer: Observer, reference: NumericsRecord | None = None) -> dict | None:
     """Measure the finalists and the baseline again, head to head (`autoscale.confirm`), when there is
     more than one config that could be the best; the winner's intervals, or None."""
     contenders = finalists(records, config.usable_bytes_per_rank)
@@ -218,7 +246,7 @@ def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable
         return run(TrialRequest(spec=config.spec, point=record.point, seq_len=config.seq_len, backend=config.backend,
                                 nproc=config.nproc, workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}",
                                 timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                fault=config.fault))
+                                fault=config.fault, reference=reference))
 
     return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def session(tmp_path, quick_measure, *, trials=3, space_text="zero_stage: [0, 1]\nmicro_batch: [4, 8]\n",
-            resume=False, fault=None, timeout=120.0) -> TuneSession:
+            resume=False, fault=None, timeout=120.0, numerics_gate=True) -> TuneSession:
     space = tmp_path / "space.yaml"
     space.write_text(space_text)
     made = TuneSession.from_flags(model="gpt-tiny", trials=trials, space=str(space), global_batch=16, seq_len=64,
@@ -25,6 +25,7 @@ def session(tmp_path, quick_measure, *, trials=3, space_text="zero_stage: [0, 1]
                                   command=["autoscale", "tune"], fault=fault, confirm_rounds=0)
     # few timed steps: tests check behaviour, benchmarks measure speed
     object.__setattr__(made.config, "measure", quick_measure)
+    object.__setattr__(made.config, "numerics_gate", numerics_gate)
     return made
 
 
@@ -37,6 +38,8 @@ def test_a_study_writes_every_file_and_the_emitted_config_trains(tmp_path, quick
     frame = pd.read_csv(run / "trials.csv")
     assert list(frame.columns) == list(COLUMNS)
     assert len(frame) == 3 and set(frame.status) == {"ok"}
+    assert (frame.loss_gap.abs() < 1e-3).all() and frame.grad_norm0.notna().all()  # every trial passed the gate
+    assert (run / "reference").is_dir()
     assert frame.is_baseline.sum() == 1  # ZeRO-0, micro-batch 1: measured even though outside this space
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best"]["metrics"]["tokens_per_s"] == frame.tokens_per_s.max()
@@ -57,7 +60,7 @@ def test_crashing_and_hanging_trials_are_recorded_and_the_study_finishes(tmp_pat
         fault = next(faults)
         return run_trial(request.__class__(**{**request.__dict__, "fault": fault, "timeout_s": 20.0}))
 
-    s = session(tmp_path, quick_measure, space_text="zero_stage: [0, 1, 2]\nmicro_batch: [8]\n")
+    s = session(tmp_path, quick_measure, space_text="zero_stage: [0, 1, 2]\nmicro_batch: [8]\n", numerics_gate=False)
     outcome = tune(s.config, info=s.info, run=faulty)
     statuses = [(r.status, r.reason.split(":")[0]) for r in outcome.records]
     assert statuses == [("failed", "crash"), ("failed", "timeout"), ("ok", "")]
@@ -81,7 +84,8 @@ def test_repeated_points_are_not_rerun_and_a_small_space_ends_early(tmp_path, qu
         ran.append(request.point)
         return run_trial(request)
 
-    s = session(tmp_path, quick_measure, trials=10, space_text="zero_stage: [0, 1]\nmicro_batch: [8]\n")
+    s = session(tmp_path, quick_measure, trials=10, space_text="zero_stage: [0, 1]\nmicro_batch: [8]\n",
+                numerics_gate=False)
     outcome = tune(s.config, info=s.info, run=counting)
     assert len(ran) == len(set(ran)) == 3  # two points of the space and the baseline
     assert outcome.stopped_because == "every point of the space was measured"
