@@ -46,6 +46,10 @@ def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = No
         raise RuleError("tp x sp does not divide the heads",
                         f"tp {point.tp} x sp {point.sp} does not divide the {spec.n_heads} attention heads of "
                         f"{spec.name}: change {knob_ref('tp')} or {knob_ref('sp')}")
+    if spec.n_kv_heads % point.tp:
+        raise RuleError("tp does not divide the key-value heads",
+                        f"tp {point.tp} does not divide the {spec.n_kv_heads} key-value heads of {spec.name} "
+                        f"(grouped-query attention): change {knob_ref('tp')}")
     if point.pp > spec.n_layers:
         raise RuleError("pp exceeds the layers",
                         f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}: change {knob_ref('pp')}")
