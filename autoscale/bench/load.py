@@ -1,0 +1,125 @@
+"""The host's load while a bench run measures: the 1-minute load average (/proc/loadavg) and the share
+of CPU time stolen by the hypervisor (/proc/stat), sampled before the run and every few seconds during it.
+
+Why: a stored baseline and tonight's run are measured at different times. If other jobs kept more
+processes runnable during one of them, step time moves with that load, not with the code, and no
+statistic over one side's repeats can tell the two apart. Recording the load on both sides lets the
+comparison say "inconclusive" instead of guessing (`loads_differ`).
+
+"Materially" follows a processor-sharing model of a CPU-bound job on C cores: with L runnable tasks
+(our ranks included) each gets about min(1, C / L) of a core, so step time scales with max(C, L) / C,
+and stolen time removes its share of the CPU outright. Two loads differ materially when the step-time
+ratio they alone predict, max(C, L_now) / max(C, L_then) times (1 - steal_then) / (1 - steal_now), is
+past the comparison's threshold either way: the load alone could then make or hide the change the
+threshold is there to catch. Off Linux (no /proc) nothing is recorded and nothing is judged.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SAMPLE_EVERY_S = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostLoad:
+    """Load of one run: before it started and the median over its duration."""
+
+    cpus: int
+    loadavg_1m_before: float | None
+    loadavg_1m_during: float | None  # median of the samples taken while it ran
+    steal_fraction_during: float | None  # stolen / total CPU time over the run; None without /proc/stat
+    samples: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "HostLoad | None":
+        return cls(**data) if data else None
+
+
+def read_loadavg_1m(path: Path = Path("/proc/loadavg")) -> float | None:
+    try:
+        return float(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_cpu_times(path: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs; steal is the 8th field of the `cpu` line when present."""
+    try:
+        fields = path.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    steal = values[7] if len(values) > 7 else 0
+    return steal, sum(values)
+
+
+def steal_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+class LoadMonitor:
+    """Context manager sampling the load average in a daemon thread; `result` once it has exited."""
+
+    def __init__(self, every_s: float = SAMPLE_EVERY_S):
+        self.every_s = every_s
+        self.result: HostLoad | None = None
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            value = read_loadavg_1m()
+            if value is not None:
+                self._samples.append(value)
+
+    def __enter__(self) -> "LoadMonitor":
+        self._before = read_loadavg_1m()
+        self._cpu_before = read_cpu_times()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        last = read_loadavg_1m()
+        samples = self._samples + ([last] if last is not None else [])
+        self.result = HostLoad(cpus=len(os.sched_getaffinity(0)), loadavg_1m_before=self._before,
+                               loadavg_1m_during=statistics.median(samples) if samples else None,
+                               steal_fraction_during=steal_fraction(self._cpu_before, read_cpu_times()),
+                               samples=len(samples))
+
+
+def load_step_ratio(then: HostLoad, now: HostLoad) -> float | None:
+    """Step-time ratio (now / then) that the load difference alone predicts; None if either is unknown."""
+    if then.loadavg_1m_during is None or now.loadavg_1m_during is None:
+        return None
+    ratio = max(now.cpus, now.loadavg_1m_during) / now.cpus / (max(then.cpus, then.loadavg_1m_during) / then.cpus)
+    if then.steal_fraction_during is not None and now.steal_fraction_during is not None:
+        ratio *= (1 - then.steal_fraction_during) / max(1e-9, 1 - now.steal_fraction_during)
+    return ratio
+
+
+def loads_differ(then: HostLoad | None, now: HostLoad | None, threshold: float) -> str | None:
+    """Why the two loads differ materially for a change of `threshold`, or None when they do not
+    (or when either side's load is unknown: an old baseline is judged as before)."""
+    if then is None or now is None:
+        return None
+    ratio = load_step_ratio(then, now)
+    if ratio is None or 1 / (1 + threshold) <= ratio <= 1 + threshold:
+        return None
+    return (f"host load differs: load average {then.loadavg_1m_during:.2f} then, {now.loadavg_1m_during:.2f} now "
+            f"on {now.cpus} CPUs predicts a step-time ratio of {ratio:.2f} by itself")
