@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from autoscale.errors import UserError
 BASELINE, CANDIDATE = "baseline", "candidate"
 PROBE_TIMEOUT_S = 120
 ENTRY = ["-m", "autoscale.bench.one_repeat"]
+OWN_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this process's autoscale package
 
 
 class RoundObserver(Protocol):
@@ -50,8 +52,9 @@ def probe_interpreter(python: Path) -> dict:
     if not os.access(python, os.X_OK):
         raise UserError(f"--against {str(python)!r}: not executable")
     try:
-        out = subprocess.run([str(python), *ENTRY, "--probe"], capture_output=True, text=True,
-                             timeout=PROBE_TIMEOUT_S)
+        with tempfile.TemporaryDirectory(prefix="autoscale-probe-") as neutral:  # no checkout on sys.path
+            out = subprocess.run([str(Path(python).absolute()), *ENTRY, "--probe"], capture_output=True,
+                                 text=True, timeout=PROBE_TIMEOUT_S, cwd=neutral, env=side_environment(BASELINE))
     except (OSError, subprocess.TimeoutExpired) as error:
         raise UserError(f"--against {str(python)!r}: could not run it ({error})") from None
     last_line = (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -66,15 +69,30 @@ def probe_interpreter(python: Path) -> dict:
         raise UserError(f"--against {str(python)!r}: unexpected answer to --probe: {out.stdout[:200]!r}") from None
 
 
-def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step_s: float) -> RepeatResult:
-    """One repeat of `case` with `python`, in a fresh process; a crash of the entry point is a failed repeat."""
+def side_environment(side: str) -> dict[str, str]:
+    """The candidate side imports the autoscale this process runs (put first on PYTHONPATH); the baseline
+    side inherits the environment as it is, so its interpreter finds its own installed autoscale."""
+    env = dict(os.environ)
+    if side == CANDIDATE:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [OWN_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step_s: float,
+             side: str = CANDIDATE) -> RepeatResult:
+    """One repeat of `case` with `python`, in a fresh process; a crash of the entry point is a failed repeat.
+    It runs in its own folder: `python -m` puts the working directory first on sys.path, and a checkout
+    there would shadow the other environment's installed autoscale."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
     out = folder / "result.json"
     command = [python, *ENTRY, "--suite", str(suite.path.resolve()), "--case", case.name, "--out", str(out),
                "--workdir", str(folder / "trial")]
     if slow_step_s > 0:
         command += ["--test-sleep-per-step", repr(slow_step_s)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=case.timeout_s + PROBE_TIMEOUT_S)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=case.timeout_s + PROBE_TIMEOUT_S,
+                              cwd=folder, env=side_environment(side))
     except subprocess.TimeoutExpired:
         return RepeatResult(ok=False, reason=f"timeout: one_repeat ran past {case.timeout_s + PROBE_TIMEOUT_S:.0f} s")
     if done.returncode != 0 or not out.exists():
@@ -88,7 +106,7 @@ def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step
 
 def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, rounds: int,
                 observer: RoundObserver | None, slow_step_s: float) -> dict[str, CaseSamples]:
-    pythons = {BASELINE: against, CANDIDATE: sys.executable}
+    pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}
     results: dict[int, dict[str, RepeatResult]] = {}
     failures = {BASELINE: [], CANDIDATE: []}
     flaky = {BASELINE: [], CANDIDATE: []}
@@ -96,7 +114,7 @@ def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, r
         attempts = []
         for attempt in range(case.retries + 1):
             folder = workdir / case.name / f"round{index}-{side}-{attempt}"
-            result = run_side(pythons[side], suite, case, folder, slow_step_s if side == CANDIDATE else 0.0)
+            result = run_side(pythons[side], suite, case, folder, slow_step_s if side == CANDIDATE else 0.0, side)
             if observer is not None:
                 observer.side_finished(case, index, side, result)
             if result.ok:

@@ -1,5 +1,5 @@
 """The host's load while a bench run measures: the 1-minute load average (/proc/loadavg) and the share
-of CPU time stolen by the hypervisor (/proc/stat), sampled before the run and every few seconds during it.
+of CPU time stolen by the hypervisor, sampled (`autoscale.hostload`) before the run and every few seconds during it.
 
 Why: a stored baseline and tonight's run are measured at different times. If other jobs kept more
 processes runnable during one of them, step time moves with that load, not with the code, and no
@@ -19,21 +19,21 @@ from __future__ import annotations
 import os
 import statistics
 import threading
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+from autoscale.hostload import LoadSample, sample
 
 SAMPLE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class HostLoad:
-    """Load of one run: before it started and the median over its duration."""
+    """Load of one run: before it started and the median over its duration (`autoscale.hostload` samples)."""
 
     cpus: int
     loadavg_1m_before: float | None
     loadavg_1m_during: float | None  # median of the samples taken while it ran
-    steal_fraction_during: float | None  # stolen / total CPU time over the run; None without /proc/stat
+    steal_fraction_during: float | None  # median share of CPU time stolen; None without /proc/stat
     samples: int
 
     def as_dict(self) -> dict:
@@ -44,63 +44,38 @@ class HostLoad:
         return cls(**data) if data else None
 
 
-def read_loadavg_1m(path: Path = Path("/proc/loadavg")) -> float | None:
-    try:
-        return float(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def read_cpu_times(path: Path = Path("/proc/stat")) -> tuple[int, int] | None:
-    """(steal, total) jiffies of all CPUs; steal is the 8th field of the `cpu` line when present."""
-    try:
-        fields = path.read_text().splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] != "cpu":
-        return None
-    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    steal = values[7] if len(values) > 7 else 0
-    return steal, sum(values)
-
-
-def steal_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 class LoadMonitor:
-    """Context manager sampling the load average in a daemon thread; `result` once it has exited."""
+    """Context manager sampling the host in a daemon thread; `result` once it has exited."""
 
-    def __init__(self, every_s: float = SAMPLE_EVERY_S):
-        self.every_s = every_s
+    def __init__(self, every_s: float = SAMPLE_EVERY_S, interval_s: float = 0.5):
+        self.every_s, self.interval_s = every_s, interval_s
         self.result: HostLoad | None = None
-        self._samples: list[float] = []
+        self._during: list[LoadSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(self.every_s):
-            value = read_loadavg_1m()
-            if value is not None:
-                self._samples.append(value)
+            self._during.append(sample(self.interval_s))
 
     def __enter__(self) -> "LoadMonitor":
-        self._before = read_loadavg_1m()
-        self._cpu_before = read_cpu_times()
+        self._before = sample(self.interval_s)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        last = read_loadavg_1m()
-        samples = self._samples + ([last] if last is not None else [])
-        self.result = HostLoad(cpus=len(os.sched_getaffinity(0)), loadavg_1m_before=self._before,
-                               loadavg_1m_during=statistics.median(samples) if samples else None,
-                               steal_fraction_during=steal_fraction(self._cpu_before, read_cpu_times()),
-                               samples=len(samples))
+        during = self._during + [sample(self.interval_s)]
+        self.result = HostLoad(cpus=len(os.sched_getaffinity(0)), loadavg_1m_before=self._before.load1,
+                               loadavg_1m_during=_median([s.load1 for s in during]),
+                               steal_fraction_during=_median([s.steal_fraction for s in during]),
+                               samples=len(during))
 
 
 def load_step_ratio(then: HostLoad, now: HostLoad) -> float | None:

@@ -34,14 +34,16 @@ PAGE = """{% extends "base.html.j2" %}
 </header>
 <section class="panel">
   <h2>Latest run against its baseline ({{ mode }})</h2>
-  {% if rows and mode == "A/B" %}
+  {% if rows %}
+  {% if mode == "A/B" %}
   <p class="caption">A/B: both sides measured in this job in alternating rounds. Paired ratio = geometric mean
     of the per-round ratios (latest / baseline side), with its t interval; a change counts only when the whole
     interval is past the threshold and the Wilcoxon signed-rank test agrees.</p>
-  {% elif rows %}
+  {% else %}
   <p class="caption">Ratio = latest median / baseline median, with its bootstrap confidence interval; a change
     counts only when the whole interval is past the threshold and the Mann-Whitney test agrees; "inconclusive"
     when the host's load differed between the two runs.</p>
+  {% endif %}
   <table class="knobs">
     <thead><tr><th>config</th><th>metric</th><th>verdict</th><th>detail</th></tr></thead>
     <tbody>
