@@ -15,6 +15,7 @@ slowed code, with the host's load recorded during it) compared with that baselin
 
     python benchmarks/bench_ab.py                         # 3 runs per condition: ~35 min on 2 cores
     python benchmarks/bench_ab.py --runs 10 --against .venv-base/bin/python --out /tmp/ab
+    python benchmarks/bench_ab.py --reuse --out /tmp/ab      # the tables again from saved runs
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from autoscale.bench.ab import probe_interpreter, run_ab
 from autoscale.bench.compare import BenchComparison, compare_records
-from autoscale.bench.record import BenchRecord
+from autoscale.bench.record import BenchRecord, load_record
 from autoscale.bench.runner import run_suite
 from autoscale.bench.stats import IMPROVED, INCONCLUSIVE, REGRESSED
 from autoscale.bench.suite import load_suite
@@ -69,6 +70,35 @@ def count(results: list[dict], mode: str, condition: str, verdict: str) -> str:
     return f"{sum(r[mode] == verdict for r in chosen)}/{len(chosen)}"
 
 
+def judge(suite, baseline: BenchRecord, base_side: BenchRecord, cand_side: BenchRecord, *, run: int,
+          condition: str, sleep_s: float, wall_s: float) -> dict:
+    """Both modes' verdicts on one A/B run: paired against its own baseline side, unpaired against the
+    stored baseline."""
+    ab = compare_records(base_side, cand_side, suite, paired=True)
+    stored = compare_records(baseline, cand_side, suite)
+    side_step_s = statistics.median(base_side.cases[suite.cases[0].name].samples["step_s"])
+    return {"run": run, "condition": condition, "wall_s": wall_s, "sleep_s": sleep_s, "ab": outcome(ab),
+            "stored": outcome(stored), "ab_step": step_cell(ab), "stored_step": step_cell(stored),
+            "load": load_cell(cand_side), "effective": sleep_s / side_step_s, "ab_verdicts": verdicts(ab),
+            "stored_verdicts": verdicts(stored)}
+
+
+def reuse(out: Path, suite) -> tuple[BenchRecord, list[dict], list[str]]:
+    """The saved runs of an earlier (or interrupted) benchmark, judged again by the current code."""
+    baseline = load_record(out / "stored-baseline.json")
+    results, conditions = [], ["unchanged"]
+    for path in sorted(out.glob("run*.json"), key=lambda p: p.stat().st_mtime):
+        saved = json.loads(path.read_text())
+        base_side, cand_side = (BenchRecord.from_dict(saved[key]) for key in ("baseline_side", "candidate_side"))
+        sleep_s = saved.get("sleep_s", saved["effective"] * statistics.median(
+            base_side.cases[suite.cases[0].name].samples["step_s"]))
+        results.append(judge(suite, baseline, base_side, cand_side, run=saved["run"],
+                             condition=saved["condition"], sleep_s=sleep_s, wall_s=saved["wall_s"]))
+        if saved["condition"] not in conditions:
+            conditions.append(saved["condition"])
+    return baseline, results, conditions
+
+
 def report(results: list[dict], suite, baseline: BenchRecord, base_step_s: float, conditions: list[str],
            runs_done: int) -> None:
     print(f"\n## Every run (suite {suite.name}; stored baseline median step {base_step_s * 1e3:.1f} ms, "
@@ -106,8 +136,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the other side's interpreter (default this one: the unchanged runs are then truly "
                              "unchanged code)")
     parser.add_argument("--out", type=Path, default=None, help="records go here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="judge the runs saved in --out again, run nothing")
     args = parser.parse_args(argv)
     suite = load_suite(args.suite)
+    if args.reuse:
+        baseline, results, conditions = reuse(args.out, suite)
+        base_step_s = statistics.median(baseline.cases[suite.cases[0].name].samples["step_s"])
+        runs_done = min(sum(r["condition"] == c for r in results) for c in conditions)
+        report(results, suite, baseline, base_step_s, conditions, runs_done)
+        return 0
     out = args.out or Path(tempfile.mkdtemp(prefix="autoscale-bench-ab-"))
     out.mkdir(parents=True, exist_ok=True)
     other = probe_interpreter(args.against)
@@ -130,13 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             base_side, cand_side = run_ab(suite, against=args.against, other=other,
                                           workdir=out / "trials" / label, slow_step_s=slowdown * base_step_s)
             wall_s = time.monotonic() - started
-            ab = compare_records(base_side, cand_side, suite, paired=True, against=str(args.against))
-            stored = compare_records(baseline, cand_side, suite)
-            side_step_s = statistics.median(base_side.cases[suite.cases[0].name].samples["step_s"])
-            result = {"run": run + 1, "condition": condition, "wall_s": wall_s, "ab": outcome(ab),
-                      "stored": outcome(stored), "ab_step": step_cell(ab), "stored_step": step_cell(stored),
-                      "load": load_cell(cand_side), "effective": slowdown * base_step_s / side_step_s,
-                      "ab_verdicts": verdicts(ab), "stored_verdicts": verdicts(stored)}
+            result = judge(suite, baseline, base_side, cand_side, run=run + 1, condition=condition,
+                           sleep_s=slowdown * base_step_s, wall_s=wall_s)
             results.append(result)
             (out / f"{label}.json").write_text(json.dumps({**result, "baseline_side": base_side.to_dict(),
                                                            "candidate_side": cand_side.to_dict()}, indent=1))

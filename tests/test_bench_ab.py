@@ -15,7 +15,7 @@ from autoscale.bench.ab import BASELINE, CANDIDATE, abba_order
 from autoscale.bench.compare import AB, compare_records
 from autoscale.bench.history import load_history, write_history
 from autoscale.bench.junit import write_junit
-from autoscale.bench.load import HostLoad, LoadMonitor, loads_differ
+from autoscale.bench.load import HostLoad, LoadMonitor, material_load_ratio
 from autoscale.bench.paired import PAIRED, compare_paired
 from autoscale.bench.record import BenchRecord, CaseSamples
 from autoscale.bench.stats import IMPROVED, INCONCLUSIVE, REGRESSED, UNCHANGED
@@ -126,11 +126,29 @@ def test_a_stored_comparison_under_the_same_load_keeps_its_verdict(suite):
     assert compare_records(baseline, candidate, suite).regressed
 
 
+def test_a_change_larger_than_the_load_explains_keeps_its_verdict(suite):
+    """Load 2 then, 2.4 now on 2 CPUs predicts 1.2x; a 3x slower step is a regression either way."""
+    baseline = record("2026-01-01T00:00:00+00:00", steady(1.0), host_load=load(2.0))
+    candidate = record("2026-01-02T00:00:00+00:00", steady(3.0), host_load=load(2.4))
+    rows = {row.metric: row for row in compare_records(baseline, candidate, suite).rows}
+    assert rows["step_s"].verdict == rows["tokens_per_s"].verdict == REGRESSED
+    assert "holds with it divided out" in rows["step_s"].comparison.note
+
+
+def test_no_change_under_differing_load_is_inconclusive_not_unchanged(suite):
+    """The same step time at twice the load could be a 2x speed-up hidden by the load."""
+    baseline = record("2026-01-01T00:00:00+00:00", steady(1.0), host_load=load(2.0))
+    candidate = record("2026-01-02T00:00:00+00:00", steady(1.0), host_load=load(4.0))
+    verdicts = {row.metric: row.verdict for row in compare_records(baseline, candidate, suite).rows}
+    assert verdicts == {"tokens_per_s": INCONCLUSIVE, "step_s": INCONCLUSIVE, "peak_bytes": UNCHANGED}
+
+
 def test_load_below_the_core_count_does_not_count_as_a_difference():
     """0.3 and 1.5 runnable tasks on 2 CPUs: every task has a core either way."""
     then, now = HostLoad.from_dict(load(0.3)), HostLoad.from_dict(load(1.5))
-    assert loads_differ(then, now, 0.05) is None
-    assert loads_differ(then, HostLoad.from_dict(load(1.5, steal=0.2)), 0.05) is not None  # 20% of CPU stolen
+    assert material_load_ratio(then, now, 0.05) is None
+    stolen = HostLoad.from_dict(load(1.5, steal=0.2))  # 20% of the CPU time taken by the hypervisor
+    assert material_load_ratio(then, stolen, 0.05) == pytest.approx(1.25)
 
 
 def test_the_load_monitor_samples_before_and_during_the_run():

@@ -2,7 +2,8 @@
 
 Two modes. Against a stored baseline (`paired=False`) the sides were measured at different times:
 unpaired statistics (stats.py), and a time metric is "inconclusive" when the host's load differed
-materially between the runs (load.py). In A/B mode (`paired=True`) the sides were measured in the same
+materially between the runs and the verdict does not survive dividing out the load's predicted effect
+(load.py). In A/B mode (`paired=True`) the sides were measured in the same
 job, round by round: paired statistics (paired.py), and load weighs on both sides alike.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from autoscale.bench.load import HostLoad, loads_differ
+from autoscale.bench.load import HostLoad, describe_load_difference, material_load_ratio
 from autoscale.bench.metrics import METRICS
 from autoscale.bench.paired import compare_paired
 from autoscale.bench.record import BenchRecord, environment_changes, hardware_differences
@@ -104,9 +105,18 @@ def compare_records(baseline: BenchRecord, candidate: BenchRecord, suite: Suite,
             base_samples, cand_samples = base_case.samples.get(metric_name, []), case.samples.get(metric_name, [])
             comparison = compare_metric(base_samples, cand_samples, higher_is_better=metric.higher_is_better,
                                         threshold=threshold, suite=suite, paired=paired, seed=seed)
-            load_note = None if paired or not metric.load_sensitive else loads_differ(load_then, load_now, threshold)
-            if load_note and comparison.ratio is not None:
-                comparison = replace(comparison, verdict=INCONCLUSIVE, note=load_note)
+            load_ratio = None if paired or not metric.load_sensitive else material_load_ratio(load_then, load_now,
+                                                                                               threshold)
+            if load_ratio is not None and comparison.ratio is not None:
+                # the candidate as if measured under the baseline's load: does the verdict survive?
+                effect = 1 / load_ratio if metric.higher_is_better else load_ratio
+                discounted = compare_metric(base_samples, [value / effect for value in cand_samples],
+                                            higher_is_better=metric.higher_is_better, threshold=threshold,
+                                            suite=suite, paired=False, seed=seed)
+                note = describe_load_difference(load_then, load_now, load_ratio)
+                comparison = (replace(comparison, note=f"{note}; the verdict holds with it divided out")
+                              if discounted.verdict == comparison.verdict
+                              else replace(comparison, verdict=INCONCLUSIVE, note=note))
             rows.append(MetricRow(case=name, metric=metric_name, unit=metric.unit,
                                   higher_is_better=metric.higher_is_better, threshold=threshold,
                                   baseline_samples=list(base_samples), candidate_samples=list(cand_samples),

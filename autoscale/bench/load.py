@@ -4,14 +4,17 @@ of CPU time stolen by the hypervisor, sampled (`autoscale.hostload`) before the 
 Why: a stored baseline and tonight's run are measured at different times. If other jobs kept more
 processes runnable during one of them, step time moves with that load, not with the code, and no
 statistic over one side's repeats can tell the two apart. Recording the load on both sides lets the
-comparison say "inconclusive" instead of guessing (`loads_differ`).
+comparison say "inconclusive" instead of guessing (`material_load_ratio`, used by compare.py).
 
 "Materially" follows a processor-sharing model of a CPU-bound job on C cores: with L runnable tasks
 (our ranks included) each gets about min(1, C / L) of a core, so step time scales with max(C, L) / C,
 and stolen time removes its share of the CPU outright. Two loads differ materially when the step-time
 ratio they alone predict, max(C, L_now) / max(C, L_then) times (1 - steal_then) / (1 - steal_now), is
 past the comparison's threshold either way: the load alone could then make or hide the change the
-threshold is there to catch. Off Linux (no /proc) nothing is recorded and nothing is judged.
+threshold is there to catch. A verdict then stands only if the comparison gives the same one with the
+candidate's samples divided by that predicted ratio (as if measured under the baseline's load): the
+change is then larger than the load could explain, or no change hides behind it. Otherwise it is
+inconclusive. Off Linux (no /proc) nothing is recorded and nothing is judged.
 """
 
 from __future__ import annotations
@@ -88,13 +91,17 @@ def load_step_ratio(then: HostLoad, now: HostLoad) -> float | None:
     return ratio
 
 
-def loads_differ(then: HostLoad | None, now: HostLoad | None, threshold: float) -> str | None:
-    """Why the two loads differ materially for a change of `threshold`, or None when they do not
-    (or when either side's load is unknown: an old baseline is judged as before)."""
+def material_load_ratio(then: HostLoad | None, now: HostLoad | None, threshold: float) -> float | None:
+    """The step-time ratio the load difference alone predicts, when it is past `threshold` either way;
+    None when the loads do not differ materially or either is unknown (an old baseline: judged as before)."""
     if then is None or now is None:
         return None
     ratio = load_step_ratio(then, now)
     if ratio is None or 1 / (1 + threshold) <= ratio <= 1 + threshold:
         return None
+    return ratio
+
+
+def describe_load_difference(then: HostLoad, now: HostLoad, ratio: float) -> str:
     return (f"host load differs: load average {then.loadavg_1m_during:.2f} then, {now.loadavg_1m_during:.2f} now "
             f"on {now.cpus} CPUs predicts a step-time ratio of {ratio:.2f} by itself")
