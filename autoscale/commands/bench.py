@@ -48,7 +48,9 @@ def _value(value: float | None, unit: str) -> str:
 
 
 def comparison_table(comparison) -> Table:
-    if comparison.mode == "A/B":
+    from autoscale.bench.compare import AB
+
+    if comparison.mode == AB:
         title = (f"A/B against {comparison.against} (paired ratio = this env / other, over rounds; 95% t interval, "
                  "Wilcoxon signed-rank p)")
     else:
@@ -87,6 +89,7 @@ def bench(
                                               "(with --against: this environment's side only)."),
 ) -> None:
     """Time a suite of fixed configs (fresh processes per repeat) and flag significant regressions."""
+    from autoscale.bench.compare import AB
     from autoscale.bench.job import BenchOptions, run_bench
     from autoscale.bench.junit import describe
 
@@ -124,13 +127,18 @@ def bench(
     for name, failures in outcome.baseline_failures.items():
         console.print(f"[red]failed on the --against side[/] {escape(name)}: {escape('; '.join(failures))}",
                       highlight=False)
+    if comparison is not None and comparison.mode != AB:
+        loads = [(what, (record.load or {}).get("loadavg_1m_during")) for what, record in
+                 (("baseline", outcome.baseline_record), ("this run", outcome.record))]
+        console.print("host load average during the run: " + ", ".join(
+            f"{what} {'unknown' if value is None else f'{value:.2f}'}" for what, value in loads), highlight=False)
     if comparison is not None and comparison.inconclusive:
         console.print(f"[yellow]inconclusive[/]: {len(comparison.inconclusive)} metric(s)"
                       + "".join(f"\n  {escape(describe(row))}" for row in comparison.inconclusive), highlight=False)
     if outcome.baseline_refused:
         console.print(f"[red]baseline {outcome.baseline_refused}[/]", highlight=False)
     if junit is not None and comparison is None:
-        console.print("no JUnit written: without --baseline there is nothing to pass or fail", highlight=False)
+        console.print("no JUnit written: without --baseline or --against there is nothing to pass or fail", highlight=False)
     for what, path in outcome.written.items():
         console.print(f"wrote {what}: {escape(str(path))}", highlight=False)
     if outcome.regressed:
