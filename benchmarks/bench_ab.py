@@ -5,8 +5,9 @@ Each A/B run is what `autoscale bench --suite S --against PYTHON` does (ab.run_a
 comparison). Conditions take turns (unchanged, then each slowdown, then unchanged again, ...) so
 that a change in the machine's load over the benchmark spreads over all of them. A slowdown is the
 engine's test-only sleep inside every timed step of the candidate side only (`--test-sleep-per-step`),
-sized as a fraction of the stored baseline's median step time; the table also shows the slowdown that
-sleep actually was, relative to each run's own baseline side.
+sized as a fraction of the latest measured median step time (the previous A/B run's baseline side, at
+first the stored baseline's), since other jobs' load moves step time 2-4x within minutes; the table
+also shows the slowdown that sleep actually was, relative to each run's own baseline side.
 
 The stored-baseline mode is measured in the same runs: one baseline run at the start (`run_suite`,
 what `--save-baseline` records), and every A/B run's candidate side (a real run of the unchanged or
@@ -160,15 +161,17 @@ def main(argv: list[str] | None = None) -> int:
           f"load {load_cell(baseline)}", file=sys.stderr, flush=True)
 
     results = []
+    recent_step_s = base_step_s  # the sleep is sized from the latest measurement: load moves step time 2-4x
     for run in range(args.runs):
         for condition, slowdown in zip(conditions, [0.0, *slowdowns]):
             label = f"run{run + 1}-{condition.split()[0].replace('%', 'pct')}"
             started = time.monotonic()
             base_side, cand_side = run_ab(suite, against=args.against, other=other,
-                                          workdir=out / "trials" / label, slow_step_s=slowdown * base_step_s)
+                                          workdir=out / "trials" / label, slow_step_s=slowdown * recent_step_s)
             wall_s = time.monotonic() - started
             result = judge(suite, baseline, base_side, cand_side, run=run + 1, condition=condition,
-                           sleep_s=slowdown * base_step_s, wall_s=wall_s)
+                           sleep_s=slowdown * recent_step_s, wall_s=wall_s)
+            recent_step_s = statistics.median(base_side.cases[suite.cases[0].name].samples["step_s"])
             results.append(result)
             (out / f"{label}.json").write_text(json.dumps({**result, "baseline_side": base_side.to_dict(),
                                                            "candidate_side": cand_side.to_dict()}, indent=1))
