@@ -116,7 +116,7 @@ def test_a_baseline_from_other_hardware_exits_2(tmp_path, capsys):
 def test_allowing_a_hardware_mismatch_passes_the_check(tmp_path):
     from autoscale.bench.job import BenchOptions, prepare
 
-    suite, baseline = prepare(BenchOptions(suite=write(tmp_path, MINIMAL), baseline=foreign_baseline(tmp_path),
+    suite, baseline, _ = prepare(BenchOptions(suite=write(tmp_path, MINIMAL), baseline=foreign_baseline(tmp_path),
                                            allow_hardware_mismatch=True))
     assert baseline.hardware["name"] == "h100-sxm" and suite.name == "tiny"
 

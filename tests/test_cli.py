@@ -17,7 +17,7 @@ OPTIONS = {
     "compare": {"--out"},
     "export": {"--to", "--out"},
     "bench": {"--suite", "--baseline", "--save-baseline", "--threshold", "--history", "--junit", "--html",
-              "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step"},
+              "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step", "--against"},
     "worker": {"--storage", "--study-name", "--out"},
 }
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscale.bench.compare import BenchComparison
+from autoscale.bench.compare import AB, STORED, BenchComparison
 from autoscale.bench.record import BenchRecord
 
 DEFAULT_HISTORY = Path("bench-history")
@@ -22,6 +22,7 @@ class HistoryEntry:
     baseline: dict | None  # commit and time of the baseline compared against
     changes: list[str]  # commit, driver and version changes since that baseline
     path: Path
+    mode: str = "stored baseline"  # or "A/B": the baseline side measured in the same job
 
 
 def write_history(directory: Path, record: BenchRecord, comparison: BenchComparison | None,
@@ -36,6 +37,8 @@ def write_history(directory: Path, record: BenchRecord, comparison: BenchCompari
         path = directory / f"{stamp}-{record.suite}-{n}.json"
     data = {"record": record.to_dict(), "comparison": comparison.as_dict() if comparison else None,
             "baseline": {"git_commit": baseline.git_commit, "created_at": baseline.created_at} if baseline else None}
+    if comparison is not None and comparison.mode == AB:  # the other side was measured now: keep its samples
+        data["baseline_record"] = baseline.to_dict()
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
 
@@ -53,5 +56,6 @@ def load_history(directory: Path, suite: str) -> list[HistoryEntry]:
             continue
         comparison = data.get("comparison") or {}
         entries.append(HistoryEntry(record=record, rows=comparison.get("rows", []), baseline=data.get("baseline"),
-                                    changes=comparison.get("environment_changes", []), path=path))
+                                    changes=comparison.get("environment_changes", []), path=path,
+                                    mode=comparison.get("mode", STORED)))
     return sorted(entries, key=lambda e: (e.record.created_at, e.path.name))

@@ -11,7 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoscale.bench.compare import BenchComparison, compare_records
+from autoscale.bench.ab import probe_interpreter, run_ab
+from autoscale.bench.compare import AB, BenchComparison, compare_records
 from autoscale.bench.history import DEFAULT_HISTORY, load_history, write_history
 from autoscale.bench.junit import write_junit
 from autoscale.bench.record import BenchRecord, check_hardware, environment, load_record
@@ -34,7 +35,8 @@ class BenchOptions:
     workdir: Path | None = None  # trial folders; default a temporary folder
     command: list[str] = field(default_factory=list)
     fault: str | None = None  # test-only, passed to every trial (see TrialRequest)
-    slow_step_s: float = 0.0
+    slow_step_s: float = 0.0  # with --against: the candidate side only
+    against: Path | None = None  # A/B mode: the baseline side's Python interpreter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,17 +46,33 @@ class BenchOutcome:
     comparison: BenchComparison | None
     written: dict[str, Path]
     baseline_refused: str | None = None  # why --save-baseline did not write
+    other: dict | None = None  # A/B: the baseline side's environment (ab.probe_interpreter)
+    baseline_record: BenchRecord | None = None
 
     @property
     def regressed(self) -> bool:
-        return bool(self.record.failed_cases) or bool(self.comparison and self.comparison.regressed)
+        baseline_failed = bool(self.comparison and self.comparison.mode == AB and self.baseline_failures)
+        return (bool(self.record.failed_cases) or baseline_failed
+                or bool(self.comparison and self.comparison.regressed))
+
+    @property
+    def baseline_failures(self) -> dict[str, list[str]]:
+        """A/B: the baseline side's repeats that failed every attempt (their rounds were dropped)."""
+        return self.baseline_record.failed_cases if self.baseline_record is not None else {}
 
 
-def prepare(options: BenchOptions) -> tuple[Suite, BenchRecord | None]:
-    """Everything that can be refused without running a trial."""
+def prepare(options: BenchOptions) -> tuple[Suite, BenchRecord | None, dict | None]:
+    """Everything that can be refused without running a trial; the third item is the --against probe."""
     if not 0 < options.threshold < 10:
         raise UserError(f"--threshold must be a fraction such as 0.05, got {options.threshold}")
+    if options.against is not None and options.baseline is not None:
+        raise UserError("--against and --baseline are two ways to compare: give one")
     suite = load_suite(options.suite)
+    if options.against is not None:
+        if suite.kernels is not None:
+            raise UserError(f"--against: suite {suite.name!r} has kernels, which A/B mode does not run yet; "
+                            "use a suite of configs only")
+        return suite, None, probe_interpreter(options.against)
     baseline = load_record(options.baseline) if options.baseline is not None else None
     if baseline is not None:
         if baseline.suite != suite.name:
@@ -62,18 +80,25 @@ def prepare(options: BenchOptions) -> tuple[Suite, BenchRecord | None]:
         backend, _ = resolve_backend_and_nproc(suite)
         hardware, _ = environment(backend)
         check_hardware(baseline, hardware, allow_mismatch=options.allow_hardware_mismatch)
-    return suite, baseline
+    return suite, baseline, None
 
 
 def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchOutcome:
-    suite, baseline = prepare(options)
+    """`observer` gets `repeat_finished` calls, and `side_finished` ones in A/B mode."""
+    suite, baseline, other = prepare(options)
     with tempfile.TemporaryDirectory(prefix="autoscale-bench-") as scratch:
         workdir = options.workdir or Path(scratch)
-        record = run_suite(suite, workdir=workdir, command=options.command, observer=observer,
-                           fault=options.fault, slow_step_s=options.slow_step_s)
+        if other is not None:
+            baseline, record = run_ab(suite, against=options.against, other=other, workdir=workdir,
+                                      command=options.command, observer=observer, slow_step_s=options.slow_step_s)
+        else:
+            record = run_suite(suite, workdir=workdir, command=options.command, observer=observer,
+                               fault=options.fault, slow_step_s=options.slow_step_s)
     comparison = None
     if baseline is not None:
-        comparison = compare_records(baseline, record, suite, default_threshold=options.threshold)
+        comparison = compare_records(baseline, record, suite, default_threshold=options.threshold,
+                                     paired=other is not None,
+                                     against=str(options.against) if other is not None else None)
     written: dict[str, Path] = {}
     refused = None
     if options.save_baseline is not None:
@@ -87,4 +112,5 @@ def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchO
     if options.html is not None:
         written["html"] = write_trend(load_history(options.history, suite.name), options.html)
     return BenchOutcome(suite=suite, record=record, comparison=comparison, written=written,
-                        baseline_refused=refused)
+                        baseline_refused=refused, other=other,
+                        baseline_record=baseline)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from autoscale.bench.compare import FAILED, BenchComparison, MetricRow
 from autoscale.bench.record import BenchRecord
-from autoscale.bench.stats import REGRESSED
+from autoscale.bench.paired import PAIRED
+from autoscale.bench.stats import INCONCLUSIVE, REGRESSED
 
 
 def describe(row: MetricRow) -> str:
@@ -19,21 +20,25 @@ def describe(row: MetricRow) -> str:
     if c.ratio is None:
         return f"{row.case} {row.metric}: {c.verdict} ({c.note})"
     scale, unit = (2**20, "MiB") if row.unit == "bytes" else (1, row.unit)
+    ratio = "paired ratio" if c.method == PAIRED else "ratio"
+    note = f" ({c.note})" if c.note else ""
     return (f"{row.case} {row.metric}: {c.baseline_median / scale:.6g} -> {c.candidate_median / scale:.6g} {unit}, "
-            f"ratio {c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}], p={c.p_value:.3g}, "
-            f"threshold {row.threshold:.0%}: {row.verdict}")
+            f"{ratio} {c.ratio:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}], p={c.p_value:.3g}, "
+            f"threshold {row.threshold:.0%}: {row.verdict}{note}")
 
 
 def junit_tree(comparison: BenchComparison, candidate: BenchRecord) -> ET.ElementTree:
     failures = sum(row.verdict == REGRESSED for row in comparison.rows)
     errors = sum(row.verdict == FAILED for row in comparison.rows)
+    skipped = sum(row.verdict == INCONCLUSIVE for row in comparison.rows)
     suites = ET.Element("testsuites", name="autoscale bench")
     suite = ET.SubElement(suites, "testsuite", name=candidate.suite, tests=str(len(comparison.rows)),
-                          failures=str(failures), errors=str(errors), skipped="0",
+                          failures=str(failures), errors=str(errors), skipped=str(skipped),
                           timestamp=candidate.created_at)
     properties = ET.SubElement(suite, "properties")
     for name, value in (("git_commit", candidate.git_commit), ("hardware", candidate.hardware.get("description")),
-                        ("device", candidate.hardware.get("device"))):
+                        ("device", candidate.hardware.get("device")), ("mode", comparison.mode),
+                        ("against", comparison.against)):
         ET.SubElement(properties, "property", name=name, value=str(value))
     for row in comparison.rows:
         case = ET.SubElement(suite, "testcase", classname=f"bench.{candidate.suite}.{row.case}", name=row.metric)
@@ -42,6 +47,8 @@ def junit_tree(comparison: BenchComparison, candidate: BenchRecord) -> ET.Elemen
             ET.SubElement(case, "failure", message=text, type="regression").text = text
         elif row.verdict == FAILED:
             ET.SubElement(case, "error", message=text, type="trial failed").text = text
+        elif row.verdict == INCONCLUSIVE:
+            ET.SubElement(case, "skipped", message=text)
         ET.SubElement(case, "system-out").text = text
     return ET.ElementTree(suites)
 

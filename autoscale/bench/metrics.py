@@ -17,6 +17,11 @@ class Metric:
     higher_is_better: bool
     from_trial: Callable[[TrialResult], float | None] | None = None  # None: not a trial metric
 
+    @property
+    def load_sensitive(self) -> bool:
+        """Times move with the host's load; memory does not."""
+        return self.unit != "bytes"
+
 
 TRIAL_METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("tokens_per_s", "throughput", "tokens/s", True, lambda r: r.tokens_per_s),

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from autoscale.bench.load import HostLoad
 from autoscale.errors import UserError
 from autoscale.provenance import git_commit, utc_now, versions
 
@@ -44,6 +45,7 @@ class BenchRecord:
     driver: dict
     cases: dict[str, CaseSamples]
     command: list[str] = field(default_factory=list)
+    load: dict | None = None  # HostLoad.as_dict() of the run; None in records older than its recording
 
     @property
     def failed_cases(self) -> dict[str, list[str]]:
@@ -125,10 +127,14 @@ def environment(backend: str) -> tuple[dict, dict]:
     return found, driver
 
 
-def new_record(suite: str, backend: str, cases: dict[str, CaseSamples], command: list[str]) -> BenchRecord:
+def new_record(suite: str, backend: str, cases: dict[str, CaseSamples], command: list[str], *,
+               load: HostLoad | None = None, provenance: dict | None = None) -> BenchRecord:
+    """`provenance` ({git_commit, versions}) when the samples came from another environment (A/B)."""
     hardware, driver = environment(backend)
-    return BenchRecord(suite=suite, created_at=utc_now(), git_commit=git_commit(), versions=versions(),
-                       hardware=dict(hardware), driver=dict(driver), cases=cases, command=list(command))
+    where = provenance or {"git_commit": git_commit(), "versions": versions()}
+    return BenchRecord(suite=suite, created_at=utc_now(), git_commit=where["git_commit"],
+                       versions=dict(where["versions"]), hardware=dict(hardware), driver=dict(driver), cases=cases,
+                       command=list(command), load=load.as_dict() if load else None)
 
 
 def hardware_differences(baseline: dict, current: dict) -> list[str]:

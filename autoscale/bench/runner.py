@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from autoscale.bench.kernels import run_kernel_benchmarks
+from autoscale.bench.load import LoadMonitor
 from autoscale.bench.metrics import TRIAL_METRICS
 from autoscale.bench.record import BenchRecord, CaseSamples, new_record
 from autoscale.bench.suite import BenchCase, Suite
@@ -36,6 +37,19 @@ def resolve_backend_and_nproc(suite: Suite, case: BenchCase | None = None) -> tu
     return backend, (case.nproc if case and case.nproc else default_nproc(backend))
 
 
+def trial_request(case: BenchCase, *, backend: str, nproc: int, workdir: Path, fault: str | None = None,
+                  slow_step_s: float = 0.0) -> TrialRequest:
+    return TrialRequest(spec=case.spec, point=case.point, seq_len=case.seq_len, backend=backend, nproc=nproc,
+                        workdir=workdir, timeout_s=case.timeout_s, measure=case.measure, ds_config=case.ds_config,
+                        fault=fault, slow_step_s=slow_step_s)
+
+
+def metric_values(result: TrialResult) -> dict[str, float]:
+    """The bench metrics of one successful trial (a metric the backend cannot measure is left out)."""
+    values = {name: metric.from_trial(result) for name, metric in TRIAL_METRICS.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def run_case(case: BenchCase, *, backend: str, nproc: int, workdir: Path, observer: Observer | None = None,
              fault: str | None = None, slow_step_s: float = 0.0) -> CaseSamples:
     """`fault`/`slow_step_s` are the engine's test-only knobs, for tests and benchmarks/ only."""
@@ -44,11 +58,9 @@ def run_case(case: BenchCase, *, backend: str, nproc: int, workdir: Path, observ
     for repeat in range(case.repeats):
         failed_attempts = []
         for attempt in range(case.retries + 1):
-            request = TrialRequest(spec=case.spec, point=case.point, seq_len=case.seq_len, backend=backend,
-                                   nproc=nproc, workdir=workdir / case.name / f"repeat{repeat}-{attempt}",
-                                   timeout_s=case.timeout_s, measure=case.measure, ds_config=case.ds_config,
-                                   fault=fault, slow_step_s=slow_step_s)
-            result = run_trial(request)
+            result = run_trial(trial_request(case, backend=backend, nproc=nproc,
+                                             workdir=workdir / case.name / f"repeat{repeat}-{attempt}",
+                                             fault=fault, slow_step_s=slow_step_s))
             if observer is not None:
                 observer.repeat_finished(case, repeat, result)
             if result.ok:
@@ -58,10 +70,8 @@ def run_case(case: BenchCase, *, backend: str, nproc: int, workdir: Path, observ
             failures.extend(failed_attempts)
             continue
         flaky.extend(failed_attempts)
-        for name, metric in TRIAL_METRICS.items():
-            value = metric.from_trial(result)
-            if value is not None:
-                samples[name].append(value)
+        for name, value in metric_values(result).items():
+            samples[name].append(value)
     definition = {**case.definition(), "nproc": nproc}
     return CaseSamples(kind="trial", definition=definition, samples=samples, failures=failures, flaky=flaky)
 
@@ -70,14 +80,15 @@ def run_suite(suite: Suite, *, workdir: Path, command: list[str] = (), observer:
               fault: str | None = None, slow_step_s: float = 0.0) -> BenchRecord:
     backend, _ = resolve_backend_and_nproc(suite)
     cases: dict[str, CaseSamples] = {}
-    for case in suite.cases:
-        _, nproc = resolve_backend_and_nproc(suite, case)
-        cases[case.name] = run_case(case, backend=backend, nproc=nproc, workdir=workdir, observer=observer,
-                                    fault=fault, slow_step_s=slow_step_s)
-    if suite.kernels is not None:
-        kernel_cases, failures = run_kernel_benchmarks(suite.kernels, workdir / "kernels")
-        cases.update(kernel_cases)
-        if failures:
-            cases["kernel:run"] = CaseSamples(kind="kernel", definition={"command": suite.kernels.command},
-                                              samples={}, failures=failures)
-    return new_record(suite.name, backend, cases, list(command))
+    with LoadMonitor() as load:
+        for case in suite.cases:
+            _, nproc = resolve_backend_and_nproc(suite, case)
+            cases[case.name] = run_case(case, backend=backend, nproc=nproc, workdir=workdir, observer=observer,
+                                        fault=fault, slow_step_s=slow_step_s)
+        if suite.kernels is not None:
+            kernel_cases, failures = run_kernel_benchmarks(suite.kernels, workdir / "kernels")
+            cases.update(kernel_cases)
+            if failures:
+                cases["kernel:run"] = CaseSamples(kind="kernel", definition={"command": suite.kernels.command},
+                                                  samples={}, failures=failures)
+    return new_record(suite.name, backend, cases, list(command), load=load.result)

@@ -14,6 +14,8 @@ import numpy as np
 from scipy import stats
 
 REGRESSED, IMPROVED, UNCHANGED, NOT_COMPARABLE = "regressed", "improved", "unchanged", "not comparable"
+INCONCLUSIVE = "inconclusive"  # the host's load differed between the sides by more than the threshold
+UNPAIRED = "bootstrap ratio of medians, Mann-Whitney U"
 MIN_SAMPLES = 2
 
 
@@ -24,9 +26,10 @@ class Comparison:
     ratio: float | None  # candidate median / baseline median
     ci_low: float | None
     ci_high: float | None
-    p_value: float | None  # two-sided Mann-Whitney U
+    p_value: float | None  # two-sided Mann-Whitney U, or Wilcoxon signed-rank when paired
     verdict: str
     note: str = ""
+    method: str = UNPAIRED  # which interval and test gave the verdict
 
 
 def _median_ratio(baseline: np.ndarray, candidate: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -63,25 +66,35 @@ def compare_samples(baseline: list[float], candidate: list[float], *, higher_is_
     base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
     base_median = float(np.median(base)) if base.size else None
     cand_median = float(np.median(cand)) if cand.size else None
-    if base.size < MIN_SAMPLES or cand.size < MIN_SAMPLES:
+    problem = unusable(base, cand)
+    if problem:
         return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=None, ci_low=None,
-                          ci_high=None, p_value=None, verdict=NOT_COMPARABLE,
-                          note=f"needs at least {MIN_SAMPLES} samples a side, has {base.size} and {cand.size}")
-    if np.any(base <= 0) or np.any(cand <= 0) or not (np.all(np.isfinite(base)) and np.all(np.isfinite(cand))):
-        return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=None, ci_low=None,
-                          ci_high=None, p_value=None, verdict=NOT_COMPARABLE,
-                          note="samples must be positive and finite")
+                          ci_high=None, p_value=None, verdict=NOT_COMPARABLE, note=problem)
     ratio = cand_median / base_median
     low, high = ratio_interval(base, cand, confidence=confidence, n_resamples=n_resamples, seed=seed)
     p_value = rank_test_p(base, cand)
-    # express both bounds as "how much worse": above 1 is worse whichever way the metric points
-    worse_low, worse_high = (1 / high, 1 / low) if higher_is_better else (low, high)
-    significant = p_value < alpha
-    if significant and worse_low > 1 + threshold:
-        verdict = REGRESSED
-    elif significant and worse_high < 1 / (1 + threshold):
-        verdict = IMPROVED
-    else:
-        verdict = UNCHANGED
+    verdict = verdict_of(low, high, p_value, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha)
     return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=ratio, ci_low=low,
                       ci_high=high, p_value=p_value, verdict=verdict)
+
+
+def verdict_of(ci_low: float, ci_high: float, p_value: float, *, higher_is_better: bool, threshold: float,
+               alpha: float) -> str:
+    """asv's rule: the whole interval of the ratio past the threshold, and the test significant."""
+    # express both bounds as "how much worse": above 1 is worse whichever way the metric points
+    worse_low, worse_high = (1 / ci_high, 1 / ci_low) if higher_is_better else (ci_low, ci_high)
+    significant = p_value < alpha
+    if significant and worse_low > 1 + threshold:
+        return REGRESSED
+    if significant and worse_high < 1 / (1 + threshold):
+        return IMPROVED
+    return UNCHANGED
+
+
+def unusable(base: np.ndarray, cand: np.ndarray, minimum: int = MIN_SAMPLES) -> str | None:
+    """Why two sides of samples cannot be compared, or None."""
+    if base.size < minimum or cand.size < minimum:
+        return f"needs at least {minimum} samples a side, has {base.size} and {cand.size}"
+    if np.any(base <= 0) or np.any(cand <= 0) or not (np.all(np.isfinite(base)) and np.all(np.isfinite(cand))):
+        return "samples must be positive and finite"
+    return None

@@ -66,6 +66,7 @@ class _ConfigFile(_Strict):
     warmup_steps: int | None = Field(None, ge=0)
     measure: _MeasureFile | None = None
     repeats: int = Field(5, ge=2)
+    rounds: int = Field(8, ge=2)
     retries: int = Field(1, ge=0, le=5)
     timeout_s: float = Field(600.0, gt=0)
     thresholds: dict[str, float] = {}
@@ -126,7 +127,7 @@ class _SuiteFile(_Strict):
 
 @dataclass(frozen=True, kw_only=True)
 class BenchCase:
-    """One fixed config: run `repeats` times, each a fresh trial."""
+    """One fixed config: run `repeats` times (or `rounds` times per side in A/B mode), each a fresh trial."""
 
     name: str
     spec: ModelSpec
@@ -138,6 +139,7 @@ class BenchCase:
     repeats: int
     retries: int
     timeout_s: float
+    rounds: int = 8  # A/B mode (--against): paired rounds, each one repeat of either side
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def definition(self) -> dict:
@@ -213,7 +215,7 @@ def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
                                 min_steps=raw.steps, max_steps=raw.steps, target_rse=0.0,
                                 max_measure_s=raw.timeout_s)
     return BenchCase(name=raw.name, spec=spec, point=point, ds_config=ds_config, seq_len=raw.seq_len,
-                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, retries=raw.retries,
+                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, rounds=raw.rounds, retries=raw.retries,
                      timeout_s=raw.timeout_s, thresholds=dict(raw.thresholds))
 
 

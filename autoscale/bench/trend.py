@@ -19,7 +19,7 @@ from autoscale.bench.junit import describe
 from autoscale.bench.metrics import METRICS
 
 VERDICT_COLORS = {"regressed": "#dc2626", "failed": "#7c2d12", "improved": "#16a34a", "unchanged": "#2563eb",
-                  "not comparable": "#6b7280", "": "#6b7280"}
+                  "not comparable": "#6b7280", "inconclusive": "#ca8a04", "": "#6b7280"}
 MIB = 2**20
 
 PAGE = """{% extends "base.html.j2" %}
@@ -33,10 +33,17 @@ PAGE = """{% extends "base.html.j2" %}
     ({{ latest.hardware.device }})</div>
 </header>
 <section class="panel">
-  <h2>Latest run against its baseline</h2>
+  <h2>Latest run against its baseline ({{ mode }})</h2>
   {% if rows %}
+  {% if mode == "A/B" %}
+  <p class="caption">A/B: both sides measured in this job in alternating rounds. Paired ratio = geometric mean
+    of the per-round ratios (latest / baseline side), with its t interval; a change counts only when the whole
+    interval is past the threshold and the Wilcoxon signed-rank test agrees.</p>
+  {% else %}
   <p class="caption">Ratio = latest median / baseline median, with its bootstrap confidence interval; a change
-    counts only when the whole interval is past the threshold and the Mann-Whitney test agrees.</p>
+    counts only when the whole interval is past the threshold and the Mann-Whitney test agrees; "inconclusive"
+    when the host's load differed between the two runs.</p>
+  {% endif %}
   <table class="knobs">
     <thead><tr><th>config</th><th>metric</th><th>verdict</th><th>detail</th></tr></thead>
     <tbody>
@@ -115,7 +122,7 @@ def render_trend(history: list[HistoryEntry]) -> str:
             for row in latest.rows]
     record = latest.record
     return template_env().from_string(PAGE).render(
-        title=f"bench {record.suite}", suite=record.suite, runs=len(history), latest=record, rows=rows,
+        title=f"bench {record.suite}", suite=record.suite, runs=len(history), latest=record, rows=rows, mode=latest.mode,
         changes=latest.changes, plots=plots, plotly_js=plotly_js_source())
 
 

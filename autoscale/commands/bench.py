@@ -17,7 +17,7 @@ from autoscale.errors import UserError
 
 console = make_console()
 VERDICT_STYLE = {"regressed": "bold red", "failed": "bold red", "improved": "green", "unchanged": "",
-                 "not comparable": "yellow"}
+                 "not comparable": "yellow", "inconclusive": "yellow"}
 
 
 class RepeatPrinter:
@@ -30,6 +30,16 @@ class RepeatPrinter:
             line = f"[red]failed[/] {case.name} repeat {repeat + 1}/{case.repeats}  {escape(result.reason)}"
         console.print(line, highlight=False)
 
+    def side_finished(self, case, round_index: int, side: str, result) -> None:
+        where = f"{case.name} round {round_index + 1}/{case.rounds} {side:<9}"
+        if result.ok:
+            m = result.metrics
+            line = (f"[green]ok[/]     {where}  {m.get('tokens_per_s', 0):>10,.0f} tok/s  "
+                    f"step {m.get('step_s', 0) * 1e3:8.1f} ms  peak {m.get('peak_bytes', 0) / 2**20:8.1f} MiB")
+        else:
+            line = f"[red]failed[/] {where}  {escape(result.reason)}"
+        console.print(line, highlight=False)
+
 
 def _value(value: float | None, unit: str) -> str:
     if value is None:
@@ -38,7 +48,14 @@ def _value(value: float | None, unit: str) -> str:
 
 
 def comparison_table(comparison) -> Table:
-    table = Table(title="against the baseline (ratio = now / baseline, 95% bootstrap interval)")
+    from autoscale.bench.compare import AB
+
+    if comparison.mode == AB:
+        title = (f"A/B against {comparison.against} (paired ratio = this env / other, over rounds; 95% t interval, "
+                 "Wilcoxon signed-rank p)")
+    else:
+        title = "against the baseline (ratio = now / baseline, 95% bootstrap interval, Mann-Whitney p)"
+    table = Table(title=escape(title))
     for column in ("config", "metric", "baseline", "now", "ratio [interval]", "p", "threshold", "verdict"):
         table.add_column(column, justify="left" if column in ("config", "metric", "verdict") else "right")
     for row in comparison.rows:
@@ -63,10 +80,16 @@ def bench(
     html: Optional[Path] = typer.Option(None, help="Write the HTML trend page of the history."),
     allow_hardware_mismatch: bool = typer.Option(False, help="Compare with a baseline from other hardware."),
     workdir: Optional[Path] = typer.Option(None, help="Keep the trials' folders here (default: temporary)."),
+    against: Optional[Path] = typer.Option(None, help="A/B mode: measure every config alternately with this "
+                                           "environment and this other Python interpreter (e.g. the last "
+                                           "release's venv/bin/python), in paired rounds; exit 1 if this "
+                                           "environment is slower."),
     test_sleep_per_step: float = typer.Option(0.0, hidden=True, help="Test only: every timed step sleeps this "
-                                              "many seconds more, a known slowdown to check detection with."),
+                                              "many seconds more, a known slowdown to check detection with "
+                                              "(with --against: this environment's side only)."),
 ) -> None:
     """Time a suite of fixed configs (fresh processes per repeat) and flag significant regressions."""
+    from autoscale.bench.compare import AB
     from autoscale.bench.job import BenchOptions, run_bench
     from autoscale.bench.junit import describe
 
@@ -76,9 +99,17 @@ def bench(
     options = BenchOptions(suite=suite, baseline=baseline, save_baseline=save_baseline, threshold=threshold,
                            history=history, junit=junit, html=html, allow_hardware_mismatch=allow_hardware_mismatch,
                            workdir=workdir, command=sys.argv, fault="slow" if test_sleep_per_step > 0 else None,
-                           slow_step_s=test_sleep_per_step)
+                           slow_step_s=test_sleep_per_step, against=against)
     outcome = run_bench(options, observer=RepeatPrinter())
     comparison = outcome.comparison
+    if outcome.other is not None:
+        other, here = outcome.other, str(Path(__file__).resolve().parents[1])
+        console.print(f"--against side: autoscale {other['versions'].get('autoscale')} from {other['autoscale_path']}"
+                      f" (commit {(other['git_commit'] or '?')[:10]}), torch {other['versions'].get('torch')}, "
+                      f"deepspeed {other['versions'].get('deepspeed')}", highlight=False, markup=False)
+        if Path(other["autoscale_path"]).resolve() == Path(here):
+            console.print("[yellow]both sides import autoscale from the same folder: only the interpreters' "
+                          "libraries differ[/]", highlight=False)
     if comparison is not None:
         console.print(comparison_table(comparison))
         for note, names in (("new configs (not in the baseline)", comparison.new_cases),
@@ -93,15 +124,26 @@ def bench(
             console.print(f"[yellow]retried[/] {escape(name)}: {escape('; '.join(case.flaky))}", highlight=False)
     for name, failures in outcome.record.failed_cases.items():
         console.print(f"[red]failed[/] {escape(name)}: {escape('; '.join(failures))}", highlight=False)
+    for name, failures in outcome.baseline_failures.items():
+        console.print(f"[red]failed on the --against side[/] {escape(name)}: {escape('; '.join(failures))}",
+                      highlight=False)
+    if comparison is not None and comparison.mode != AB:
+        loads = [(what, (record.load or {}).get("loadavg_1m_during")) for what, record in
+                 (("baseline", outcome.baseline_record), ("this run", outcome.record))]
+        console.print("host load average during the run: " + ", ".join(
+            f"{what} {'unknown' if value is None else f'{value:.2f}'}" for what, value in loads), highlight=False)
+    if comparison is not None and comparison.inconclusive:
+        console.print(f"[yellow]inconclusive[/]: {len(comparison.inconclusive)} metric(s)"
+                      + "".join(f"\n  {escape(describe(row))}" for row in comparison.inconclusive), highlight=False)
     if outcome.baseline_refused:
         console.print(f"[red]baseline {outcome.baseline_refused}[/]", highlight=False)
     if junit is not None and comparison is None:
-        console.print("no JUnit written: without --baseline there is nothing to pass or fail", highlight=False)
+        console.print("no JUnit written: without --baseline or --against there is nothing to pass or fail", highlight=False)
     for what, path in outcome.written.items():
         console.print(f"wrote {what}: {escape(str(path))}", highlight=False)
     if outcome.regressed:
         regressions = comparison.regressions if comparison else []
-        failed = len(outcome.record.failed_cases)
+        failed = len(outcome.record.failed_cases) + len(outcome.baseline_failures)
         console.print(f"[bold red]REGRESSION[/]: {len(regressions)} metric(s) regressed or failed, "
                       f"{failed} config(s) with failed repeats"
                       + "".join(f"\n  {escape(describe(row))}" for row in regressions), highlight=False)

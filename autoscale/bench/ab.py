@@ -1,0 +1,152 @@
+"""A/B mode: every config measured alternately with this environment (the candidate) and another
+environment's interpreter (the baseline, e.g. the last release in a second venv), in one job.
+
+Round i runs one repeat of each side back to back, in ABBA order over the rounds (baseline first in
+even rounds, candidate first in odd ones), so a load that builds up or fades during the job weighs on
+both sides alike and neither side always runs second (warm page cache, a neighbour's job starting).
+Both sides run `python -m autoscale.bench.one_repeat` with their own interpreter, so the two are
+launched the same way and each environment's own autoscale, DeepSpeed and torch are measured.
+A round in which either side failed every attempt is dropped: the statistics need pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from autoscale.bench.load import LoadMonitor
+from autoscale.bench.one_repeat import RepeatResult
+from autoscale.bench.record import BenchRecord, CaseSamples, new_record
+from autoscale.bench.runner import resolve_backend_and_nproc
+from autoscale.bench.suite import BenchCase, Suite
+from autoscale.errors import UserError
+
+BASELINE, CANDIDATE = "baseline", "candidate"
+PROBE_TIMEOUT_S = 120
+ENTRY = ["-m", "autoscale.bench.one_repeat"]
+OWN_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this process's autoscale package
+
+
+class RoundObserver(Protocol):
+    def side_finished(self, case: BenchCase, round_index: int, side: str, result: RepeatResult) -> None: ...
+
+
+def abba_order(rounds: int) -> list[tuple[int, str]]:
+    """(round, side) in run order: A B, B A, A B, ... with A the baseline."""
+    order = []
+    for index in range(rounds):
+        sides = (BASELINE, CANDIDATE) if index % 2 == 0 else (CANDIDATE, BASELINE)
+        order.extend((index, side) for side in sides)
+    return order
+
+
+def probe_interpreter(python: Path) -> dict:
+    """Check --against up front: it exists, runs, and its autoscale has the one-repeat entry point."""
+    if not Path(python).is_file():
+        raise UserError(f"--against {str(python)!r}: no such file (give a Python interpreter, e.g. .venv-base/bin/python)")
+    if not os.access(python, os.X_OK):
+        raise UserError(f"--against {str(python)!r}: not executable")
+    try:
+        with tempfile.TemporaryDirectory(prefix="autoscale-probe-") as neutral:  # no checkout on sys.path
+            out = subprocess.run([str(Path(python).absolute()), *ENTRY, "--probe"], capture_output=True,
+                                 text=True, timeout=PROBE_TIMEOUT_S, cwd=neutral, env=side_environment(BASELINE))
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise UserError(f"--against {str(python)!r}: could not run it ({error})") from None
+    last_line = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    if out.returncode != 0:
+        raise UserError(f"--against {str(python)!r}: its environment cannot run autoscale.bench.one_repeat "
+                        f"(install autoscale there; {last_line})")
+    try:
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        return {"git_commit": found["git_commit"], "versions": found["versions"], "python": str(python),
+                "autoscale_path": found["autoscale_path"]}
+    except (ValueError, KeyError, IndexError):
+        raise UserError(f"--against {str(python)!r}: unexpected answer to --probe: {out.stdout[:200]!r}") from None
+
+
+def side_environment(side: str) -> dict[str, str]:
+    """The candidate side imports the autoscale this process runs (put first on PYTHONPATH); the baseline
+    side inherits the environment as it is, so its interpreter finds its own installed autoscale."""
+    env = dict(os.environ)
+    if side == CANDIDATE:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [OWN_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step_s: float,
+             side: str = CANDIDATE) -> RepeatResult:
+    """One repeat of `case` with `python`, in a fresh process; a crash of the entry point is a failed repeat.
+    It runs in its own folder: `python -m` puts the working directory first on sys.path, and a checkout
+    there would shadow the other environment's installed autoscale."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "result.json"
+    command = [python, *ENTRY, "--suite", str(suite.path.resolve()), "--case", case.name, "--out", str(out),
+               "--workdir", str(folder / "trial")]
+    if slow_step_s > 0:
+        command += ["--test-sleep-per-step", repr(slow_step_s)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=case.timeout_s + PROBE_TIMEOUT_S,
+                              cwd=folder, env=side_environment(side))
+    except subprocess.TimeoutExpired:
+        return RepeatResult(ok=False, reason=f"timeout: one_repeat ran past {case.timeout_s + PROBE_TIMEOUT_S:.0f} s")
+    if done.returncode != 0 or not out.exists():
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return RepeatResult(ok=False, reason=f"crash: one_repeat exited {done.returncode}: {tail}")
+    try:
+        return RepeatResult.read(out)
+    except (ValueError, KeyError) as error:
+        return RepeatResult(ok=False, reason=f"crash: unreadable result: {error}")
+
+
+def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, rounds: int,
+                observer: RoundObserver | None, slow_step_s: float) -> dict[str, CaseSamples]:
+    pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}
+    results: dict[int, dict[str, RepeatResult]] = {}
+    failures = {BASELINE: [], CANDIDATE: []}
+    flaky = {BASELINE: [], CANDIDATE: []}
+    for index, side in abba_order(rounds):
+        attempts = []
+        for attempt in range(case.retries + 1):
+            folder = workdir / case.name / f"round{index}-{side}-{attempt}"
+            result = run_side(pythons[side], suite, case, folder, slow_step_s if side == CANDIDATE else 0.0, side)
+            if observer is not None:
+                observer.side_finished(case, index, side, result)
+            if result.ok:
+                break
+            attempts.append(f"round {index}, attempt {attempt + 1}: {result.reason}")
+        (flaky if result.ok else failures)[side].extend(attempts)
+        results.setdefault(index, {})[side] = result
+    complete = [index for index in range(rounds) if all(r.ok for r in results[index].values())]
+    _, nproc = resolve_backend_and_nproc(suite, case)
+    definition = {**case.definition(), "nproc": nproc, "rounds": rounds}
+    cases = {}
+    for side in (BASELINE, CANDIDATE):
+        names = sorted({name for index in complete for name in results[index][side].metrics})
+        samples = {name: [results[index][side].metrics[name] for index in complete] for name in names}
+        cases[side] = CaseSamples(kind="trial", definition=definition, samples=samples, failures=failures[side],
+                                  flaky=flaky[side])
+    return cases
+
+
+def run_ab(suite: Suite, *, against: Path, other: dict, workdir: Path, command: list[str] = (),
+           observer: RoundObserver | None = None, slow_step_s: float = 0.0) -> tuple[BenchRecord, BenchRecord]:
+    """(baseline record, candidate record) whose samples pair up round by round, config by config.
+    `other` is `probe_interpreter(against)`; `slow_step_s` (test only) slows the candidate side."""
+    backend, _ = resolve_backend_and_nproc(suite)
+    sides: dict[str, dict[str, CaseSamples]] = {BASELINE: {}, CANDIDATE: {}}
+    with LoadMonitor() as load:
+        for case in suite.cases:
+            measured = run_ab_case(case, suite, against=str(against), workdir=workdir, rounds=case.rounds,
+                                   observer=observer, slow_step_s=slow_step_s)
+            for side, samples in measured.items():
+                sides[side][case.name] = samples
+    baseline = new_record(suite.name, backend, sides[BASELINE], [str(against), *ENTRY], load=load.result,
+                          provenance=other)
+    candidate = new_record(suite.name, backend, sides[CANDIDATE], list(command), load=load.result)
+    return baseline, candidate

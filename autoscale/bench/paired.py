@@ -1,0 +1,65 @@
+"""Is a change real, when both sides were measured in the same job, alternating? Paired statistics over
+rounds: round i holds one repeat of the baseline side and one of the candidate, run back to back, so
+whatever load the host had then weighed on both, and the per-round ratio cancels it.
+
+- the **ratio** is the geometric mean of the per-round ratios, exp(mean(log(candidate / baseline)));
+- its **interval** is Student's t interval of that mean log ratio (n - 1 degrees of freedom), mapped
+  back with exp. t rather than a bootstrap: a nightly job affords 6 to 12 rounds, where a percentile
+  bootstrap of a mean is too narrow (it ignores the t tail and shrinks the spread by sqrt((n-1)/n)),
+  and log ratios of paired timings are close to symmetric, which is what t assumes;
+- the **test** is the two-sided Wilcoxon signed-rank test of the log ratios (exact for small n): one
+  round disturbed by a burst of load moves a mean (and t) much more than it moves ranks, so a change
+  must hold across most rounds to count. Its smallest two-sided p with n rounds is 2 / 2**n: 0.031 for
+  6 rounds, 0.0625 for 5, so fewer than 6 rounds can never flag anything at alpha 0.05.
+
+The verdict is the stored-baseline rule (`stats.verdict_of`, asv's): the whole interval past the
+threshold and p < alpha. Pure functions of the samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from autoscale.bench.stats import NOT_COMPARABLE, Comparison, unusable, verdict_of
+
+PAIRED = "paired rounds: t interval of the mean log ratio, Wilcoxon signed-rank"
+MIN_ROUNDS = 2
+
+
+def signed_rank_p(log_ratios: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value; 1 when every round's ratio is exactly 1."""
+    if np.all(log_ratios == 0):
+        return 1.0
+    return float(stats.wilcoxon(log_ratios, alternative="two-sided").pvalue)
+
+
+def log_ratio_interval(log_ratios: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Student's t interval of the mean log ratio, as ratios (collapses when every round agrees)."""
+    mean = float(np.mean(log_ratios))
+    spread = float(np.std(log_ratios, ddof=1))
+    if spread == 0:
+        return float(np.exp(mean)), float(np.exp(mean))
+    half = stats.t.ppf((1 + confidence) / 2, df=log_ratios.size - 1) * spread / np.sqrt(log_ratios.size)
+    return float(np.exp(mean - half)), float(np.exp(mean + half))
+
+
+def compare_paired(baseline: list[float], candidate: list[float], *, higher_is_better: bool, threshold: float,
+                   alpha: float = 0.05, confidence: float = 0.95) -> Comparison:
+    """The verdict on one metric from rounds: baseline[i] and candidate[i] were measured in round i."""
+    base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    base_median = float(np.median(base)) if base.size else None
+    cand_median = float(np.median(cand)) if cand.size else None
+    problem = unusable(base, cand, MIN_ROUNDS)
+    if problem is None and base.size != cand.size:
+        problem = f"rounds must pair up, has {base.size} baseline and {cand.size} candidate samples"
+    if problem:
+        return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=None, ci_low=None,
+                          ci_high=None, p_value=None, verdict=NOT_COMPARABLE, note=problem, method=PAIRED)
+    log_ratios = np.log(cand) - np.log(base)
+    low, high = log_ratio_interval(log_ratios, confidence)
+    p_value = signed_rank_p(log_ratios)
+    verdict = verdict_of(low, high, p_value, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha)
+    return Comparison(baseline_median=base_median, candidate_median=cand_median,
+                      ratio=float(np.exp(np.mean(log_ratios))), ci_low=low, ci_high=high, p_value=p_value,
+                      verdict=verdict, method=PAIRED)
