@@ -14,15 +14,14 @@ When the runner-up's interval includes 1, the two are statistically tied and the
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import stats
 
 from autoscale.budget import acceptable
 from autoscale.engine.request import TrialResult
+from autoscale.intervals import log_t_interval
 from autoscale.point import Point
 from autoscale.results import TrialRecord
 
@@ -127,9 +126,7 @@ def log_interval(values: list[float]) -> Interval | None:
     if len(values) < 2:
         return None
     logs = np.log(values)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
-    centre = logs.mean()
-    return Interval(float(np.exp(centre)), float(np.exp(centre - half)), float(np.exp(centre + half)))
+    return Interval(float(np.exp(logs.mean())), *log_t_interval(logs, CONFIDENCE))
 
 
 def paired_ratio(numerator: list[float | None], denominator: list[float | None]) -> Interval | None:

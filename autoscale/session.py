@@ -55,6 +55,7 @@ class TuneSession:
     hardware: "Hardware"
     workers: int = 0  # --workers: an array of `autoscale worker` jobs measures the trials (launcher slurm)
     slurm_args: tuple[str, ...] = ()  # --slurm-args: options for srun and sbatch
+    not_measured: tuple[str, ...] = ()  # the space's choices this backend drops (`dropped_choices`), for the headline
 
     @classmethod
     def from_flags(cls, *, model: str, trials: int, space: str, global_batch: int | None, seq_len: int | None,
@@ -91,8 +92,8 @@ class TuneSession:
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
         study_name = study_name or f"{spec.name}-{backend}"
         out_dir = out or Path("runs") / study_name
-        if backend != "model":
-            search_space.for_backend(backend, global_batch=global_batch, world_size=nproc)
+        not_measured = () if backend == "model" else tuple(dropped_choices(
+            search_space, search_space.for_backend(backend, global_batch=global_batch, world_size=nproc)))
         check_writable(out_dir)
         hardware = target
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
@@ -104,7 +105,7 @@ class TuneSession:
         from autoscale.engine.slurm import parse_slurm_args
 
         return cls(config, cls._run_info(config, hardware, command), hardware, workers=workers,
-                   slurm_args=parse_slurm_args(slurm_args))
+                   slurm_args=parse_slurm_args(slurm_args), not_measured=not_measured)
 
     @classmethod
     def for_worker(cls, *, storage: str, study_name: str, out: Path | None, command: list[str]) -> "TuneSession":
@@ -123,7 +124,9 @@ class TuneSession:
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
                                           resume=True, confirm_rounds=0,  # the study's starter confirms
                                           usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
-        return cls(config, cls._run_info(config, hardware, command), hardware)
+        prepared = config.space.for_backend(config.backend, global_batch=config.global_batch, world_size=config.nproc)
+        return cls(config, cls._run_info(config, hardware, command), hardware,
+                   not_measured=tuple(dropped_choices(config.space, prepared)))
 
     @staticmethod
     def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
@@ -145,11 +148,9 @@ class TuneSession:
                  else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
         line = (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
                 f"{c.global_batch} x {c.seq_len} tokens, space {c.space.name!r} -> {c.out_dir}")
-        if c.backend != "model":
-            prepared = c.space.for_backend(c.backend, global_batch=c.global_batch, world_size=c.nproc)
-            dropped = dropped_choices(c.space, prepared)
-            if dropped:
-                line += f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): {', '.join(dropped)}"
+        if self.not_measured:
+            line += (f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): "
+                     f"{', '.join(self.not_measured)}")
         return line
 
     def predictor(self):

@@ -11,6 +11,7 @@ budget is reached), and a resumed run continues where the last one stopped.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
@@ -25,7 +26,7 @@ from autoscale.engine.numerics import NumericsRecord, reference_request, run_ref
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
-from autoscale.results import RunInfo, TrialRecord, baseline_record, summary_dict, write_summary, write_trials_csv
+from autoscale.results import RunInfo, TrialRecord, baseline_record, write_summary, write_trials_csv
 from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
@@ -136,6 +137,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     space = config.space.for_backend(config.backend, global_batch=config.global_batch,
                                      world_size=config.nproc)  # before the study: a bad input must not touch it
     if predictor is not None:
+        predictor = functools.cache(predictor)  # the check below and the policy predict the same points
         check_something_fits(config, space, predictor)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
@@ -149,7 +151,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
         return sum(r.status != "pruned" for r in policy.known().values())
 
     policy = Autoscale(context, seed=config.seed, study=study, seed_points=config.seed_points if predictor else 0,
-                       budget=config.trials, always_baseline=True, events=_Events(observer, lambda: launched()))
+                       budget=config.trials, always_baseline=True, events=_Events(observer, launched))
     if config.resume:
         observer.note(resumed_note(config, records_of(study)))
     if policy.baseline_note:
@@ -164,11 +166,10 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
         fallback = getattr(run, "fallback", None)  # engine.fallback.FallbackToFresh
         return replace(info, launcher_fallback=fallback, host_load=load.as_dict())
 
-    def save() -> list[TrialRecord]:
+    def save(confirmation: dict | None = None) -> tuple[list[TrialRecord], dict]:
         records = records_of(study)
         write_trials_csv(records, config.out_dir / "trials.csv")
-        write_summary(run_info(), records, config.out_dir / "summary.json")
-        return records
+        return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
     point = None
@@ -194,15 +195,14 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             load.add(hostload.sample(interval_s=0.2))
             observer.trial_finished(record, launched())
             save()
-        confirmation = confirm_winner(config, save(), run, observer, reference)
+        confirmation = confirm_winner(config, save()[0], run, observer, reference)
     except KeyboardInterrupt:
         if point is not None and point.key() in policy.pending:
             policy.abandon(point)  # recorded as interrupted; a --resume measures it again
-        records = save()
-        return TuneOutcome(records=records, summary=summary_dict(run_info(), records), interrupted=True,
+        records, summary = save()
+        return TuneOutcome(records=records, summary=summary, interrupted=True,
                            stopped_because=f"interrupted after {launched()} trials; continue with --resume")
-    records = records_of(study)
-    summary = write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
+    records, summary = save(confirmation)
     return TuneOutcome(records=records, summary=summary, stopped_because=stopped_because, confirmation=confirmation)
 
 

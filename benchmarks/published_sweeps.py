@@ -20,12 +20,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscale.costmodel import Prediction, Predictor, predict
+from autoscale.costmodel import Predictor, point_predictor
 from autoscale.costmodel.gpu_fit import family_of, fit_families, layout_refusal
 from autoscale.costmodel.gpu_runs import PublishedRun
 from autoscale.costmodel.params import GPU_DEFAULTS
 from autoscale.engine.request import TrialResult
-from autoscale.errors import RuleError, UserError
+from autoscale.errors import RuleError
 from autoscale.layout import grad_accum_for
 from autoscale.point import Point
 from autoscale.results import TrialRecord
@@ -158,12 +158,5 @@ def held_out_predictor(group: SweepGroup, runs: list[PublishedRun]) -> Predictor
     first = group.runs[0]
     training = [run for run in runs if run.source != first.source and layout_refusal(run) is None]
     params = fit_families(training).get(family_of(first), GPU_DEFAULTS)
-
-    def predict_point(point: Point) -> Prediction | None:
-        try:
-            return predict(first.spec, point, first.hardware, world_size=group.world_size, seq_len=group.seq_len,
+    return point_predictor(first.spec, first.hardware, world_size=group.world_size, seq_len=group.seq_len,
                            params=params)
-        except UserError:
-            return None
-
-    return predict_point

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from autoscale.bench.stats import NOT_COMPARABLE, Comparison, unusable, verdict_of
+from autoscale.intervals import log_t_interval
 
 PAIRED = "paired rounds: t interval of the mean log ratio, Wilcoxon signed-rank"
 MIN_ROUNDS = 2
@@ -32,16 +33,6 @@ def signed_rank_p(log_ratios: np.ndarray) -> float:
     if np.all(log_ratios == 0):
         return 1.0
     return float(stats.wilcoxon(log_ratios, alternative="two-sided").pvalue)
-
-
-def log_ratio_interval(log_ratios: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Student's t interval of the mean log ratio, as ratios (collapses when every round agrees)."""
-    mean = float(np.mean(log_ratios))
-    spread = float(np.std(log_ratios, ddof=1))
-    if spread == 0:
-        return float(np.exp(mean)), float(np.exp(mean))
-    half = stats.t.ppf((1 + confidence) / 2, df=log_ratios.size - 1) * spread / np.sqrt(log_ratios.size)
-    return float(np.exp(mean - half)), float(np.exp(mean + half))
 
 
 def compare_paired(baseline: list[float], candidate: list[float], *, higher_is_better: bool, threshold: float,
@@ -57,7 +48,7 @@ def compare_paired(baseline: list[float], candidate: list[float], *, higher_is_b
         return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=None, ci_low=None,
                           ci_high=None, p_value=None, verdict=NOT_COMPARABLE, note=problem, method=PAIRED)
     log_ratios = np.log(cand) - np.log(base)
-    low, high = log_ratio_interval(log_ratios, confidence)
+    low, high = log_t_interval(log_ratios, confidence)
     p_value = signed_rank_p(log_ratios)
     verdict = verdict_of(low, high, p_value, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha)
     return Comparison(baseline_median=base_median, candidate_median=cand_median,

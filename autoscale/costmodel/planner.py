@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from autoscale.costmodel.params import EfficiencyParams, load_params
-from autoscale.costmodel.predict import Prediction, Predictor, predict
+from autoscale.costmodel.predict import Prediction, Predictor, point_predictor, predict
 from autoscale.ds_config import unexpressed
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
@@ -34,14 +34,7 @@ def rank_predictions(points: Iterable[Point], predictor: Predictor) -> list[tupl
 def rank_points(spec: ModelSpec, points: Iterable[Point], hardware: Hardware, *, world_size: int, seq_len: int,
                 params: EfficiencyParams | None = None) -> list[tuple[Point, Prediction]]:
     """The points that fit, fastest predicted first. Points that cannot be laid out are dropped."""
-    params = params or load_params(hardware.name)
-
-    def predictor(point: Point) -> Prediction | None:
-        try:
-            return predict(spec, point, hardware, world_size=world_size, seq_len=seq_len, params=params)
-        except UserError:
-            return None
-
+    predictor = point_predictor(spec, hardware, world_size=world_size, seq_len=seq_len, params=params)
     return [(p, pr) for p, pr in rank_predictions(points, predictor) if pr.fits]
 
 

@@ -96,14 +96,14 @@ Predictor = Callable[[Point], "Prediction | None"]
 
 
 def point_predictor(spec: ModelSpec, hardware: Hardware, *, world_size: int, seq_len: int,
-                    warm_ranks: bool = False) -> Predictor:
+                    warm_ranks: bool = False, params: EfficiencyParams | None = None) -> Predictor:
     """`predict` bound to one run: what the tuner (and the replayed strategies) consult per point.
 
-    Calibrated where `autoscale calibrate` has been run; None for a layout the model cannot place
-    (that point is measured rather than guessed about). `warm_ranks`: trials run in children of a
-    warm fork server (`load_params`).
+    `params` default to the calibration where `autoscale calibrate` has been run (`load_params`;
+    `warm_ranks`: trials run in children of a warm fork server). The predictor answers None for a
+    layout the model cannot place (that point is measured rather than guessed about).
     """
-    params = load_params(hardware.name, warm_ranks=warm_ranks)
+    params = params or load_params(hardware.name, warm_ranks=warm_ranks)
 
     def predict_point(point: Point) -> Prediction | None:
         try:

@@ -97,7 +97,7 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     from autoscale.ds_config import to_ds_config
     from autoscale.models.gpt import build_model
 
-    point, spec, policy = request.point, request.spec, request.measure
+    point, spec = request.point, request.spec
     device = _device(request.backend, local_rank)
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)

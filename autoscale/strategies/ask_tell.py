@@ -130,7 +130,7 @@ class AskTellStrategy(Strategy):
                 continue
             trial.set_user_attr(POINT_ATTR, point.as_dict())
             earlier = known.get(point.key())
-            in_flight = None if earlier is not None else running_points(self.study, but=trial.number).get(point.key())
+            in_flight = None if earlier is not None else busy.get(point.key())
             if earlier is not None or in_flight is not None:
                 self.repeats_in_a_row += 1
                 number = earlier.number if earlier is not None else in_flight
