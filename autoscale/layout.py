@@ -11,6 +11,7 @@ by rule (`enumerate_points`).
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from collections import Counter
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -55,15 +56,15 @@ def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = No
                         f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}: change {knob_ref('pp')}")
 
 
-def grad_accum_for(knobs: Mapping, *, global_batch: int, world_size: int) -> int:
-    """Micro-steps per optimizer step so that micro_batch x grad_accum x data-parallel = the global batch."""
-    model_parallel = knobs.get("tp", 1) * knobs.get("pp", 1) * knobs.get("sp", 1) * knobs.get("cp", 1)
-    data_parallel = world_size // model_parallel if world_size % model_parallel == 0 else 0
-    per_micro_step = knobs.get("micro_batch", 1) * data_parallel
+def grad_accum_for(point: Point, *, global_batch: int, world_size: int) -> int:
+    """Micro-steps per optimizer step so that micro_batch x grad_accum x data-parallel = the global batch
+    (`point`'s own grad_accum is ignored)."""
+    data_parallel = point.data_parallel(world_size) if world_size % point.model_parallel == 0 else 0
+    per_micro_step = point.micro_batch * data_parallel
     if data_parallel == 0 or global_batch % per_micro_step:
         raise RuleError("global batch not a multiple of micro-batch x data-parallel",
                         f"global batch {global_batch} is not a multiple of micro-batch "
-                        f"{knobs.get('micro_batch', 1)} x data-parallel size {data_parallel}: change --global-batch "
+                        f"{point.micro_batch} x data-parallel size {data_parallel}: change --global-batch "
                         f"or {knob_ref('micro_batch')}")
     return global_batch // per_micro_step
 
@@ -72,7 +73,7 @@ def build_point(knobs: Mapping, *, global_batch: int, world_size: int, spec: "Mo
     """The point for these knob values, its gradient accumulation derived; RuleError when a rule refuses it."""
     point = Point(**knobs, grad_accum=1)  # the point's own rules first: their messages are the most specific
     check_layout(point, world_size=world_size, spec=spec)
-    return Point(**knobs, grad_accum=grad_accum_for(knobs, global_batch=global_batch, world_size=world_size))
+    return replace(point, grad_accum=grad_accum_for(point, global_batch=global_batch, world_size=world_size))
 
 
 def enumerate_points(choices: Mapping[str, Sequence], *, global_batch: int, world_size: int,

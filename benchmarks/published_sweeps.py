@@ -79,7 +79,7 @@ class SweepGroup:
 
 def _can_make(point: Point, *, global_batch: int, world_size: int) -> bool:
     try:
-        grad_accum_for(point.as_dict(), global_batch=global_batch, world_size=world_size)
+        grad_accum_for(point, global_batch=global_batch, world_size=world_size)
     except RuleError:
         return False
     return True
