@@ -3,18 +3,20 @@ false alarms in unchanged runs, detection of injected slowdowns, and the wall ti
 
 Each A/B run is what `autoscale bench --suite S --against PYTHON` does (ab.run_ab, then the paired
 comparison). Conditions take turns (unchanged, then each slowdown, then unchanged again, ...) so
-that a change in the machine's load over the benchmark spreads over all of them. A slowdown is the
-engine's test-only sleep inside every timed step of the candidate side only (`--test-sleep-per-step`),
-sized as a fraction of the latest measured median step time (the previous A/B run's baseline side, at
-first the stored baseline's), since other jobs' load moves step time 2-4x within minutes; the table
-also shows the slowdown that sleep actually was, relative to each run's own baseline side.
+that a change in the machine's load over the benchmark spreads over all of them. A slowdown is one of
+the engine's test-only faults inside every timed step of the candidate side only: `sleep` (time lost
+waiting, `--test-sleep-per-step`), sized as a fraction of the latest measured median step time, or
+`spin` (extra CPU work on every rank), sized as a fraction of the latest median CPU time per step;
+"latest" is the previous A/B run's baseline side (at first the stored baseline), since other jobs'
+load moves step time 2-4x within minutes. The table also shows what the slowdown actually was,
+relative to each run's own baseline side.
 
 The stored-baseline mode is measured in the same runs: one baseline run at the start (`run_suite`,
 what `--save-baseline` records), and every A/B run's candidate side (a real run of the unchanged or
 slowed code, with the host's load recorded during it) compared with that baseline as
 `autoscale bench --baseline` compares, load check included.
 
-    python benchmarks/bench_ab.py                         # 3 runs per condition: ~35 min on 2 cores
+    python benchmarks/bench_ab.py                         # 3 runs per condition: ~1 h on 2 busy cores
     python benchmarks/bench_ab.py --runs 10 --against .venv-base/bin/python --out /tmp/ab
     python benchmarks/bench_ab.py --reuse --out /tmp/ab      # the tables again from saved runs
 """
@@ -29,14 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoscale.bench.ab import probe_interpreter, run_ab
+from autoscale.bench.ab import Slowdown, probe_interpreter, run_ab
 from autoscale.bench.compare import BenchComparison, compare_records
 from autoscale.bench.record import BenchRecord, load_record
 from autoscale.bench.runner import run_suite
 from autoscale.bench.stats import IMPROVED, INCONCLUSIVE, REGRESSED
 from autoscale.bench.suite import load_suite
 
-TIME_METRICS = ("tokens_per_s", "step_s")
+TIME_METRICS = ("tokens_per_s", "step_s", "step_cpu_s")
+SIZED_BY = {"sleep": "step_s", "spin": "step_cpu_s"}  # the metric a slowdown of each kind is a fraction of
 
 
 def verdicts(comparison: BenchComparison) -> dict[str, str]:
@@ -52,8 +55,10 @@ def outcome(comparison: BenchComparison) -> str:
     return "unchanged"
 
 
-def step_cell(comparison: BenchComparison) -> str:
-    row = next(r for r in comparison.rows if r.metric == "step_s")
+def metric_cell(comparison: BenchComparison, metric: str) -> str:
+    row = next((r for r in comparison.rows if r.metric == metric), None)
+    if row is None:
+        return "-"
     c = row.comparison
     if c.ratio is None:
         return row.verdict
@@ -72,16 +77,18 @@ def count(results: list[dict], mode: str, condition: str, verdict: str) -> str:
 
 
 def judge(suite, baseline: BenchRecord, base_side: BenchRecord, cand_side: BenchRecord, *, run: int,
-          condition: str, sleep_s: float, wall_s: float) -> dict:
+          condition: str, slow_s: float, wall_s: float) -> dict:
     """Both modes' verdicts on one A/B run: paired against its own baseline side, unpaired against the
     stored baseline."""
     ab = compare_records(base_side, cand_side, suite, paired=True)
     stored = compare_records(baseline, cand_side, suite)
-    side_step_s = statistics.median(base_side.cases[suite.cases[0].name].samples["step_s"])
-    return {"run": run, "condition": condition, "wall_s": wall_s, "sleep_s": sleep_s, "ab": outcome(ab),
-            "stored": outcome(stored), "ab_step": step_cell(ab), "stored_step": step_cell(stored),
-            "load": load_cell(cand_side), "effective": sleep_s / side_step_s, "ab_verdicts": verdicts(ab),
-            "stored_verdicts": verdicts(stored)}
+    sized_by = SIZED_BY[condition.split()[0]] if condition != "unchanged" else "step_s"
+    side_value = statistics.median(base_side.cases[suite.cases[0].name].samples[sized_by])
+    return {"run": run, "condition": condition, "wall_s": wall_s, "slow_s": slow_s, "ab": outcome(ab),
+            "stored": outcome(stored), "ab_step": metric_cell(ab, "step_s"),
+            "stored_step": metric_cell(stored, "step_s"),
+            "ab_cpu": metric_cell(ab, "step_cpu_s"), "load": load_cell(cand_side), "effective": slow_s / side_value,
+            "ab_verdicts": verdicts(ab), "stored_verdicts": verdicts(stored)}
 
 
 def reuse(out: Path, suite) -> tuple[BenchRecord, list[dict], list[str]]:
@@ -91,10 +98,8 @@ def reuse(out: Path, suite) -> tuple[BenchRecord, list[dict], list[str]]:
     for path in sorted(out.glob("run*.json"), key=lambda p: p.stat().st_mtime):
         saved = json.loads(path.read_text())
         base_side, cand_side = (BenchRecord.from_dict(saved[key]) for key in ("baseline_side", "candidate_side"))
-        sleep_s = saved.get("sleep_s", saved["effective"] * statistics.median(
-            base_side.cases[suite.cases[0].name].samples["step_s"]))
         results.append(judge(suite, baseline, base_side, cand_side, run=saved["run"],
-                             condition=saved["condition"], sleep_s=sleep_s, wall_s=saved["wall_s"]))
+                             condition=saved["condition"], slow_s=saved["slow_s"], wall_s=saved["wall_s"]))
         if saved["condition"] not in conditions:
             conditions.append(saved["condition"])
     return baseline, results, conditions
@@ -104,14 +109,15 @@ def report(results: list[dict], suite, baseline: BenchRecord, base_step_s: float
            runs_done: int) -> None:
     print(f"\n## Every run (suite {suite.name}; stored baseline median step {base_step_s * 1e3:.1f} ms, "
           f"load {load_cell(baseline)})\n")
-    print("| run | condition | sleep / that run's baseline-side step | A/B step_s: paired ratio [95% t] p verdict "
-          "| stored: ratio [95% bootstrap] p verdict | load avg during | A/B wall time |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | condition | slowdown / that run's baseline side | A/B step_s: paired ratio [95% t] p verdict "
+          "| A/B step_cpu_s: same | stored step_s: ratio [95% bootstrap] p verdict | load avg during | A/B wall time |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['run']} | {r['condition']} | {r['effective']:.1%} | {r['ab_step']} | {r['stored_step']} "
-              f"| {r['load']} | {r['wall_s']:.0f} s |")
+        print(f"| {r['run']} | {r['condition']} | {r['effective']:.1%} | {r['ab_step']} | {r['ab_cpu']} "
+              f"| {r['stored_step']} | {r['load']} | {r['wall_s']:.0f} s |")
 
-    print("\n## Summary (counts are runs; a time metric, tokens/s or step time, decides the run's outcome)\n")
+    print("\n## Summary (counts are runs; a time metric, tokens/s, step time or CPU time per step, decides the "
+          "run's outcome)\n")
     header = "| mode | unchanged: flagged regressed | unchanged: flagged improved | unchanged: inconclusive"
     header += "".join(f" | {c}: detected | {c}: inconclusive" for c in conditions[1:])
     print(header + " |")
@@ -132,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path(__file__).resolve().parents[1] / "ci/suites/cpu-smoke.yaml")
     parser.add_argument("--runs", type=int, default=3, help="A/B runs per condition")
-    parser.add_argument("--slowdowns", default="0.1,0.05", help="fractions of the baseline's median step time")
+    parser.add_argument("--slowdowns", default="sleep:0.1,spin:0.1,sleep:0.05",
+                        help="kind:fraction, comma-separated: sleep (a fraction of the median step time) or spin "
+                             "(a fraction of the median CPU time per step)")
     parser.add_argument("--against", type=Path, default=Path(sys.executable),
                         help="the other side's interpreter (default this one: the unchanged runs are then truly "
                              "unchanged code)")
@@ -149,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="autoscale-bench-ab-"))
     out.mkdir(parents=True, exist_ok=True)
     other = probe_interpreter(args.against)
-    slowdowns = [float(s) for s in args.slowdowns.split(",")]
-    conditions = ["unchanged", *(f"{s:.0%} slower" for s in slowdowns)]
+    slowdowns = [(kind, float(fraction)) for kind, fraction in (s.split(":") for s in args.slowdowns.split(","))]
+    conditions = ["unchanged", *(f"{kind} {fraction:.0%} slower" for kind, fraction in slowdowns)]
     print(f"suite {suite.name}, {args.runs} A/B run(s) per condition, records in {out}", file=sys.stderr)
 
     started = time.monotonic()
@@ -161,17 +169,21 @@ def main(argv: list[str] | None = None) -> int:
           f"load {load_cell(baseline)}", file=sys.stderr, flush=True)
 
     results = []
-    recent_step_s = base_step_s  # the sleep is sized from the latest measurement: load moves step time 2-4x
+    case_name = suite.cases[0].name
+    # each slowdown is sized from the latest measurement: load moves step time 2-4x
+    recent = {metric: statistics.median(baseline.cases[case_name].samples[metric]) for metric in SIZED_BY.values()}
     for run in range(args.runs):
-        for condition, slowdown in zip(conditions, [0.0, *slowdowns]):
-            label = f"run{run + 1}-{condition.split()[0].replace('%', 'pct')}"
+        for condition, (kind, fraction) in zip(conditions, [("sleep", 0.0), *slowdowns]):
+            label = f"run{run + 1}-" + ("unchanged" if fraction == 0 else f"{kind}{fraction * 100:.0f}pct")
+            slowdown = Slowdown(fraction * recent[SIZED_BY[kind]], kind)
             started = time.monotonic()
             base_side, cand_side = run_ab(suite, against=args.against, other=other,
-                                          workdir=out / "trials" / label, slow_step_s=slowdown * recent_step_s)
+                                          workdir=out / "trials" / label, slowdown=slowdown)
             wall_s = time.monotonic() - started
             result = judge(suite, baseline, base_side, cand_side, run=run + 1, condition=condition,
-                           sleep_s=slowdown * recent_step_s, wall_s=wall_s)
-            recent_step_s = statistics.median(base_side.cases[suite.cases[0].name].samples["step_s"])
+                           slow_s=slowdown.step_s, wall_s=wall_s)
+            recent = {metric: statistics.median(base_side.cases[case_name].samples[metric])
+                      for metric in SIZED_BY.values()}
             results.append(result)
             (out / f"{label}.json").write_text(json.dumps({**result, "baseline_side": base_side.to_dict(),
                                                            "candidate_side": cand_side.to_dict()}, indent=1))

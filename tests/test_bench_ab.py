@@ -4,6 +4,7 @@ baseline's "inconclusive" under differing load, the --against check, and the out
 import json
 import os
 import stat
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from autoscale.bench.ab import BASELINE, CANDIDATE, abba_order
 from autoscale.bench.compare import AB, compare_records
 from autoscale.bench.history import load_history, write_history
+from autoscale.bench.interleave import paced_round, start_side
 from autoscale.bench.junit import write_junit
 from autoscale.bench.load import HostLoad, LoadMonitor, material_load_ratio
 from autoscale.bench.paired import PAIRED, compare_paired
@@ -78,6 +80,31 @@ def test_fewer_than_six_rounds_cannot_reach_significance():
     base, cand = busy_rounds(5, shift=1.3, seed=5)
     result = compare_paired(base, cand, higher_is_better=False, threshold=0.05)
     assert result.p_value == pytest.approx(0.0625) and result.verdict == UNCHANGED
+
+
+def test_a_significant_ratio_past_the_threshold_is_flagged_even_when_its_interval_reaches_below():
+    """asv's rule for paired rounds: the ratio past the threshold and p < alpha, not the whole interval."""
+    base = [0.1] * 8
+    cand = [0.1 * r for r in (1.02, 1.20, 1.04, 1.15, 1.03, 1.12, 1.06, 1.10)]
+    result = compare_paired(base, cand, higher_is_better=False, threshold=0.05)
+    assert result.ci_low < 1.05 < result.ratio and result.p_value < 0.05
+    assert result.verdict == REGRESSED
+
+
+def test_a_ratio_past_the_threshold_without_significance_is_unchanged():
+    base = [0.1] * 8
+    cand = [0.1 * r for r in (0.9, 1.4, 0.95, 1.3, 0.92, 1.2, 1.01, 0.97)]
+    result = compare_paired(base, cand, higher_is_better=False, threshold=0.05)
+    assert result.ratio > 1.05 and result.p_value >= 0.05 and result.verdict == UNCHANGED
+
+
+def test_a_side_that_dies_before_its_timed_steps_fails_the_round_with_its_last_line(tmp_path):
+    sides = [start_side(name, [sys.executable, "-c", f"import sys; print('{name} gave up'); sys.exit(3)"],
+                        folder=tmp_path / name, env=dict(os.environ))
+             for name in (BASELINE, CANDIDATE)]
+    values, failure = paced_round(sides, turns=2, ready_timeout_s=30)
+    assert values == {BASELINE: {}, CANDIDATE: {}}
+    assert "exited 3 before its timed steps" in failure and "gave up" in failure
 
 
 def test_unpaired_rounds_are_not_comparable():

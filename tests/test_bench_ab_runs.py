@@ -1,7 +1,7 @@
 """`autoscale bench --against` end to end with real trials: both sides the same interpreter and code,
 the candidate slowed by the test-only sleep inside every timed step, gpt-tiny on 2 CPU ranks.
 
-Cut to 5 rounds of 4 steps to stay near two minutes; with 5 rounds the Wilcoxon signed-rank test's
+Cut to 5 rounds of 4 turns to stay near two minutes; with 5 rounds the Wilcoxon signed-rank test's
 smallest p is 0.0625, so this suite sets alpha 0.1 (the shipped cpu-smoke runs 6 rounds at 0.05).
 How often one A/B run catches a 10% or 5% slowdown on this machine is benchmarks/bench_ab.py's figure.
 """
@@ -14,6 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from autoscale.bench.ab import BASELINE, CANDIDATE, NO_SLOWDOWN, Slowdown, side_command, side_environment
+from autoscale.bench.interleave import paced_round, start_side
+from autoscale.bench.suite import load_suite
 from autoscale.cli import app
 
 pytestmark = pytest.mark.slow
@@ -28,7 +31,7 @@ ATTEMPTS = 3  # the runner is shared and noisy; fail only if no attempt flags th
 def tiny_ab_suite(folder: Path) -> Path:
     raw = yaml.safe_load(SMOKE.read_text())
     raw["alpha"] = 0.1
-    raw["configs"][0].update(rounds=5, steps=4, warmup_steps=1)
+    raw["configs"][0].update(rounds=5, turns=4, warmup_steps=1)
     path = folder / "ab.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -55,3 +58,16 @@ def test_a_slowed_candidate_against_the_same_interpreter_exits_1(tmp_path):
         missed.append(f"exit {result.exit_code}, flagged {sorted(regressed)}")
     pytest.fail(f"a candidate slowed by {SLEEP_PER_STEP_S} s per step was not flagged in {ATTEMPTS} A/B attempts: "
                 f"{'; '.join(missed)}")
+
+
+def test_a_paced_round_takes_turns_step_by_step_and_extra_work_shows_in_cpu_time(tmp_path):
+    suite = load_suite(tiny_ab_suite(tmp_path))
+    case = suite.cases[0]
+    sides = [start_side(side, side_command(sys.executable, suite, case, tmp_path / side, slowdown),
+                        folder=tmp_path / side, env=side_environment(side))
+             for side, slowdown in ((BASELINE, NO_SLOWDOWN), (CANDIDATE, Slowdown(0.2, "spin")))]
+    values, failure = paced_round(sides, turns=4, ready_timeout_s=case.timeout_s)
+    assert failure is None
+    assert [len(side.step_s) for side in sides] == [4, 4]
+    assert values[CANDIDATE]["step_cpu_s"] > values[BASELINE]["step_cpu_s"] + 0.15  # 0.2 s of busy work a step
+    assert values[BASELINE]["peak_bytes"] > 0 and values[BASELINE]["tokens_per_s"] > 0

@@ -33,7 +33,7 @@ def record(created_at: str, step_scale: float = 1.0, commit: str = "a" * 40, **e
         steps = [0.100 * scale, 0.101 * scale, 0.099 * scale, 0.100 * scale, 0.102 * scale]
         return CaseSamples(kind="trial", definition={"model": "gpt-tiny"},
                            samples={"tokens_per_s": [1000 / s for s in steps], "step_s": steps,
-                                    "peak_bytes": [4.9e8] * 5})
+                                    "step_cpu_s": [s / 2 for s in steps], "peak_bytes": [4.9e8] * 5})
     cases = {"a": case(step_scale), "b": case(1.0), **extra_cases}
     return BenchRecord(suite="tiny", created_at=created_at, git_commit=commit, versions={"torch": "2.13.0"},
                        hardware=HARDWARE, driver={"torch_cuda": None}, cases=cases)
@@ -53,8 +53,8 @@ def test_junit_has_one_testcase_per_metric_and_a_failure_per_regression(tmp_path
     assert sorted((c.get("classname"), c.get("name")) for c in cases) == sorted(
         (f"bench.tiny.{config}", metric) for config in "ab" for metric in TRIAL_METRICS)
     failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
-    assert failed == {("bench.tiny.a", "tokens_per_s"), ("bench.tiny.a", "step_s")}
-    assert tree.getroot().find("testsuite").get("failures") == "2"
+    assert failed == {("bench.tiny.a", "tokens_per_s"), ("bench.tiny.a", "step_s"), ("bench.tiny.a", "step_cpu_s")}
+    assert tree.getroot().find("testsuite").get("failures") == "3"
     assert "ratio 1.3" in cases[1].find("failure").get("message")
 
 

@@ -16,11 +16,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autoscale.bench.interleave import paced_round, start_side
 from autoscale.bench.load import LoadMonitor
-from autoscale.bench.one_repeat import RepeatResult
+from autoscale.bench.one_repeat import PACED, RepeatResult
 from autoscale.bench.record import BenchRecord, CaseSamples, new_record
 from autoscale.bench.runner import resolve_backend_and_nproc
 from autoscale.bench.suite import BenchCase, Suite
@@ -64,7 +66,7 @@ def probe_interpreter(python: Path) -> dict:
     try:
         found = json.loads(out.stdout.strip().splitlines()[-1])
         return {"git_commit": found["git_commit"], "versions": found["versions"], "python": str(python),
-                "autoscale_path": found["autoscale_path"]}
+                "autoscale_path": found["autoscale_path"], "features": list(found.get("features", []))}
     except (ValueError, KeyError, IndexError):
         raise UserError(f"--against {str(python)!r}: unexpected answer to --probe: {out.stdout[:200]!r}") from None
 
@@ -78,7 +80,27 @@ def side_environment(side: str) -> dict[str, str]:
     return env
 
 
-def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step_s: float,
+@dataclass(frozen=True)
+class Slowdown:
+    """Test only: what the candidate side adds to every step, so that detection can be measured."""
+
+    step_s: float = 0.0
+    kind: str = "sleep"  # "sleep": time lost waiting; "spin": extra CPU work
+
+    def flags(self) -> list[str]:
+        return [f"--test-{self.kind}-per-step", repr(self.step_s)] if self.step_s > 0 else []
+
+
+NO_SLOWDOWN = Slowdown()
+
+
+def side_command(python: str, suite: Suite, case: BenchCase, folder: Path, slowdown: Slowdown) -> list[str]:
+    """One repeat of `case` with `python`, its result in `folder`/result.json."""
+    return [python, *ENTRY, "--suite", str(suite.path.resolve()), "--case", case.name,
+            "--out", str(folder / "result.json"), "--workdir", str(folder / "trial"), *slowdown.flags()]
+
+
+def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slowdown: Slowdown,
              side: str = CANDIDATE) -> RepeatResult:
     """One repeat of `case` with `python`, in a fresh process; a crash of the entry point is a failed repeat.
     It runs in its own folder: `python -m` puts the working directory first on sys.path, and a checkout
@@ -86,12 +108,9 @@ def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "result.json"
-    command = [python, *ENTRY, "--suite", str(suite.path.resolve()), "--case", case.name, "--out", str(out),
-               "--workdir", str(folder / "trial")]
-    if slow_step_s > 0:
-        command += ["--test-sleep-per-step", repr(slow_step_s)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=case.timeout_s + PROBE_TIMEOUT_S,
+        done = subprocess.run(side_command(python, suite, case, folder, slowdown), capture_output=True,
+                              text=True, timeout=case.timeout_s + PROBE_TIMEOUT_S,
                               cwd=folder, env=side_environment(side))
     except subprocess.TimeoutExpired:
         return RepeatResult(ok=False, reason=f"timeout: one_repeat ran past {case.timeout_s + PROBE_TIMEOUT_S:.0f} s")
@@ -105,7 +124,7 @@ def run_side(python: str, suite: Suite, case: BenchCase, folder: Path, slow_step
 
 
 def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, rounds: int,
-                observer: RoundObserver | None, slow_step_s: float) -> dict[str, CaseSamples]:
+                observer: RoundObserver | None, slowdown: Slowdown) -> dict[str, CaseSamples]:
     pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}
     results: dict[int, dict[str, RepeatResult]] = {}
     failures = {BASELINE: [], CANDIDATE: []}
@@ -114,7 +133,8 @@ def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, r
         attempts = []
         for attempt in range(case.retries + 1):
             folder = workdir / case.name / f"round{index}-{side}-{attempt}"
-            result = run_side(pythons[side], suite, case, folder, slow_step_s if side == CANDIDATE else 0.0, side)
+            result = run_side(pythons[side], suite, case, folder, slowdown if side == CANDIDATE else NO_SLOWDOWN,
+                              side)
             if observer is not None:
                 observer.side_finished(case, index, side, result)
             if result.ok:
@@ -134,16 +154,60 @@ def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, r
     return cases
 
 
+def run_paced_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path,
+                   observer: RoundObserver | None, slowdown: Slowdown) -> dict[str, CaseSamples]:
+    """`case.rounds` rounds, each starting both sides together and letting them take turns step by step
+    (`bench.interleave`); a failed round is tried again, up to `case.retries` times."""
+    pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}
+    values: dict[str, list[dict]] = {BASELINE: [], CANDIDATE: []}
+    failures, flaky = {BASELINE: [], CANDIDATE: []}, {BASELINE: [], CANDIDATE: []}
+    for index in range(case.rounds):
+        attempts = []
+        for attempt in range(case.retries + 1):
+            folder = workdir / case.name / f"round{index}-{attempt}"
+            order = (BASELINE, CANDIDATE) if index % 2 == 0 else (CANDIDATE, BASELINE)
+            sides = [start_side(side, side_command(pythons[side], suite, case, (folder / side).resolve(),
+                                                   slowdown if side == CANDIDATE else NO_SLOWDOWN),
+                                folder=(folder / side).resolve(), env=side_environment(side))
+                     for side in order]
+            measured, failure = paced_round(sides, turns=case.turns, ready_timeout_s=case.timeout_s)
+            if observer is not None:
+                for side in (BASELINE, CANDIDATE):
+                    observer.side_finished(case, index, side, RepeatResult(ok=failure is None, reason=failure or "",
+                                                                           metrics=measured[side]))
+            if failure is None:
+                break
+            attempts.append(f"round {index}, attempt {attempt + 1}: {failure}")
+        for side in (BASELINE, CANDIDATE):
+            (flaky if failure is None else failures)[side].extend(attempts)
+            if failure is None:
+                values[side].append(measured[side])
+    _, nproc = resolve_backend_and_nproc(suite, case)
+    definition = {**case.definition(), "nproc": nproc, "rounds": case.rounds, "turns": case.turns}
+    return {side: CaseSamples(kind="trial", definition=definition, samples=_by_metric(values[side]),
+                              failures=failures[side], flaky=flaky[side]) for side in (BASELINE, CANDIDATE)}
+
+
+def _by_metric(rounds: list[dict[str, float]]) -> dict[str, list[float]]:
+    names = sorted({name for values in rounds for name in values})
+    return {name: [values[name] for values in rounds if name in values] for name in names}
+
+
 def run_ab(suite: Suite, *, against: Path, other: dict, workdir: Path, command: list[str] = (),
-           observer: RoundObserver | None = None, slow_step_s: float = 0.0) -> tuple[BenchRecord, BenchRecord]:
+           observer: RoundObserver | None = None,
+           slowdown: Slowdown = NO_SLOWDOWN) -> tuple[BenchRecord, BenchRecord]:
     """(baseline record, candidate record) whose samples pair up round by round, config by config.
-    `other` is `probe_interpreter(against)`; `slow_step_s` (test only) slows the candidate side."""
+    `other` is `probe_interpreter(against)`; `slowdown` (test only) slows the candidate side."""
     backend, _ = resolve_backend_and_nproc(suite)
     sides: dict[str, dict[str, CaseSamples]] = {BASELINE: {}, CANDIDATE: {}}
     with LoadMonitor() as load:
         for case in suite.cases:
-            measured = run_ab_case(case, suite, against=str(against), workdir=workdir, rounds=case.rounds,
-                                   observer=observer, slow_step_s=slow_step_s)
+            if PACED in other.get("features", ()):
+                measured = run_paced_case(case, suite, against=str(against), workdir=workdir, observer=observer,
+                                          slowdown=slowdown)
+            else:  # an autoscale older than paced rounds: whole repeats alternate
+                measured = run_ab_case(case, suite, against=str(against), workdir=workdir, rounds=case.rounds,
+                                       observer=observer, slowdown=slowdown)
             for side, samples in measured.items():
                 sides[side][case.name] = samples
     baseline = new_record(suite.name, backend, sides[BASELINE], [str(against), *ENTRY], load=load.result,

@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoscale.bench.ab import probe_interpreter, run_ab
+from autoscale.bench.ab import Slowdown, probe_interpreter, run_ab
 from autoscale.bench.compare import AB, BenchComparison, compare_records
 from autoscale.bench.history import DEFAULT_HISTORY, load_history, write_history
 from autoscale.bench.junit import write_junit
@@ -90,7 +90,8 @@ def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchO
         workdir = options.workdir or Path(scratch)
         if other is not None:
             baseline, record = run_ab(suite, against=options.against, other=other, workdir=workdir,
-                                      command=options.command, observer=observer, slow_step_s=options.slow_step_s)
+                                      command=options.command, observer=observer,
+                                      slowdown=Slowdown(options.slow_step_s))
         else:
             record = run_suite(suite, workdir=workdir, command=options.command, observer=observer,
                                fault=options.fault, slow_step_s=options.slow_step_s)

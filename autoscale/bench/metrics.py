@@ -26,6 +26,8 @@ class Metric:
 TRIAL_METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("tokens_per_s", "throughput", "tokens/s", True, lambda r: r.tokens_per_s),
     Metric("step_s", "optimizer-step time (median of the timed steps)", "s", False, lambda r: r.step_s),
+    Metric("step_cpu_s", "rank 0's CPU time per step (median; moves little with other jobs' load)", "s", False,
+           lambda r: r.step_cpu_s),
     Metric("peak_bytes", "peak memory, largest rank", "bytes", False,
            lambda r: float(r.peak_bytes) if r.peak_bytes is not None else None),
 )}

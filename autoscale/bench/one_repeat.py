@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FORMAT = "autoscale-bench-repeat/1"
+PACED = "paced"  # a feature --probe lists: this entry point takes --pace (engine.pacing)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,10 +44,11 @@ def probe() -> dict:
     from autoscale.provenance import git_commit, versions
 
     return {"format": FORMAT, "python": sys.executable, "autoscale_path": str(Path(autoscale.__file__).parent),
-            "git_commit": git_commit(), "versions": versions()}
+            "git_commit": git_commit(), "versions": versions(), "features": [PACED]}
 
 
-def run_one(suite_path: Path, case_name: str, workdir: Path, slow_step_s: float = 0.0) -> RepeatResult:
+def run_one(suite_path: Path, case_name: str, workdir: Path, slow_step_s: float = 0.0,
+            pace_socket: str | None = None, slow_fault: str = "slow") -> RepeatResult:
     from autoscale.bench.runner import metric_values, resolve_backend_and_nproc, trial_request
     from autoscale.bench.suite import load_suite
     from autoscale.engine import run_trial
@@ -58,7 +60,8 @@ def run_one(suite_path: Path, case_name: str, workdir: Path, slow_step_s: float 
         raise UserError(f"--case: suite {suite.name!r} has no config {case_name!r}")
     backend, nproc = resolve_backend_and_nproc(suite, case)
     result = run_trial(trial_request(case, backend=backend, nproc=nproc, workdir=workdir,
-                                     fault="slow" if slow_step_s > 0 else None, slow_step_s=slow_step_s))
+                                     fault=slow_fault if slow_step_s > 0 else None, slow_step_s=slow_step_s,
+                                     pace_socket=pace_socket))
     return RepeatResult(ok=result.ok, reason=result.reason, metrics=metric_values(result) if result.ok else {})
 
 
@@ -71,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--workdir", type=Path, help="the trial's folder (default: beside --out)")
+    parser.add_argument("--pace", help="a Unix socket: an A/B conductor hands out the timed steps (engine.pacing)")
     parser.add_argument("--test-sleep-per-step", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--test-spin-per-step", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         print(json.dumps(probe()))
@@ -80,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         for flag, value in (("--suite", args.suite), ("--case", args.case), ("--out", args.out)):
             if value is None:
                 raise UserError(f"{flag} is required (or pass --probe)")
-        if args.test_sleep_per_step < 0:
-            raise UserError(f"--test-sleep-per-step must be 0 or more seconds, got {args.test_sleep_per_step}")
+        for flag, value in (("--test-sleep-per-step", args.test_sleep_per_step),
+                            ("--test-spin-per-step", args.test_spin_per_step)):
+            if value < 0:
+                raise UserError(f"{flag} must be 0 or more seconds, got {value}")
         workdir = args.workdir or args.out.with_suffix("")
-        result = run_one(args.suite, args.case, workdir, args.test_sleep_per_step)
+        spin = args.test_spin_per_step > 0
+        slow_step_s = args.test_spin_per_step if spin else args.test_sleep_per_step
+        result = run_one(args.suite, args.case, workdir, slow_step_s, args.pace, "spin" if spin else "slow")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

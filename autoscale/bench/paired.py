@@ -12,8 +12,11 @@ whatever load the host had then weighed on both, and the per-round ratio cancels
   must hold across most rounds to count. Its smallest two-sided p with n rounds is 2 / 2**n: 0.031 for
   6 rounds, 0.0625 for 5, so fewer than 6 rounds can never flag anything at alpha 0.05.
 
-The verdict is the stored-baseline rule (`stats.verdict_of`, asv's): the whole interval past the
-threshold and p < alpha. Pure functions of the samples.
+The verdict (`paired_verdict`) is asv's `compare` rule: the ratio past the threshold *and* the two
+sides significantly different (here p < alpha). It is looser than the stored-baseline rule
+(`stats.verdict_of`: the whole interval past the threshold), which must also absorb whatever the
+load did between two nights; paired rounds cancel the load inside each round, and the test over
+rounds already carries the launch-to-launch noise. Pure functions of the samples.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from autoscale.bench.stats import NOT_COMPARABLE, Comparison, unusable, verdict_of
+from autoscale.bench.stats import IMPROVED, NOT_COMPARABLE, REGRESSED, UNCHANGED, Comparison, unusable
 from autoscale.intervals import log_t_interval
 
 PAIRED = "paired rounds: t interval of the mean log ratio, Wilcoxon signed-rank"
@@ -50,7 +53,17 @@ def compare_paired(baseline: list[float], candidate: list[float], *, higher_is_b
     log_ratios = np.log(cand) - np.log(base)
     low, high = log_t_interval(log_ratios, confidence)
     p_value = signed_rank_p(log_ratios)
-    verdict = verdict_of(low, high, p_value, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha)
-    return Comparison(baseline_median=base_median, candidate_median=cand_median,
-                      ratio=float(np.exp(np.mean(log_ratios))), ci_low=low, ci_high=high, p_value=p_value,
-                      verdict=verdict, method=PAIRED)
+    ratio = float(np.exp(np.mean(log_ratios)))
+    verdict = paired_verdict(ratio, p_value, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha)
+    return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=ratio, ci_low=low,
+                      ci_high=high, p_value=p_value, verdict=verdict, method=PAIRED)
+
+
+def paired_verdict(ratio: float, p_value: float, *, higher_is_better: bool, threshold: float, alpha: float) -> str:
+    """asv's rule: the ratio (candidate / baseline) past the threshold and the rounds' test significant."""
+    worse = 1 / ratio if higher_is_better else ratio  # above 1 is worse whichever way the metric points
+    if p_value < alpha and worse > 1 + threshold:
+        return REGRESSED
+    if p_value < alpha and worse < 1 / (1 + threshold):
+        return IMPROVED
+    return UNCHANGED

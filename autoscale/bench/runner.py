@@ -38,10 +38,10 @@ def resolve_backend_and_nproc(suite: Suite, case: BenchCase | None = None) -> tu
 
 
 def trial_request(case: BenchCase, *, backend: str, nproc: int, workdir: Path, fault: str | None = None,
-                  slow_step_s: float = 0.0) -> TrialRequest:
+                  slow_step_s: float = 0.0, pace_socket: str | None = None) -> TrialRequest:
     return TrialRequest(spec=case.spec, point=case.point, seq_len=case.seq_len, backend=backend, nproc=nproc,
                         workdir=workdir, timeout_s=case.timeout_s, measure=case.measure, ds_config=case.ds_config,
-                        fault=fault, slow_step_s=slow_step_s)
+                        fault=fault, slow_step_s=slow_step_s, pace_socket=pace_socket)
 
 
 def metric_values(result: TrialResult) -> dict[str, float]:

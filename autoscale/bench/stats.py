@@ -1,7 +1,9 @@
 """Is a change real? The ratio of medians with a bootstrap confidence interval, and a Mann-Whitney U test.
 
-asv's rule, applied per metric: a change counts only when the whole confidence interval of the ratio
-lies beyond the threshold *and* the rank test says the two sides differ. Thresholds are symmetric in
+A stricter form of asv's rule, applied per metric: a change counts only when the whole confidence
+interval of the ratio lies beyond the threshold *and* the rank test says the two sides differ (asv
+asks only for the ratio itself past its factor); a stored baseline was measured under another
+night's load, which no interval over one side's repeats can see. Thresholds are symmetric in
 log space: with threshold t, "worse" means a ratio beyond 1+t in the bad direction (1/(1+t) for a
 higher-is-better metric), "better" beyond 1+t in the good one. Pure functions of the samples: no I/O.
 """
@@ -80,7 +82,7 @@ def compare_samples(baseline: list[float], candidate: list[float], *, higher_is_
 
 def verdict_of(ci_low: float, ci_high: float, p_value: float, *, higher_is_better: bool, threshold: float,
                alpha: float) -> str:
-    """asv's rule: the whole interval of the ratio past the threshold, and the test significant."""
+    """The whole interval of the ratio past the threshold, and the test significant."""
     # express both bounds as "how much worse": above 1 is worse whichever way the metric points
     worse_low, worse_high = (1 / ci_high, 1 / ci_low) if higher_is_better else (ci_low, ci_high)
     significant = p_value < alpha

@@ -67,6 +67,7 @@ class _ConfigFile(_Strict):
     measure: _MeasureFile | None = None
     repeats: int = Field(5, ge=2)
     rounds: int = Field(8, ge=2)
+    turns: int = Field(30, ge=1)
     retries: int = Field(1, ge=0, le=5)
     timeout_s: float = Field(600.0, gt=0)
     thresholds: dict[str, float] = {}
@@ -139,7 +140,8 @@ class BenchCase:
     repeats: int
     retries: int
     timeout_s: float
-    rounds: int = 8  # A/B mode (--against): paired rounds, each one repeat of either side
+    rounds: int = 8  # A/B mode (--against): paired rounds, each one launch of either side
+    turns: int = 30  # A/B mode: timed steps per side per round, the sides taking turns step by step
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def definition(self) -> dict:
@@ -215,8 +217,8 @@ def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
                                 min_steps=raw.steps, max_steps=raw.steps, target_rse=0.0,
                                 max_measure_s=raw.timeout_s)
     return BenchCase(name=raw.name, spec=spec, point=point, ds_config=ds_config, seq_len=raw.seq_len,
-                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, rounds=raw.rounds, retries=raw.retries,
-                     timeout_s=raw.timeout_s, thresholds=dict(raw.thresholds))
+                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, rounds=raw.rounds, turns=raw.turns,
+                     retries=raw.retries, timeout_s=raw.timeout_s, thresholds=dict(raw.thresholds))
 
 
 def load_suite(path: Path | str) -> Suite:

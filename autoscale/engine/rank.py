@@ -25,6 +25,7 @@ from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
+from autoscale.engine.pacing import paced_steps
 from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
 
 COLLECTIVE_TIMEOUT_SHARE = 0.8  # of the trial's timeout: a hung NCCL collective fails before the launcher's kill
@@ -48,6 +49,7 @@ class RankOutcome:
     train_start_time: float  # time.time() at the first training step
     numerics: NumericsRecord | None = None  # the gate's steps: mean loss over the global batch, first gradient norm
     diverged: str | None = None  # the failure reason when the losses left the reference's band
+    step_cpu_times_s: tuple[float, ...] = ()  # this process's CPU seconds in each timed step
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
@@ -69,8 +71,12 @@ def _inject_fault(request: TrialRequest, rank: int, step: int, engine) -> None:
         time.sleep(10_000)
     if fault == "oom" and rank == 0 and step == 1:
         torch.empty(1 << 50, dtype=torch.uint8)  # a petabyte: the allocator refuses it
-    if fault == "slow":
+    if fault == "slow":  # time lost waiting (a sleep): wall time grows, CPU time does not
         time.sleep(request.slow_step_s)
+    if fault == "spin":  # extra work: a busy loop of slow_step_s CPU seconds
+        deadline = time.process_time() + request.slow_step_s
+        while time.process_time() < deadline:
+            pass
 
 
 def build_optimizer(parameters, *, offloaded: bool, backend: str) -> torch.optim.Optimizer:
@@ -148,20 +154,23 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     numerics = NumericsRecord(losses=tuple(gate_losses.tolist()), grad_norm0=grad_norm0)
     diverged = divergence(numerics, request.reference, point.precision) if request.reference else None
     step_times: list[float] = []
+    cpu_times: list[float] = []
     loss_value = numerics.losses[-1]
     if diverged is None:
-        step_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
-                                              optimizer_step=optimizer_step, first_step=gate_steps, device=device)
+        step_times, cpu_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
+                                                         optimizer_step=optimizer_step, first_step=gate_steps,
+                                                         device=device)
     peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
     dist.all_gather_object(peaks, device_peak.figures(request.backend))
     engine.destroy()
     return RankOutcome(step_times, loss_value, [peak for peak, _ in peaks], [allocator for _, allocator in peaks],
-                       train_start, numerics, diverged)
+                       train_start, numerics, diverged, tuple(cpu_times))
 
 
 def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
-                 first_step: int, device: torch.device) -> tuple[list[float], float]:
-    """The rest of the warm-up (the gate's steps are its first), then timed steps until stable."""
+                 first_step: int, device: torch.device) -> tuple[list[float], list[float], float]:
+    """The rest of the warm-up (the gate's steps are its first), then timed steps until stable; their
+    wall and CPU seconds, and the last loss."""
     import torch.distributed as dist
 
     policy = request.measure
@@ -171,23 +180,38 @@ def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: Devic
         optimizer_step(step)
         device_peak.sample()
         step += 1
-    step_times: list[float] = []
-    measure_start = time.perf_counter()
-    stop = torch.zeros(1, dtype=torch.int32, device=device if request.backend == "cuda" else "cpu")
-    while True:
-        started = time.perf_counter()  # a test-only slow fault is part of the step it slows
-        _inject_fault(request, rank, step, engine)
+
+    def timed_step(step: int) -> tuple[float, float, float]:
+        """(wall seconds, CPU seconds of this process's threads, loss) of one optimizer step. CPU time
+        moves far less than wall time with other jobs' load: it catches extra work on a busy host."""
+        started, cpu_started = time.perf_counter(), time.process_time()
+        _inject_fault(request, rank, step, engine)  # a test-only slow fault is part of the step it slows
         loss_value = optimizer_step(step).item()
-        step_times.append(time.perf_counter() - started)
-        step += 1
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         device_peak.sample()
+        return seconds, cpu_seconds, loss_value
+
+    collective_device = device if request.backend == "cuda" else torch.device("cpu")
+    if request.pace_socket is not None:  # an A/B conductor hands out the timed steps (engine.pacing)
+        return paced_steps(request.pace_socket, rank=rank, first_step=step, timeout_s=request.timeout_s,
+                           tokens_per_step=request.point.global_batch(dist.get_world_size()) * request.seq_len,
+                           device=collective_device, timed_step=timed_step)
+    step_times: list[float] = []
+    cpu_times: list[float] = []
+    measure_start = time.perf_counter()
+    stop = torch.zeros(1, dtype=torch.int32, device=collective_device)
+    while True:
+        seconds, cpu_seconds, loss_value = timed_step(step)
+        step_times.append(seconds)
+        cpu_times.append(cpu_seconds)
+        step += 1
         if rank == 0:
             enough = len(step_times) >= policy.min_steps and relative_standard_error(step_times) < policy.target_rse
             stop.fill_(int(enough or len(step_times) >= policy.max_steps
                             or time.perf_counter() - measure_start > policy.max_measure_s))
         dist.broadcast(stop, src=0)  # every rank stops at the same step
         if stop.item():
-            return step_times, loss_value
+            return step_times, cpu_times, loss_value
 
 
 def replica_grad_norm(engine) -> float | None:
@@ -234,6 +258,7 @@ def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, l
         loss=outcome.loss,
         steps=steps,
         step_s=statistics.median(outcome.step_times_s),
+        step_cpu_s=statistics.median(outcome.step_cpu_times_s) if outcome.step_cpu_times_s else None,
         step_rse=relative_standard_error(outcome.step_times_s) if steps > 1 else None,
         launch_s=outcome.train_start_time - launch_time,
         **numerics,

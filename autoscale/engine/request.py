@@ -15,7 +15,7 @@ from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
 
 BACKENDS = ("cpu", "cuda")
-FAULTS = ("crash", "hang", "nan", "oom", "slow", "stale_batch")  # test-only fault injection, see rank.py
+FAULTS = ("crash", "hang", "nan", "oom", "slow", "spin", "stale_batch")  # test-only fault injection, see rank.py
 STARTED_MARKER = "training-started"  # rank 0 writes it into the workdir before its first step
 RANK_FAILED_EXIT_CODE = 3  # a rank's exit status after it wrote its failure to rank<r>.error.json
 
@@ -46,7 +46,8 @@ class TrialRequest:
     ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
     reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
     fault: str | None = None  # test-only: one of FAULTS
-    slow_step_s: float = 0.0  # test-only: extra sleep per step with fault="slow"
+    slow_step_s: float = 0.0  # test-only: extra sleep (fault="slow") or busy CPU time (fault="spin") per step
+    pace_socket: str | None = None  # A/B bench: a conductor's socket hands out the timed steps (engine.pacing)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -79,6 +80,7 @@ class TrialResult:
     loss: float | None = None
     steps: int = 0  # timed optimizer steps
     step_s: float | None = None  # median optimizer-step time
+    step_cpu_s: float | None = None  # median CPU seconds of rank 0's process per timed step, all its threads
     step_rse: float | None = None  # relative standard error of the mean step time
     wall_s: float = 0.0  # the whole trial, launch to cleanup
     launch_s: float | None = None  # launch to the first training step
