@@ -48,6 +48,12 @@ def test_each_sequence_rank_takes_its_contiguous_slice_of_inputs_and_targets():
     assert torch.equal(slices[2][1], tokens[:, 4:6] + 1)
 
 
+def test_a_sequence_sp_does_not_divide_is_refused_rather_than_cut_short():
+    tokens = torch.zeros(1, 7, dtype=torch.long)
+    with pytest.raises(ValueError, match="sp 2 does not divide the sequence length 7"):
+        SequenceTrial(split=SequenceSplit(group=None, rank=0, size=2)).local(tokens, tokens)
+
+
 @pytest.mark.slow
 def test_sp_2_by_data_parallel_2_on_4_ranks_matches_the_reference(tmp_path, gpt_reference):
     result = trial("gpt-tiny", tmp_path, gpt_reference, nproc=4, sp=2, zero_stage=1)

@@ -44,6 +44,8 @@ class SequenceTrial:
         """This rank's slice of a micro-batch's full-length (B, T) inputs and targets."""
         if self.split.size == 1:
             return inputs, targets
+        if inputs.shape[1] % self.split.size:  # layout.check_layout's rule, for a request that skipped it
+            raise ValueError(f"sp {self.split.size} does not divide the sequence length {inputs.shape[1]}")
         local_len = inputs.shape[1] // self.split.size
         first = self.split.first_position(local_len)
         return inputs[:, first:first + local_len], targets[:, first:first + local_len]
