@@ -25,9 +25,6 @@ def unexpressed(point: Point) -> str | None:
         return f"{knob_ref('cp')} {point.cp}: DeepSpeed has no context (ring-attention) parallelism"
     if point.vpp > 1:
         return f"{knob_ref('vpp')} {point.vpp}: DeepSpeed's pipeline engine has no interleaved schedule"
-    if point.sp > 1:
-        return (f"{knob_ref('sp')} {point.sp}: Ulysses needs the model's attention wrapped in DistributedAttention "
-                "and a sequence-parallel mpu, which autoscale's config cannot carry")
     return None
 
 
@@ -70,10 +67,14 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
         # "partition_config", or "preset_model": "llama" for Hugging Face's names); DeepSpeed 0.19.8
         # checks train_batch_size against every rank, TP ranks too, so a trainer drops it (engine.parallel)
         config["tensor_parallel"] = {"autotp_size": point.tp}
+    if point.sp > 1:
+        # DeepSpeed-Ulysses: the size only; the groups are the trainer's mpu (parallel_state_sp) and
+        # the attention the model's (DistributedAttention), as in engine.sequence_trial
+        config["sequence_parallel_size"] = point.sp
     return config
 
 
-DS_CONFIG_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "offload", "pp")
+DS_CONFIG_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "offload", "pp", "sp")
 """The fields of `Point` a ds_config holds; the others (checkpointing, kernels, tp) live in the model."""
 
 
@@ -92,7 +93,8 @@ def from_ds_config(config: dict, *, model_knobs: Mapping | None = None, origin: 
     keys = {"zero_stage": ("zero_optimization.stage", zero.get("stage", 0)),
             "micro_batch": ("train_micro_batch_size_per_gpu", config.get("train_micro_batch_size_per_gpu")),
             "grad_accum": ("gradient_accumulation_steps", config.get("gradient_accumulation_steps", 1)),
-            "pp": ("pipeline.stages", (config.get("pipeline") or {}).get("stages", 1))}
+            "pp": ("pipeline.stages", (config.get("pipeline") or {}).get("stages", 1)),
+            "sp": ("sequence_parallel_size", config.get("sequence_parallel_size", 1))}
     for name, (key, value) in keys.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise UserError(f"{origin}: ds_config {key} needs an integer, found {value!r} (\"auto\" is for "
@@ -110,7 +112,7 @@ def from_ds_config(config: dict, *, model_knobs: Mapping | None = None, origin: 
     if not isinstance(total, int) or total % per_replica:
         raise UserError(f"{origin}: train_batch_size {total!r} is not a multiple of micro-batch "
                         f"{point.micro_batch} x accumulation {point.grad_accum}")
-    return point, total // per_replica * point.pp * point.tp
+    return point, total // per_replica * point.model_parallel
 
 
 def _precision(config: dict, origin: str) -> str:

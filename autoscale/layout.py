@@ -41,6 +41,11 @@ def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = No
         raise RuleError("pipeline with ZeRO-2/3",
                         f"DeepSpeed's pipeline engine runs ZeRO stage 0 or 1 only, got ZeRO {point.zero_stage} "
                         f"with pp {point.pp}: change {knob_ref('zero_stage')} or {knob_ref('pp')}")
+    if point.tp > 1 and point.sp > 1:
+        raise RuleError("tp with sp",
+                        f"DeepSpeed-Ulysses' sequence groups (parallel_state_sp) cannot be combined with AutoTP's "
+                        f"tensor-parallel groups, got tp {point.tp} with sp {point.sp}: change {knob_ref('tp')} or "
+                        f"{knob_ref('sp')}")
     if spec is None:
         return
     if spec.n_heads % (point.tp * point.sp):
@@ -51,6 +56,10 @@ def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = No
         raise RuleError("tp does not divide the key-value heads",
                         f"tp {point.tp} does not divide the {spec.n_kv_heads} key-value heads of {spec.name} "
                         f"(grouped-query attention): change {knob_ref('tp')}")
+    if spec.n_kv_heads % point.sp:
+        raise RuleError("sp does not divide the key-value heads",
+                        f"sp {point.sp} does not divide the {spec.n_kv_heads} key-value heads of {spec.name} "
+                        f"(Ulysses gives each rank whole key-value heads): change {knob_ref('sp')}")
     if point.pp > spec.n_layers:
         raise RuleError("pp exceeds the layers",
                         f"pp {point.pp} exceeds the {spec.n_layers} layers of {spec.name}: change {knob_ref('pp')}")

@@ -393,3 +393,17 @@ def test_hf_trainer_export_trains_one_step_on_cpu(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["steps"] == 1 and math.isfinite(result["loss"]) and result["loss"] > 0
     assert (result["micro"], result["accum"], result["bf16"], result["stage"]) == (2, 2, True, 2)
+
+
+# --- Ulysses sequence parallelism ----------------------------------------------------------------
+
+def test_deepspeed_export_of_a_sequence_parallel_point_carries_sp_and_says_what_the_script_does(tmp_path):
+    point = Point(zero_stage=1, micro_batch=2, grad_accum=2, sp=2)
+    result, folder = exported(tmp_path, point, "deepspeed")
+    assert json.loads((folder / "ds_config.json").read_text())["sequence_parallel_size"] == 2
+    assert any(note.startswith("sp=2") and "DistributedAttention" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("target", ["hf-trainer", "accelerate", "lightning", "torchtitan"])
+def test_targets_without_a_ulysses_mpu_refuse_sp_naming_the_knob(tmp_path, target):
+    assert "sp=2" in refusal(tmp_path, Point(zero_stage=1, micro_batch=2, grad_accum=2, sp=2), target)

@@ -26,16 +26,19 @@ def trial_ds_config(config: dict, point: Point, spec: ModelSpec) -> dict:
             if key != "train_batch_size"}
 
 
-def data_parallel_coordinates(engine, *, rank: int, world_size: int) -> tuple[int, int]:
-    """(this rank's data-parallel rank, the data-parallel size): ranks of one tensor-parallel group
-    share a replica and so must train the same batch (DeepSpeed asserts it on the first forward)."""
+def data_parallel_coordinates(engine, *, rank: int, world_size: int, sp: int = 1) -> tuple[int, int]:
+    """(this rank's data-parallel rank, the data-parallel size): ranks of one tensor- or
+    sequence-parallel group share a replica and so must train the same batch (under AutoTP DeepSpeed
+    asserts it on the first forward). DeepSpeed's Ulysses groups (`parallel_state_sp`) are runs of
+    `sp` consecutive ranks, and its mpu has no data-parallel group to ask."""
     mpu = engine.mpu
-    if mpu is None:
-        return rank, world_size
+    if mpu is None or hasattr(mpu, "initialize_sequence_parallel"):
+        return rank // sp, world_size // sp
     return mpu.get_data_parallel_rank(), mpu.get_data_parallel_world_size()
 
 
 def splits_the_model(engine) -> bool:
-    """True when a rank's parameters are shards of the model's, so their norm is not the model's."""
-    mpu = engine.mpu
-    return mpu is not None and mpu.get_tensor_model_parallel_world_size() > 1
+    """True when a rank's parameters are shards of the model's, so their norm is not the model's
+    (sequence parallelism keeps whole parameters)."""
+    tensor_parallel_size = getattr(engine.mpu, "get_tensor_model_parallel_world_size", None)
+    return tensor_parallel_size is not None and tensor_parallel_size() > 1

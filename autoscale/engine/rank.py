@@ -26,6 +26,7 @@ from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
 from autoscale.engine.pacing import paced_steps
+from autoscale.engine.sequence_trial import sequence_trial
 from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
 
 COLLECTIVE_TIMEOUT_SHARE = 0.8  # of the trial's timeout: a hung NCCL collective fails before the launcher's kill
@@ -108,11 +109,13 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
-    model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
-    optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size)
+    sequence = sequence_trial(point, config, fault=request.fault)
+    model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing, sequence=sequence.split)
+    optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, mpu=sequence.mpu)
+    data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size,
+                                                                  sp=point.sp)
 
     def optimizer_step(step: int, *, keep_grad_norm: bool = False) -> torch.Tensor:
         """One optimizer step; this rank's mean loss over its micro-steps, as a tensor on the host."""
@@ -123,13 +126,14 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
                 micro_step=micro_step, data_parallel_rank=data_parallel_rank,
                 data_parallel=data_parallel, micro_batch=point.micro_batch, grad_accum=point.grad_accum,
                 seed=request.seed, seq_len=request.seq_len, vocab_size=spec.vocab_size)
+            inputs, targets = sequence.local(inputs, targets)
             loss = engine(inputs.to(device), targets.to(device))
-            engine.backward(loss)
+            engine.backward(sequence.for_backward(loss))
             if keep_grad_norm and micro_step == point.grad_accum - 1:
                 nonlocal own_grad_norm
                 own_grad_norm = replica_grad_norm(engine)  # before the step clears the gradients
             engine.step()
-            losses.append(loss.detach().float())
+            losses.append(sequence.replica_loss(loss.detach().float()))
         mean = torch.stack(losses).mean().cpu()  # synchronises the device
         if not math.isfinite(mean.item()):
             raise NonFiniteLoss(f"loss is {mean.item()}")

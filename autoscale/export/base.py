@@ -60,8 +60,18 @@ IN_DS_CONFIG = Mapped()
 
 # for targets built on autoscale's ds_config: what it cannot carry (`ds_config.unexpressed`) is refused
 NOT_IN_DS_CONFIG = Refuse("autoscale's ds_config cannot carry it, so this target would train something else")
+# the ds_config carries sequence_parallel_size, but Ulysses is mostly the training script's: its groups,
+# its attention and its sequence slices (engine.sequence_trial, models.sequence_parallel)
+ULYSSES_IN_USER_CODE = InUserCode(
+    "the ds_config sets sequence_parallel_size; the script calls deepspeed.runtime.sequence_parallel."
+    "parallel_state_sp.initialize_sequence_parallel(sp) and passes that module as mpu= to deepspeed.initialize, "
+    "wraps the attention core in deepspeed.sequence.layer.DistributedAttention(core, group, scatter_idx=2, "
+    "gather_idx=1), gives each of the sp ranks its slice of every sequence (positions offset to match), and "
+    "backpropagates loss / sp at ZeRO 0-2 (they sum gradients over the sequence group; ZeRO-3 averages)")
+ULYSSES_NOT_MAPPED = Refuse("Ulysses needs the script to build its sequence groups and pass them to "
+                            "deepspeed.initialize as mpu=, which this target's DeepSpeed integration does not take")
 SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED = {
-    "sp": {1: Mapped(), ANY: NOT_IN_DS_CONFIG},
+    "sp": {1: Mapped(), ANY: ULYSSES_NOT_MAPPED},
     "cp": {1: Mapped(), ANY: NOT_IN_DS_CONFIG},
     "vpp": {1: Mapped(), ANY: NOT_IN_DS_CONFIG},
     "megatron_sp": {False: Mapped(), ANY: NOT_IN_DS_CONFIG},

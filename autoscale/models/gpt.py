@@ -4,7 +4,8 @@ Reads top to bottom: norms, attention, MLP, block, model. The norm, MLP activati
 embedding and loss are taken from a `KernelSet` chosen at build time, so a trial can swap torch
 for Triton kernels without touching the model. Activation checkpointing is a build-time choice:
 "none", "selective" (recompute only the attention core, Korthikanti et al. 2022 Sec. 4.2) or
-"full" (recompute every block).
+"full" (recompute every block). A `SequenceSplit` chosen at build time splits each sequence over
+a group of ranks (Ulysses, `models.sequence_parallel`): the model then sees its slice of tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from autoscale.models.sequence_parallel import WHOLE_SEQUENCE, SequenceSplit
 from autoscale.models.spec import ModelSpec
 from autoscale.point import knob_choices
 from kernels import KernelSet, get_kernel_set
@@ -43,11 +45,13 @@ def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[t
 
 
 class Attention(nn.Module):
-    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, selective_recompute: bool):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, selective_recompute: bool,
+                 sequence: SequenceSplit = WHOLE_SEQUENCE):
         super().__init__()
         self.spec, self.kernel_set, self.selective_recompute = spec, kernel_set, selective_recompute
         self.qkv = nn.Linear(spec.hidden, spec.hidden + 2 * spec.kv_hidden, bias=spec.bias)
         self.out = nn.Linear(spec.hidden, spec.hidden, bias=spec.bias)
+        self.core = sequence.attention(self._attend)  # whole sequences, or this rank's slice of them
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, _ = x.shape
@@ -62,14 +66,17 @@ class Attention(nn.Module):
         v = v.view(B, T, n_kv_heads, head_dim).transpose(1, 2)
         if rotary is not None:
             q, k = self.kernel_set.apply_rotary(q, k, rotary[0][:T], rotary[1][:T])
+        y = self.core(q, k, v)  # (B, nh, T, hd)
+        return self.out(y.transpose(1, 2).reshape(B, T, n_heads * head_dim))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n_heads, n_kv_heads = q.shape[1], k.shape[1]
         if n_kv_heads != n_heads:
             repeat = n_heads // n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         if self.selective_recompute and self.training:
-            y = checkpoint(_causal_attention, q, k, v, use_reentrant=False)
-        else:
-            y = _causal_attention(q, k, v)
-        return self.out(y.transpose(1, 2).reshape(B, T, n_heads * head_dim))
+            return checkpoint(_causal_attention, q, k, v, use_reentrant=False)
+        return _causal_attention(q, k, v)
 
 
 def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -93,10 +100,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str, sequence: SequenceSplit):
         super().__init__()
         self.norm_attention = Norm(spec, kernel_set)
-        self.attention = Attention(spec, kernel_set, selective_recompute=checkpointing == "selective")
+        self.attention = Attention(spec, kernel_set, selective_recompute=checkpointing == "selective",
+                                   sequence=sequence)
         self.norm_mlp = Norm(spec, kernel_set)
         self.mlp = MLP(spec, kernel_set)
 
@@ -106,15 +114,16 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str = "none"):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str = "none",
+                 sequence: SequenceSplit = WHOLE_SEQUENCE):
         super().__init__()
         if checkpointing not in knob_choices("checkpointing"):
             raise ValueError(f"checkpointing must be one of {knob_choices('checkpointing')}, got {checkpointing!r}")
-        self.spec, self.kernel_set, self.checkpointing = spec, kernel_set, checkpointing
+        self.spec, self.kernel_set, self.checkpointing, self.sequence = spec, kernel_set, checkpointing, sequence
         self.token_embedding = nn.Embedding(spec.vocab_size, spec.hidden)
         self.position_embedding = (nn.Embedding(spec.max_seq_len, spec.hidden)
                                    if spec.position == "learned" else None)
-        self.blocks = nn.ModuleList(Block(spec, kernel_set, checkpointing) for _ in range(spec.n_layers))
+        self.blocks = nn.ModuleList(Block(spec, kernel_set, checkpointing, sequence) for _ in range(spec.n_layers))
         self.norm_final = Norm(spec, kernel_set)
         self.lm_head = None if spec.tie_embeddings else nn.Linear(spec.hidden, spec.vocab_size, bias=False)
         if spec.position == "rotary":
@@ -135,12 +144,15 @@ class Transformer(nn.Module):
         return self.token_embedding.weight if self.lm_head is None else self.lm_head.weight
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy; tokens and targets (B, T)."""
+        """Mean next-token cross-entropy; tokens and targets (B, T): the whole sequences, or this rank's
+        slice of them under sequence parallelism, whose positions start at the slice's offset."""
         B, T = tokens.shape
+        first = self.sequence.first_position(T)
         x = self.token_embedding(tokens)  # (B, T, h)
         if self.position_embedding is not None:
-            x = x + self.position_embedding(torch.arange(T, device=tokens.device))
-        rotary = (self.rotary_cos, self.rotary_sin) if self.spec.position == "rotary" else None
+            x = x + self.position_embedding(torch.arange(first, first + T, device=tokens.device))
+        rotary = ((self.rotary_cos[first:first + T], self.rotary_sin[first:first + T])
+                  if self.spec.position == "rotary" else None)
         for block in self.blocks:
             if self.checkpointing == "full" and self.training:
                 x = checkpoint(block, x, rotary, use_reentrant=False)
@@ -151,8 +163,9 @@ class Transformer(nn.Module):
             x.reshape(B * T, -1), self.output_weight(), targets.reshape(B * T))
 
 
-def build_model(spec: ModelSpec, *, kernels: str = "torch", checkpointing: str = "none") -> Transformer:
-    return Transformer(spec, get_kernel_set(kernels), checkpointing)
+def build_model(spec: ModelSpec, *, kernels: str = "torch", checkpointing: str = "none",
+                sequence: SequenceSplit = WHOLE_SEQUENCE) -> Transformer:
+    return Transformer(spec, get_kernel_set(kernels), checkpointing, sequence)
 
 
 def tensor_parallel_layer_specs(spec: ModelSpec, tp: int) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from autoscale.ds_config import check_with_deepspeed
 from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, InUserCode,
                                    KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, Refuse,
-                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target)
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, ULYSSES_IN_USER_CODE, Target)
 from autoscale.export.source import ExportSource
 
 
@@ -34,6 +34,7 @@ class DeepSpeedTarget(Target):
         "pp": {1: Mapped(), ANY: InUserCode("the ds_config sets pipeline.stages; the model must be a "
                                             "deepspeed.pipe.PipelineModule with that many stages")},
         **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,
+        "sp": {1: Mapped(), ANY: ULYSSES_IN_USER_CODE},
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
