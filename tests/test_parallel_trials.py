@@ -44,11 +44,11 @@ def reference(model: str, workdir) -> NumericsRecord:
     return record
 
 
-def trial(model: str, workdir, reference: NumericsRecord, **knobs):
+def trial(model: str, workdir, reference: NumericsRecord, nproc: int = 2, **knobs):
     micro_batch = knobs.pop("micro_batch", 2)
-    data_parallel = 2 // (knobs.get("tp", 1) * knobs.get("pp", 1) * knobs.get("sp", 1))
+    data_parallel = nproc // (knobs.get("tp", 1) * knobs.get("pp", 1) * knobs.get("sp", 1))
     point = Point(micro_batch=micro_batch, grad_accum=GLOBAL_BATCH // (micro_batch * data_parallel), **knobs)
-    return run_trial(TrialRequest(spec=PRESETS[model], point=point, seq_len=SEQ_LEN, nproc=2, workdir=workdir,
+    return run_trial(TrialRequest(spec=PRESETS[model], point=point, seq_len=SEQ_LEN, nproc=nproc, workdir=workdir,
                                   timeout_s=120, measure=QUICK, seed=1, reference=reference))
 
 

@@ -1,8 +1,10 @@
 """What a real trial applies today, for the knobs where that is less than the whole vocabulary.
 
-The engine trains data-parallel (ZeRO) trials in fp32, bf16 or fp16, and tensor-parallel ones
-through DeepSpeed's AutoTP (`engine.parallel`) with every ZeRO stage. Pipeline and sequence
-parallelism, fp8 and the other sequence-splitting knobs are known to the cost model, plans
+The engine trains data-parallel (ZeRO) trials in fp32, bf16 or fp16, tensor-parallel ones
+through DeepSpeed's AutoTP (`engine.parallel`) with every ZeRO stage, and pipeline-parallel ones
+through DeepSpeed's pipeline engine (`engine.pipeline_trial`) at ZeRO-1 without tp
+(`layout.check_pipeline_engine`).
+Sequence parallelism, fp8 and the other sequence-splitting knobs are known to the cost model, plans
 (`--backend model`) and `estimate`, and a space that asks a real backend for them gets them dropped
 by name (`SearchSpace.for_backend`), never measured as something they are not.
 """
@@ -10,7 +12,7 @@ by name (`SearchSpace.for_backend`), never measured as something they are not.
 TRIAL_CHOICES: dict[str, tuple] = {
     "precision": ("fp32", "bf16", "fp16"),
     "tp": (1, 2, 4, 8),  # within a node: AutoTP all-reduces twice per block
-    "pp": (1,),
+    "pp": (1, 2, 4),
     "sp": (1,),
     "cp": (1,),
     "vpp": (1,),
