@@ -46,7 +46,8 @@ def test_a_two_stage_llama_with_untied_head_matches_its_reference(tmp_path):
 @pytest.mark.slow
 def test_zero_0_pipeline_clipping_by_one_stage_s_norm_is_caught_by_the_gate(tmp_path, gpt_reference):
     """DeepSpeed 0.19.8's pipeline at ZeRO-0 clips each stage by its own gradient norm (the layout rules
-    refuse the point; this trial is made by hand to show the gate would catch it)."""
+    refuse the point; this trial is made by hand to show the gate would catch it). Measured here: the
+    first stage's norm 1.784 against the model's 1.997, while the 4 steps' losses stay within 2e-6."""
     result = trial("gpt-tiny", tmp_path, gpt_reference, pp=2, zero_stage=0)
     assert result.failure_kind == "diverged" and "first gradient norm" in result.reason, result.reason
-    assert result.grad_norm0 < 0.9 * gpt_reference.grad_norm0
+    assert result.grad_norm0 < 0.95 * gpt_reference.grad_norm0  # one stage's share of the model's norm
