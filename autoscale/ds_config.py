@@ -61,6 +61,7 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
         # a trainer's own torch optimizer may run on the offloaded partitions (the engine's is DeepSpeed's CPU Adam)
         config["zero_force_ds_cpu_optimizer"] = False
     if point.pp > 1:
+        # documents the layout: DeepSpeed 0.19.8 takes the stage count from the model's PipelineModule
         config["pipeline"] = {"stages": point.pp}
     if point.tp > 1:
         # DeepSpeed's AutoTP training. Which linears it shards is the model's to say (a

@@ -78,11 +78,37 @@ def grad_accum_for(point: Point, *, global_batch: int, world_size: int) -> int:
     return global_batch // per_micro_step
 
 
+def check_pipeline_engine(point: Point) -> None:
+    """Raise RuleError when DeepSpeed's pipeline engine would train `point` (grad_accum derived) badly.
+
+    These bind what autoscale runs and writes ds_configs for, not the published runs the cost model
+    is checked against (Megatron-LM clips by the whole model's norm), so `check_layout` leaves them out."""
+    if point.pp == 1:
+        return
+    if point.tp > 1:
+        raise RuleError("tp with pp",
+                        f"tp {point.tp} with pp {point.pp}: DeepSpeed's AutoTP training replaces the engine's "
+                        f"process groups with its own tensor-parallel mesh, which its pipeline engine's grid "
+                        f"cannot share: change {knob_ref('tp')} or {knob_ref('pp')}")
+    if point.zero_stage == 0:
+        raise RuleError("pipeline with ZeRO-0",
+                        f"DeepSpeed's pipeline engine at ZeRO-0 clips each stage's gradients by that stage's own "
+                        f"norm (gradient_clipping), not the model's, and trains something else: change "
+                        f"{knob_ref('zero_stage')} to 1 or {knob_ref('pp')}")
+    if point.grad_accum < point.pp:
+        raise RuleError("fewer micro-batches than pipeline stages",
+                        f"{point.grad_accum} micro-batches per step cannot keep pp {point.pp} stages busy (1F1B "
+                        f"needs at least one per stage): lower {knob_ref('micro_batch')} or {knob_ref('pp')}, "
+                        f"or raise --global-batch")
+
+
 def build_point(knobs: Mapping, *, global_batch: int, world_size: int, spec: "ModelSpec | None" = None) -> Point:
     """The point for these knob values, its gradient accumulation derived; RuleError when a rule refuses it."""
     point = Point(**knobs, grad_accum=1)  # the point's own rules first: their messages are the most specific
     check_layout(point, world_size=world_size, spec=spec)
-    return replace(point, grad_accum=grad_accum_for(point, global_batch=global_batch, world_size=world_size))
+    point = replace(point, grad_accum=grad_accum_for(point, global_batch=global_batch, world_size=world_size))
+    check_pipeline_engine(point)
+    return point
 
 
 def enumerate_points(choices: Mapping[str, Sequence], *, global_batch: int, world_size: int,

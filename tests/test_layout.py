@@ -16,6 +16,22 @@ def test_pipeline_with_zero_3_names_the_rule_and_the_knobs_to_change():
         build_point({"zero_stage": 3, "pp": 2}, global_batch=8, world_size=2)
 
 
+def test_pipeline_with_zero_0_is_refused_for_its_per_stage_clipping_naming_the_knobs():
+    with pytest.raises(RuleError, match=r"own norm \(gradient_clipping\).*zero_stage \(--zero-stage\) to 1 or pp \(--pp\)"):
+        build_point({"zero_stage": 0, "pp": 2}, global_batch=8, world_size=2)
+
+
+def test_pipeline_with_tensor_parallelism_is_refused_naming_both_knobs():
+    with pytest.raises(RuleError, match=r"AutoTP training replaces .*tp \(--tp\) or pp \(--pp\)"):
+        build_point({"zero_stage": 1, "tp": 2, "pp": 2}, global_batch=8, world_size=4)
+
+
+def test_a_pipeline_needs_a_micro_batch_per_stage_and_names_micro_batch_and_pp():
+    assert build_point({"zero_stage": 1, "pp": 2, "micro_batch": 4}, global_batch=8, world_size=2).grad_accum == 2
+    with pytest.raises(RuleError, match=r"1 micro-batches per step .* pp 2 .*micro_batch \(--micro-batch\) or pp \(--pp\)"):
+        build_point({"zero_stage": 1, "pp": 2, "micro_batch": 4}, global_batch=4, world_size=2)
+
+
 def test_an_impossible_global_batch_names_the_flag():
     with pytest.raises(RuleError, match="--global-batch"):
         build_point({"micro_batch": 3}, global_batch=8, world_size=2)
@@ -32,7 +48,7 @@ def test_model_rules_need_the_model():
 def test_enumeration_skips_what_the_rules_refuse_and_counts_it_by_rule():
     choices = {"zero_stage": (0, 2), "micro_batch": (1, 3), "offload": ("none", "cpu"), "pp": (1, 2)}
     points, skipped = enumerate_points(choices, global_batch=8, world_size=2)
-    assert skipped == {"offload needs ZeRO >= 1": 4, "pipeline with ZeRO-2/3": 4,
+    assert skipped == {"offload needs ZeRO >= 1": 4, "pipeline with ZeRO-2/3": 4, "pipeline with ZeRO-0": 1,
                        "global batch not a multiple of micro-batch x data-parallel": 4}
     assert len(points) + sum(skipped.values()) == math.prod(len(v) for v in choices.values())
     assert all(p.global_batch(2) == 8 for p in points)

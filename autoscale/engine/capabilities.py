@@ -2,7 +2,9 @@
 
 The engine trains data-parallel (ZeRO) trials in fp32, bf16 or fp16, tensor-parallel ones
 through DeepSpeed's AutoTP (`engine.parallel`) and sequence-parallel ones through DeepSpeed-Ulysses
-(`engine.sequence_trial`), each with every ZeRO stage. Pipeline parallelism, fp8 and the other sequence-splitting knobs are known to the cost model, plans
+(`engine.sequence_trial`), each with every ZeRO stage, and pipeline-parallel ones through DeepSpeed's
+pipeline engine (`engine.pipeline_trial`) at ZeRO-1 without tp (`layout.check_pipeline_engine`).
+fp8 and the other sequence-splitting knobs are known to the cost model, plans
 (`--backend model`) and `estimate`, and a space that asks a real backend for them gets them dropped
 by name (`SearchSpace.for_backend`), never measured as something they are not.
 """
@@ -10,7 +12,7 @@ by name (`SearchSpace.for_backend`), never measured as something they are not.
 TRIAL_CHOICES: dict[str, tuple] = {
     "precision": ("fp32", "bf16", "fp16"),
     "tp": (1, 2, 4, 8),  # within a node: AutoTP all-reduces twice per block
-    "pp": (1,),
+    "pp": (1, 2, 4),  # DeepSpeed's pipeline engine (engine.pipeline_trial)
     "sp": (1, 2, 4),  # DeepSpeed-Ulysses (engine.sequence_trial)
     "cp": (1,),
     "vpp": (1,),

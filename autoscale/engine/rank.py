@@ -105,6 +105,10 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     from autoscale.models.gpt import build_model
 
     point, spec = request.point, request.spec
+    if point.pp > 1:
+        from autoscale.engine.pipeline_trial import train_pipeline
+
+        return train_pipeline(request, rank=rank, world_size=world_size, local_rank=local_rank)
     device = _device(request.backend, local_rank)
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
@@ -156,14 +160,24 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     gate_losses /= world_size
     dist.broadcast(gate_losses, src=0)  # one verdict on every rank
     numerics = NumericsRecord(losses=tuple(gate_losses.tolist()), grad_norm0=grad_norm0)
-    diverged = divergence(numerics, request.reference, point.precision) if request.reference else None
+    return time_after_gate(request, numerics, rank=rank, world_size=world_size, engine=engine,
+                           device_peak=device_peak, optimizer_step=optimizer_step, device=device,
+                           train_start=train_start)
+
+
+def time_after_gate(request: TrialRequest, numerics: NumericsRecord, *, rank: int, world_size: int, engine,
+                    device_peak: DevicePeak, optimizer_step, device: torch.device, train_start: float) -> RankOutcome:
+    """The gate's verdict on `numerics`; the timed steps when it passed; every rank's peak; the engine closed."""
+    import torch.distributed as dist
+
+    diverged = divergence(numerics, request.reference, request.point.precision) if request.reference else None
     step_times: list[float] = []
     cpu_times: list[float] = []
     loss_value = numerics.losses[-1]
     if diverged is None:
         step_times, cpu_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
-                                                         optimizer_step=optimizer_step, first_step=gate_steps,
-                                                         device=device)
+                                                         optimizer_step=optimizer_step,
+                                                         first_step=len(numerics.losses), device=device)
     peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
     dist.all_gather_object(peaks, device_peak.figures(request.backend))
     engine.destroy()

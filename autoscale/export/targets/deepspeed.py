@@ -32,7 +32,8 @@ class DeepSpeedTarget(Target):
                     ANY: KERNEL_SET_IN_MODEL},
         "tp": {1: Mapped(), ANY: Refuse("autoscale's ds_config has no tensor-parallel section to carry it")},
         "pp": {1: Mapped(), ANY: InUserCode("the ds_config sets pipeline.stages; the model must be a "
-                                            "deepspeed.pipe.PipelineModule with that many stages")},
+                                            "deepspeed.pipe.PipelineModule with that many stages, trained "
+                                            "with engine.train_batch (autoscale.models.pipeline builds ours)")},
         **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,
         "sp": {1: Mapped(), ANY: ULYSSES_IN_USER_CODE},
     }
