@@ -90,6 +90,10 @@ def check_pipeline_engine(point: Point) -> None:
                         f"tp {point.tp} with pp {point.pp}: DeepSpeed's AutoTP training replaces the engine's "
                         f"process groups with its own tensor-parallel mesh, which its pipeline engine's grid "
                         f"cannot share: change {knob_ref('tp')} or {knob_ref('pp')}")
+    if point.sp > 1:
+        raise RuleError("sp with pp",
+                        f"sp {point.sp} with pp {point.pp}: the pipeline trial's stages run whole sequences (its "
+                        f"layers take no sequence-parallel group): change {knob_ref('sp')} or {knob_ref('pp')}")
     if point.zero_stage == 0:
         raise RuleError("pipeline with ZeRO-0",
                         f"DeepSpeed's pipeline engine at ZeRO-0 clips each stage's gradients by that stage's own "

@@ -26,6 +26,11 @@ def test_pipeline_with_tensor_parallelism_is_refused_naming_both_knobs():
         build_point({"zero_stage": 1, "tp": 2, "pp": 2}, global_batch=8, world_size=4)
 
 
+def test_pipeline_with_sequence_parallelism_is_refused_naming_both_knobs():
+    with pytest.raises(RuleError, match=r"run whole sequences.*sp \(--sp\) or pp \(--pp\)"):
+        build_point({"zero_stage": 1, "sp": 2, "pp": 2}, global_batch=8, world_size=4)
+
+
 def test_a_pipeline_needs_a_micro_batch_per_stage_and_names_micro_batch_and_pp():
     assert build_point({"zero_stage": 1, "pp": 2, "micro_batch": 4}, global_batch=8, world_size=2).grad_accum == 2
     with pytest.raises(RuleError, match=r"1 micro-batches per step .* pp 2 .*micro_batch \(--micro-batch\) or pp \(--pp\)"):
