@@ -13,6 +13,7 @@ from pathlib import Path
 from autoscale.engine.numerics import NumericsRecord
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
+from autoscale.workload import ScriptWorkload
 
 BACKENDS = ("cpu", "cuda")
 FAULTS = ("crash", "hang", "nan", "oom", "slow", "stale_batch")  # test-only fault injection, see rank.py
@@ -47,6 +48,7 @@ class TrialRequest:
     reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
     fault: str | None = None  # test-only: one of FAULTS
     slow_step_s: float = 0.0  # test-only: extra sleep per step with fault="slow"
+    script: ScriptWorkload | None = None  # the user's script trains instead of autoscale's loop (engine.script)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -62,6 +64,8 @@ class TrialRequest:
         data["workdir"] = Path(data["workdir"])
         if data.get("reference") is not None:
             data["reference"] = NumericsRecord.from_dict(data["reference"])
+        if data.get("script") is not None:
+            data["script"] = ScriptWorkload.from_dict(data["script"])
         return cls(**data)
 
 
