@@ -62,7 +62,7 @@ class TuneSession:
     notes: tuple[str, ...] = ()  # lines for the headline: how the flags were taken
 
     @classmethod
-    def from_flags(cls, *, model: str, trials: int, space: str, global_batch: int | None, seq_len: int | None,
+    def from_flags(cls, *, model: str, trials: int, space: str | None, global_batch: int | None, seq_len: int | None,
                    backend: str, nproc: int | None, out: Path | None, study_name: str | None,
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
                    command: list[str], fault: str | None = None, hardware: str | None = None,
@@ -134,6 +134,7 @@ class TuneSession:
         check_writable(out_dir)
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
                                           resume=True, confirm_rounds=0,  # the study's starter confirms
+                                          launcher="fresh" if settings.get("script") else "warm",  # scripts: fresh
                                           usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
         prepared = config.space.for_backend(config.backend, global_batch=config.global_batch, world_size=config.nproc)
         return cls(config, cls._run_info(config, hardware, command), hardware,
