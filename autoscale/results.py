@@ -21,6 +21,7 @@ from autoscale.provenance import git_commit, mask_password, utc_now, versions
 
 KNOB_COLUMNS = POINT_FIELDS
 METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
+OWN_WORKLOAD = "autoscale"  # trials.csv's workload when trials ran autoscale's own training loop
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
            "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at")
 
@@ -88,8 +89,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
-    atomic_write_text(path, trials_frame(records).to_csv(index=False))
+def write_trials_csv(records: list[TrialRecord], path: Path, *, workload: str = OWN_WORKLOAD) -> None:
+    """`workload`: what every trial trained, autoscale's own loop or a script's path (`RunInfo.workload_label`)."""
+    atomic_write_text(path, trials_frame(records).assign(workload=workload).to_csv(index=False))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,8 +114,14 @@ class RunInfo:
     evaluated: dict | None = None  # --backend model: how many points were predicted, fitting, pruned
     launcher_fallback: dict | None = None  # the warm launcher's CUDA start failed: what ran fresh instead
     host_load: dict | None = None  # `hostload.LoadLog.as_dict()`: how busy the host was before and during
+    workload: dict | None = None  # `ScriptWorkload.describe()` when a user's script was measured; None: autoscale's loop
     versions: dict = field(default_factory=versions)
     git_commit: str | None = field(default_factory=git_commit)
+
+
+def workload_label(info: RunInfo) -> str:
+    """trials.csv's workload column: the script measured, or autoscale's own loop."""
+    return info.workload["script"] if info.workload else OWN_WORKLOAD
 
 
 def _entry(record: TrialRecord | None) -> dict | None:

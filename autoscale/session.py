@@ -7,6 +7,7 @@ one line and exit code 2, not a half-written run folder.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 from collections import Counter
@@ -25,11 +26,13 @@ from autoscale.provenance import utc_now
 from autoscale.results import RunInfo, best_record
 from autoscale.space import dropped_choices, load_space
 from autoscale.tuner import Observer, TuneConfig, TuneOutcome, tune
+from autoscale.workload import DEFAULT_CONFIG_FLAG, ScriptWorkload
 
 if TYPE_CHECKING:
     from autoscale.hardware import Hardware
 
 MIN_FREE_DISK_BYTES = 50 * 2**20
+PROBE_WORDS = ("probe.step", "AutoscaleCallback")  # a script that names one of these reports to the probe
 LAUNCHERS = selectable_launchers()  # the engine's registry; "hostfile" is chosen by --hostfile instead
 
 
@@ -56,22 +59,29 @@ class TuneSession:
     workers: int = 0  # --workers: an array of `autoscale worker` jobs measures the trials (launcher slurm)
     slurm_args: tuple[str, ...] = ()  # --slurm-args: options for srun and sbatch
     not_measured: tuple[str, ...] = ()  # the space's choices this backend drops (`dropped_choices`), for the headline
+    notes: tuple[str, ...] = ()  # lines for the headline: how the flags were taken
 
     @classmethod
-    def from_flags(cls, *, model: str, trials: int, space: str, global_batch: int | None, seq_len: int | None,
+    def from_flags(cls, *, model: str, trials: int, space: str | None, global_batch: int | None, seq_len: int | None,
                    backend: str, nproc: int | None, out: Path | None, study_name: str | None,
                    timeout_per_trial: float, storage: str | None, resume: bool, seed: int,
                    command: list[str], fault: str | None = None, hardware: str | None = None,
                    gpus: int | None = None, launcher: str = "warm",
                    hostfile: Path | None = None, confirm_rounds: int = 3, workers: int = 0,
-                   slurm_args: str | None = None) -> "TuneSession":
+                   slurm_args: str | None = None, script: Path | None = None, script_args: tuple[str, ...] = (),
+                   script_config_flag: str = DEFAULT_CONFIG_FLAG) -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
 
         spec = resolve_model(model)
-        search_space = load_space(space)
+        search_space = load_space(space or ("script" if script else "default"))
         backend = resolve_backend(backend)
         if launcher not in LAUNCHERS:
             raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+        workload, notes = None, ()
+        if script is not None or script_args:
+            workload, launcher, notes = script_workload(script, script_args, script_config_flag, backend=backend,
+                                                        launcher=launcher, hostfile=hostfile, seq_len=seq_len)
+            search_space.check_scriptable()
         check_slurm_flags(launcher=launcher, workers=workers, storage=storage, slurm_args=slurm_args)
         if backend == "model":
             if hardware is None:
@@ -88,9 +98,9 @@ class TuneSession:
 
             nproc = select_hosts(read_hostfile(hostfile))[1]  # the whole hostfile: one rank per slot
             launcher = "hostfile"
-        seq_len = resolve_seq_len(spec, seq_len)
+        seq_len = seq_len if workload else resolve_seq_len(spec, seq_len)
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
-        study_name = study_name or f"{spec.name}-{backend}"
+        study_name = study_name or f"{Path(workload.path).stem if workload else spec.name}-{backend}"
         out_dir = out or Path("runs") / study_name
         not_measured = () if backend == "model" else tuple(dropped_choices(
             search_space, search_space.for_backend(backend, global_batch=global_batch, world_size=nproc)))
@@ -101,11 +111,12 @@ class TuneSession:
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
                             usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault,
                             confirm_rounds=confirm_rounds, launcher=launcher,
-                            hostfile=str(hostfile) if hostfile else None)
+                            hostfile=str(hostfile) if hostfile else None, script=workload,
+                            numerics_gate=workload is None)
         from autoscale.engine.slurm import parse_slurm_args
 
         return cls(config, cls._run_info(config, hardware, command), hardware, workers=workers,
-                   slurm_args=parse_slurm_args(slurm_args), not_measured=not_measured)
+                   slurm_args=parse_slurm_args(slurm_args), not_measured=not_measured, notes=notes)
 
     @classmethod
     def for_worker(cls, *, storage: str, study_name: str, out: Path | None, command: list[str]) -> "TuneSession":
@@ -123,6 +134,7 @@ class TuneSession:
         check_writable(out_dir)
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
                                           resume=True, confirm_rounds=0,  # the study's starter confirms
+                                          launcher="fresh" if settings.get("script") else "warm",  # scripts: fresh
                                           usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
         prepared = config.space.for_backend(config.backend, global_batch=config.global_batch, world_size=config.nproc)
         return cls(config, cls._run_info(config, hardware, command), hardware,
@@ -130,10 +142,11 @@ class TuneSession:
 
     @staticmethod
     def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
-        spec = config.spec
-        return RunInfo(study_name=config.study_name,
-                       model={"name": spec.name, "params": spec.param_count(),
-                              "train_flops_per_token": spec.train_flops_per_token(config.seq_len)},
+        spec, script = config.spec, config.script
+        model = ({"name": script.name, "params": None, "train_flops_per_token": None} if script else
+                 {"name": spec.name, "params": spec.param_count(),
+                  "train_flops_per_token": spec.train_flops_per_token(config.seq_len)})
+        return RunInfo(study_name=config.study_name, model=model, workload=script.describe() if script else None,
                        backend=config.backend, world_size=config.nproc, global_batch=config.global_batch,
                        seq_len=config.seq_len,
                        hardware={"name": hardware.name, "description": hardware.description,
@@ -146,8 +159,12 @@ class TuneSession:
         c = self.config
         where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}" if c.backend == "model"
                  else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
-        line = (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
-                f"{c.global_batch} x {c.seq_len} tokens, space {c.space.name!r} -> {c.out_dir}")
+        what = (f"script {shlex.join([c.script.path, *c.script.args])}" if c.script else
+                f"{c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params)")
+        tokens = f" x {c.seq_len} tokens" if c.seq_len else " sequences"
+        line = (f"tuning {what}, {where}: global batch {c.global_batch}{tokens}, space {c.space.name!r} -> "
+                f"{c.out_dir}")
+        line += "".join(f"\n{note}" for note in self.notes)
         if self.not_measured:
             line += (f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): "
                      f"{', '.join(self.not_measured)}")
@@ -185,7 +202,8 @@ class TuneSession:
             c = replace(c, resume=True)  # the workers measured the trials; this run finishes the study
         with open_runner(c.launcher, run_dir=c.out_dir, backend=c.backend, hostfile=c.hostfile,
                          slurm_args=self.slurm_args, on_fallback=observer.note if observer else None) as runner:
-            return tune(c, info=self.info, observer=observer, run=runner, predictor=self.predictor())
+            predictor = None if c.script else self.predictor()  # the cost model knows autoscale's models, not a script's
+            return tune(c, info=self.info, observer=observer, run=runner, predictor=predictor)
 
     def finish(self, outcome: TuneOutcome) -> list[str]:
         """Write the best ds_config and the report; return what to tell the user."""
@@ -197,6 +215,35 @@ class TuneSession:
             lines.append(f"wrote {path}")
         lines.append(build_report_or_say_why(self.config.out_dir))
         return lines
+
+
+def script_workload(script: Path | None, script_args: tuple[str, ...], config_flag: str, *, backend: str,
+                    launcher: str, hostfile: Path | None, seq_len: int | None) -> tuple[ScriptWorkload, str, tuple[str, ...]]:
+    """`--script` and its arguments as a workload, the launcher that runs it, and what to tell the user.
+
+    A script is started afresh for every trial: the warm launcher's forks hold autoscale's own rank
+    loop, not a script's interpreter. Its figures come from the probe, or from DeepSpeed's step timer
+    in samples, which --seq-len turns into tokens."""
+    if script is None:
+        raise UserError(f"arguments {shlex.join(script_args)!r} after -- are for a script: name it with --script")
+    if not script.is_file():
+        raise UserError(f"--script {str(script)!r}: no such file")
+    if backend == "model":
+        raise UserError("--script measures a script with real trials: use --backend cpu or cuda, not model")
+    if hostfile is not None or launcher not in ("warm", "fresh"):
+        raise UserError("--script runs with --launcher fresh (or warm, which runs scripts fresh): "
+                        "drop --hostfile or --launcher " + (launcher if hostfile is None else "hostfile"))
+    if not config_flag.startswith("-"):
+        raise UserError(f"--script-config-flag must be a flag such as --deepspeed_config, got {config_flag!r}")
+    notes = ["a script's trials are not checked against a reference run's losses (numerics gate off): "
+             "its data are its own"]
+    if launcher == "warm":
+        notes.insert(0, "--script: every trial starts the script in fresh processes (a script cannot be forked warm)")
+    if seq_len is None and not any(word in script.read_text(errors="replace") for word in PROBE_WORDS):
+        raise UserError(f"--script {str(script)!r} has no autoscale probe: add `probe.step(tokens=...)` after each "
+                        "optimizer step, or pass --seq-len so DeepSpeed's samples/s become tokens/s")
+    return (ScriptWorkload(path=str(script.resolve()), args=tuple(script_args), config_flag=config_flag), "fresh",
+            tuple(notes))
 
 
 def check_slurm_flags(*, launcher: str, workers: int, storage: str | None, slurm_args: str | None) -> None:

@@ -64,6 +64,17 @@ class SearchSpace:
                             f"{world_size} ranks (skipped: {describe_skipped(skipped)}); change --global-batch "
                             f"or micro_batch in the space (choices: {list(self.choices['micro_batch'])})")
 
+    def check_scriptable(self) -> None:
+        """A script trial applies only the ds_config's knobs (`engine.capabilities.SCRIPT_KNOBS`): refuse,
+        by space key, any other knob the space varies or moves off its default."""
+        from autoscale.engine.capabilities import SCRIPT_KNOBS
+
+        for knob in KNOBS:
+            if knob.name not in SCRIPT_KNOBS and self.choices[knob.name] != (knob.default,):
+                raise UserError(f"space {self.name!r}: {knob.name} {list(self.choices[knob.name])}: a --script trial "
+                                f"cannot apply {knob.name} (only {', '.join(SCRIPT_KNOBS)}, through its ds_config); "
+                                f"remove the {knob.name} key or pin it to [{knob.default}]")
+
     def for_backend(self, backend: str, *, global_batch: int, world_size: int) -> "SearchSpace":
         """Keep what trials on this backend can run (`engine.capabilities`) and the micro-batches that can
         make the global batch; fail early if nothing is left. `dropped_choices` says what went."""

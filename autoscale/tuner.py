@@ -26,11 +26,13 @@ from autoscale.engine.numerics import NumericsRecord, reference_request, run_ref
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
-from autoscale.results import RunInfo, TrialRecord, baseline_record, write_summary, write_trials_csv
+from autoscale.results import (RunInfo, TrialRecord, baseline_record, workload_label, write_summary,
+                               write_trials_csv)
 from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
 from autoscale.study import INTERRUPTED, REFERENCE_ATTR, RUN_ATTR, heartbeat, open_study, records_of
+from autoscale.workload import ScriptWorkload
 
 __all__ = ["TuneConfig", "TuneOutcome", "tune"]
 
@@ -58,6 +60,7 @@ class TuneConfig:
     numerics_gate: bool = True  # every trial first trains the reference run's batches and must match it
     launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
     hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
+    script: ScriptWorkload | None = None  # a user's script is each trial's workload (`engine.script`)
 
     @property
     def storage_url(self) -> str:
@@ -70,7 +73,7 @@ class TuneConfig:
                 "nproc": self.nproc, "trials": self.trials, "seed": self.seed,
                 "timeout_per_trial_s": self.timeout_per_trial_s, "measure": asdict(self.measure),
                 "seed_points": self.seed_points, "confirm_rounds": self.confirm_rounds,
-                "numerics_gate": self.numerics_gate}
+                "numerics_gate": self.numerics_gate, "script": asdict(self.script) if self.script else None}
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
@@ -79,6 +82,7 @@ class TuneConfig:
         values["space"] = SearchSpace(values["space"]["name"],
                                       {k: tuple(v) for k, v in values["space"]["choices"].items()})
         values["measure"] = MeasurePolicy(**values["measure"])
+        values["script"] = ScriptWorkload.from_dict(values["script"]) if values.get("script") else None
         return cls(**{**values, **overrides})
 
 
@@ -168,7 +172,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
 
     def save(confirmation: dict | None = None) -> tuple[list[TrialRecord], dict]:
         records = records_of(study)
-        write_trials_csv(records, config.out_dir / "trials.csv")
+        write_trials_csv(records, config.out_dir / "trials.csv", workload=workload_label(info))
         return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
@@ -187,7 +191,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
                                    nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
                                    timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                   fault=config.fault, reference=reference)
+                                   fault=config.fault, reference=reference, script=config.script)
             with heartbeat(study, trial):
                 result = run(request)
             record = policy.tell(point, result)
@@ -246,7 +250,7 @@ def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable
         return run(TrialRequest(spec=config.spec, point=record.point, seq_len=config.seq_len, backend=config.backend,
                                 nproc=config.nproc, workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}",
                                 timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                fault=config.fault, reference=reference))
+                                fault=config.fault, reference=reference, script=config.script))
 
     return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
 

@@ -177,6 +177,7 @@ def _run_context(run: data.Run) -> dict:
         "name": run.study_name,
         "path": str(run.path),
         "model": model,
+        "workload": summary.get("workload"),
         "hardware": summary.get("hardware") or {},
         "backend": summary.get("backend"),
         "world_size": summary.get("world_size"),

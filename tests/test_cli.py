@@ -8,7 +8,8 @@ from autoscale.point import KNOBS
 OPTIONS = {
     "tune": {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
              "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus",
-             "--launcher", "--hostfile", "--confirm-rounds", "--workers", "--slurm-args"},
+             "--launcher", "--hostfile", "--confirm-rounds", "--workers", "--slurm-args", "--script",
+             "--script-config-flag"},
     "models": set(),
     "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json",
                  *(knob.flag for knob in KNOBS)},

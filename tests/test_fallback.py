@@ -1,11 +1,13 @@
 """Warm ranks that cannot start CUDA hand the study to fresh processes, once, and say so."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from autoscale.engine.fallback import FallbackToFresh
 from autoscale.engine.request import TrialRequest, TrialResult
 from autoscale.models import PRESETS
 from autoscale.point import Point
+from autoscale.workload import ScriptWorkload
 
 CUDA_INIT_FAILURE = ("crash: rank0: RuntimeError: CUDA error: initialization error\n"
                      "CUDA kernel errors might be asynchronously reported")
@@ -54,3 +56,11 @@ def test_other_failures_of_the_first_warm_trial_stay_warm():
     runner = FallbackToFresh(warm, fresh)
     assert runner(request("trial-0")) is oom
     assert fresh.ran == [] and runner.fallback is None
+
+
+def test_a_script_trial_is_never_forked_warm():
+    warm, fresh = StandIn(), StandIn()
+    runner = FallbackToFresh(warm, fresh)
+    runner(replace(request("script-0", backend="cpu"), script=ScriptWorkload(path="/nonexistent/train.py")))
+    runner(request("trial-1", backend="cpu"))
+    assert fresh.ran == ["script-0"] and warm.ran == ["trial-1"] and runner.fallback is None

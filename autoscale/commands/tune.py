@@ -15,6 +15,7 @@ from autoscale.console import make_console
 from autoscale.errors import UserError
 from autoscale.point import Point
 from autoscale.results import TrialRecord
+from autoscale.workload import DEFAULT_CONFIG_FLAG
 
 console = make_console()
 
@@ -121,15 +122,18 @@ def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Tabl
         headroom = f"{100 * (1 - r.peak_bytes / limit_bytes):.0f}%" if limit_bytes and r.peak_bytes else "-"
         table.add_row("base" if record.is_baseline else str(record.number), record.point.short(),
                       f"{r.tokens_per_s:,.0f}", f"{r.tokens_per_s / base_tps:.2f}x" if base_tps else "-",
-                      f"{r.tflops_per_device:.3f}", f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-",
+                      f"{r.tflops_per_device:.3f}" if r.tflops_per_device is not None else "-",
+                      f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-",
                       format_bytes(r.peak_bytes), headroom)
     return table
 
 
 def tune(
+    ctx: typer.Context,
     model: str = typer.Option("gpt-tiny", help="Preset name (see `autoscale models`) or a Hugging Face config.json."),
     trials: int = typer.Option(12, min=1, help="Trials to measure, the baseline included."),
-    space: str = typer.Option("default", help="Search space: a name in search_spaces/ or a YAML path."),
+    space: Optional[str] = typer.Option(None, help="Search space: a name in search_spaces/ or a YAML path. "
+                                        "Default: default (script with --script)."),
     global_batch: Optional[int] = typer.Option(None, min=1, help="Sequences per optimizer step, held fixed. Default: 8 per rank."),
     seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence. Default: the model's, at most 1024."),
     backend: Literal["auto", "cpu", "cuda", "model"] = typer.Option("auto", help="auto, cpu, cuda (auto: cuda when a GPU is visible), or model: "
@@ -154,6 +158,11 @@ def tune(
                                 "(a Slurm job array) that measure the study's trials; needs --storage postgresql://..."),
     slurm_args: Optional[str] = typer.Option(None, help="--launcher slurm: srun/sbatch options for the trials' "
                                              "steps and the workers' jobs, e.g. '--partition=gpu --time=60'."),
+    script: Optional[Path] = typer.Option(None, help="Measure this DeepSpeed training script instead of autoscale's "
+                                          "own loop: `--script train.py -- ARGS` runs `python train.py ARGS "
+                                          "--deepspeed_config TRIAL.json` on every rank of every trial."),
+    script_config_flag: str = typer.Option(DEFAULT_CONFIG_FLAG, help="--script: the flag that hands the script "
+                                           "its ds_config (HF Trainer scripts: --deepspeed)."),
 ) -> None:
     """Search DeepSpeed configs for a model with real training trials; write ds_config.json and a report."""
     from autoscale.session import TuneSession
@@ -163,7 +172,8 @@ def tune(
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
                                      hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
-                                     confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args)
+                                     confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args,
+                                     script=script, script_args=tuple(ctx.args), script_config_flag=script_config_flag)
     run_session(session, console)
 
 
@@ -199,4 +209,4 @@ def run_session(session, console) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tune")(tune)
+    app.command("tune", context_settings={"allow_extra_args": True})(tune)

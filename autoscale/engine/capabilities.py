@@ -9,6 +9,12 @@ fp8 and the other sequence-splitting knobs are known to the cost model, plans
 by name (`SearchSpace.for_backend`), never measured as something they are not.
 """
 
+from autoscale.ds_config import DS_CONFIG_KNOBS
+
+# A user's script (`autoscale tune --script`) applies only what its ds_config carries; pipeline
+# stages need the script's model to be a DeepSpeed PipelineModule, which autoscale cannot know.
+SCRIPT_KNOBS: tuple[str, ...] = tuple(knob for knob in DS_CONFIG_KNOBS if knob != "pp")
+
 TRIAL_CHOICES: dict[str, tuple] = {
     "precision": ("fp32", "bf16", "fp16"),
     "tp": (1, 2, 4, 8),  # within a node: AutoTP all-reduces twice per block

@@ -30,7 +30,7 @@ class FallbackToFresh:
         self._backends_tried: set[str] = set()
 
     def __call__(self, request: TrialRequest) -> TrialResult:
-        if self.fallback is not None:
+        if self.fallback is not None or request.script is not None:  # a user's script is never forked warm
             return self.fresh(request)
         first_on_backend = request.backend not in self._backends_tried
         self._backends_tried.add(request.backend)

@@ -23,6 +23,7 @@ from autoscale.ds_config import to_ds_config
 from autoscale.engine.outcome import (collected, last_line, reason_from_error_files, reason_from_signal,
                                       timed_out)
 from autoscale.engine.request import STARTED_MARKER, TrialRequest, TrialResult
+from autoscale.probe import PROBE_DIR_ENV
 
 POLL_S = 0.05
 PR_SET_PDEATHSIG = 1
@@ -144,11 +145,15 @@ def prepare_workdir(request: TrialRequest) -> tuple[Path, Path]:
     workdir = request.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in [*workdir.glob("rank*.error.json"), *workdir.glob("rank*.done"), workdir / "result.json",
-                  workdir / STARTED_MARKER]:
+                  workdir / STARTED_MARKER, *workdir.glob("probe.rank*.jsonl")]:
         stale.unlink(missing_ok=True)
     request_path, result_path = workdir / "request.json", workdir / "result.json"
     request_path.write_text(request.to_json())
     config = request.ds_config or to_ds_config(request.point, world_size=request.nproc)
+    if request.script is not None:
+        from autoscale.engine.script import script_ds_config
+
+        config = script_ds_config(config)
     (workdir / "ds_config.json").write_text(json.dumps(config, indent=2))
     return request_path, result_path
 
@@ -161,6 +166,9 @@ def _run_once(request: TrialRequest) -> TrialResult:
     launch_time = time.time()
     env = rank_environment(request, port=free_port(), launch_time=launch_time)
     command = [sys.executable, "-m", "autoscale.engine.rank", str(request_path), str(result_path)]
+    if request.script is not None:
+        command = request.script.command(sys.executable, workdir / "ds_config.json")
+        env[PROBE_DIR_ENV] = str(workdir)
     processes: list[subprocess.Popen] = []
     pgid = None
     try:
@@ -180,6 +188,10 @@ def _run_once(request: TrialRequest) -> TrialResult:
     wall_s = time.monotonic() - started
     if not finished:
         return timed_out(request, wall_s=wall_s)
+    if request.script is not None:
+        from autoscale.engine.script import script_result
+
+        return script_result(request, processes, wall_s=wall_s, launch_time=launch_time)
     if result_path.exists() and all(p.returncode == 0 for p in processes):
         return collected(result_path, wall_s=wall_s)
     return TrialResult.failed(failure_reason(workdir, processes), wall_s=wall_s)

@@ -11,7 +11,8 @@ from types import ModuleType
 
 import torch
 
-_STATUS = Path("/proc/self/status")
+from autoscale.probe import resident_peak_bytes
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -34,10 +35,7 @@ def peak_memory_bytes(backend: str) -> int:
     """CUDA: the allocator's peak reserved bytes. CPU: peak resident set (VmHWM)."""
     if backend == "cuda":
         return int(torch.cuda.max_memory_reserved())
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    return resident_peak_bytes()
 
 
 def relative_standard_error(samples: list[float]) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 from autoscale.engine.numerics import NumericsRecord
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
+from autoscale.workload import ScriptWorkload
 
 BACKENDS = ("cpu", "cuda")
 FAULTS = ("crash", "hang", "nan", "oom", "slow", "spin", "stale_batch",  # test-only fault injection, see rank.py
@@ -49,6 +50,7 @@ class TrialRequest:
     fault: str | None = None  # test-only: one of FAULTS
     slow_step_s: float = 0.0  # test-only: extra sleep (fault="slow") or busy CPU time (fault="spin") per step
     pace_socket: str | None = None  # A/B bench: a conductor's socket hands out the timed steps (engine.pacing)
+    script: ScriptWorkload | None = None  # the user's script trains instead of autoscale's loop (engine.script)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -64,6 +66,8 @@ class TrialRequest:
         data["workdir"] = Path(data["workdir"])
         if data.get("reference") is not None:
             data["reference"] = NumericsRecord.from_dict(data["reference"])
+        if data.get("script") is not None:
+            data["script"] = ScriptWorkload.from_dict(data["script"])
         return cls(**data)
 
 
