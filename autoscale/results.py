@@ -22,7 +22,7 @@ from autoscale.provenance import git_commit, mask_password, utc_now, versions
 KNOB_COLUMNS = POINT_FIELDS
 METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
-           "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at")
+           "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at", "impl")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +78,9 @@ def baseline_record(records: list[TrialRecord]) -> TrialRecord | None:
     return next((r for r in records if r.is_baseline and r.status == "ok"), None)
 
 
-def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
-    return pd.DataFrame([r.row() for r in records], columns=list(COLUMNS))
+def trials_frame(records: list[TrialRecord], impl: str = "own") -> pd.DataFrame:
+    """One row per record; `impl` is what the study's trials trained (`models.hf_model.IMPLS`)."""
+    return pd.DataFrame([{**r.row(), "impl": impl} for r in records], columns=list(COLUMNS))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -88,8 +89,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_trials_csv(records: list[TrialRecord], path: Path) -> None:
-    atomic_write_text(path, trials_frame(records).to_csv(index=False))
+def write_trials_csv(records: list[TrialRecord], path: Path, impl: str = "own") -> None:
+    atomic_write_text(path, trials_frame(records, impl).to_csv(index=False))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,12 +64,14 @@ class TuneSession:
                    command: list[str], fault: str | None = None, hardware: str | None = None,
                    gpus: int | None = None, launcher: str = "warm",
                    hostfile: Path | None = None, confirm_rounds: int = 3, workers: int = 0,
-                   slurm_args: str | None = None) -> "TuneSession":
+                   slurm_args: str | None = None, impl: str = "own") -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
+        from autoscale.models.hf_model import workload_config
 
         spec = resolve_model(model)
         search_space = load_space(space)
         backend = resolve_backend(backend)
+        hf_config = workload_config(impl, model=model, spec=spec, backend=backend)
         if launcher not in LAUNCHERS:
             raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
         check_slurm_flags(launcher=launcher, workers=workers, storage=storage, slurm_args=slurm_args)
@@ -92,16 +94,15 @@ class TuneSession:
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
         study_name = study_name or f"{spec.name}-{backend}"
         out_dir = out or Path("runs") / study_name
-        not_measured = () if backend == "model" else tuple(dropped_choices(
-            search_space, search_space.for_backend(backend, global_batch=global_batch, world_size=nproc)))
-        check_writable(out_dir)
         hardware = target
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
                             usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault,
                             confirm_rounds=confirm_rounds, launcher=launcher,
-                            hostfile=str(hostfile) if hostfile else None)
+                            hostfile=str(hostfile) if hostfile else None, impl=impl, hf_config=hf_config)
+        not_measured = () if backend == "model" else tuple(dropped_choices(search_space, config.trial_space()))
+        check_writable(out_dir)
         from autoscale.engine.slurm import parse_slurm_args
 
         return cls(config, cls._run_info(config, hardware, command), hardware, workers=workers,
@@ -124,16 +125,16 @@ class TuneSession:
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
                                           resume=True, confirm_rounds=0,  # the study's starter confirms
                                           usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
-        prepared = config.space.for_backend(config.backend, global_batch=config.global_batch, world_size=config.nproc)
         return cls(config, cls._run_info(config, hardware, command), hardware,
-                   not_measured=tuple(dropped_choices(config.space, prepared)))
+                   not_measured=tuple(dropped_choices(config.space, config.trial_space())))
 
     @staticmethod
     def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
         spec = config.spec
         return RunInfo(study_name=config.study_name,
                        model={"name": spec.name, "params": spec.param_count(),
-                              "train_flops_per_token": spec.train_flops_per_token(config.seq_len)},
+                              "train_flops_per_token": spec.train_flops_per_token(config.seq_len),
+                              "impl": config.impl},
                        backend=config.backend, world_size=config.nproc, global_batch=config.global_batch,
                        seq_len=config.seq_len,
                        hardware={"name": hardware.name, "description": hardware.description,
@@ -146,7 +147,8 @@ class TuneSession:
         c = self.config
         where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}" if c.backend == "model"
                  else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
-        line = (f"tuning {c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
+        model = c.spec.name + (" (transformers)" if c.impl == "transformers" else "")
+        line = (f"tuning {model} ({c.spec.param_count() / 1e6:,.1f}M params), {where}: global batch "
                 f"{c.global_batch} x {c.seq_len} tokens, space {c.space.name!r} -> {c.out_dir}")
         if self.not_measured:
             line += (f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): "

@@ -11,7 +11,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, Mapping
 
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, create_model
 
@@ -64,13 +65,15 @@ class SearchSpace:
                             f"{world_size} ranks (skipped: {describe_skipped(skipped)}); change --global-batch "
                             f"or micro_batch in the space (choices: {list(self.choices['micro_batch'])})")
 
-    def for_backend(self, backend: str, *, global_batch: int, world_size: int) -> "SearchSpace":
-        """Keep what trials on this backend can run (`engine.capabilities`) and the micro-batches that can
-        make the global batch; fail early if nothing is left. `dropped_choices` says what went."""
+    def for_backend(self, backend: str, *, global_batch: int, world_size: int,
+                    workload: Mapping[str, tuple] = MappingProxyType({})) -> "SearchSpace":
+        """Keep what trials on this backend (and of this workload: `capabilities.workload_choices`) can
+        run (`engine.capabilities`) and the micro-batches that can make the global batch; fail early if
+        nothing is left. `dropped_choices` says what went."""
         from autoscale.engine.capabilities import TRIAL_CHOICES
 
         space = self
-        for knob, runnable in TRIAL_CHOICES.items():
+        for knob, runnable in [*TRIAL_CHOICES.items(), *workload.items()]:
             space = space.restricted(knob, runnable)
         if backend == "cpu":
             space = space.restricted("precision", ("fp32", "bf16"))

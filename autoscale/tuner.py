@@ -22,6 +22,7 @@ from autoscale.hostload import LoadLog
 from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
+from autoscale.engine.capabilities import workload_choices
 from autoscale.engine.numerics import NumericsRecord, reference_request, run_reference
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
@@ -58,6 +59,8 @@ class TuneConfig:
     numerics_gate: bool = True  # every trial first trains the reference run's batches and must match it
     launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
     hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
+    impl: str = "own"  # what trials train: autoscale's own model, or "transformers" (`models.hf_model`)
+    hf_config: dict | None = None  # impl "transformers": the model's config.json, as read
 
     @property
     def storage_url(self) -> str:
@@ -70,7 +73,19 @@ class TuneConfig:
                 "nproc": self.nproc, "trials": self.trials, "seed": self.seed,
                 "timeout_per_trial_s": self.timeout_per_trial_s, "measure": asdict(self.measure),
                 "seed_points": self.seed_points, "confirm_rounds": self.confirm_rounds,
-                "numerics_gate": self.numerics_gate}
+                "numerics_gate": self.numerics_gate, "impl": self.impl, "hf_config": self.hf_config}
+
+    def trial_space(self) -> SearchSpace:
+        """The space as this run's trials can measure it: this backend's and this workload's choices."""
+        return self.space.for_backend(self.backend, global_batch=self.global_batch, world_size=self.nproc,
+                                      workload=workload_choices(self.impl, self.hf_config))
+
+    def trial_request(self, point: Point, *, workdir: Path, reference: NumericsRecord | None) -> TrialRequest:
+        """One trial of `point` in this run: its model, workload, sequence, ranks and limits."""
+        return TrialRequest(spec=self.spec, point=point, seq_len=self.seq_len, backend=self.backend,
+                            nproc=self.nproc, workdir=workdir, timeout_s=self.timeout_per_trial_s,
+                            measure=self.measure, seed=self.seed, impl=self.impl, hf_config=self.hf_config,
+                            fault=self.fault, reference=reference)
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
@@ -134,8 +149,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     model's top-ranked points. Several processes may run this on one storage at once.
     """
     observer = observer or SilentObserver()
-    space = config.space.for_backend(config.backend, global_batch=config.global_batch,
-                                     world_size=config.nproc)  # before the study: a bad input must not touch it
+    space = config.trial_space()  # before the study: a bad input must not touch it
     if predictor is not None:
         predictor = functools.cache(predictor)  # the check below and the policy predict the same points
         check_something_fits(config, space, predictor)
@@ -168,7 +182,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
 
     def save(confirmation: dict | None = None) -> tuple[list[TrialRecord], dict]:
         records = records_of(study)
-        write_trials_csv(records, config.out_dir / "trials.csv")
+        write_trials_csv(records, config.out_dir / "trials.csv", config.impl)
         return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
@@ -184,10 +198,8 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
                 break
             trial = policy.trial_of(point)
             observer.trial_started(-1 if policy.is_baseline(point, trial) else trial.number, point)
-            request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
-                                   nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
-                                   timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                   fault=config.fault, reference=reference)
+            request = config.trial_request(point, workdir=config.out_dir / "trials" / str(trial.number),
+                                           reference=reference)
             with heartbeat(study, trial):
                 result = run(request)
             record = policy.tell(point, result)
@@ -222,7 +234,7 @@ def study_reference(config: TuneConfig, study, run: Callable[[TrialRequest], Tri
     reference, unchecked = run_reference(run, reference_request(
         spec=config.spec, seq_len=config.seq_len, global_batch=config.global_batch, nproc=config.nproc,
         backend=config.backend, workdir=config.out_dir / "reference", timeout_s=config.timeout_per_trial_s,
-        seed=config.seed))
+        seed=config.seed, impl=config.impl, hf_config=config.hf_config))
     if unchecked:
         observer.note(unchecked)
         return None
@@ -243,10 +255,8 @@ def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable
 
     def measure(record: TrialRecord, round_index: int) -> TrialResult:
         observer.trial_started(-1 if record.is_baseline else (record.number or 0), record.point)
-        return run(TrialRequest(spec=config.spec, point=record.point, seq_len=config.seq_len, backend=config.backend,
-                                nproc=config.nproc, workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}",
-                                timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                fault=config.fault, reference=reference))
+        return run(config.trial_request(record.point, reference=reference,
+                                        workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}"))
 
     return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
 

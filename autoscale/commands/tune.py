@@ -128,6 +128,9 @@ def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Tabl
 
 def tune(
     model: str = typer.Option("gpt-tiny", help="Preset name (see `autoscale models`) or a Hugging Face config.json."),
+    impl: Literal["own", "transformers"] = typer.Option(
+        "own", help="What trials train: own (autoscale's model of --model) or transformers "
+        "(AutoModelForCausalLM.from_config of the --model config.json, random weights)."),
     trials: int = typer.Option(12, min=1, help="Trials to measure, the baseline included."),
     space: str = typer.Option("default", help="Search space: a name in search_spaces/ or a YAML path."),
     global_batch: Optional[int] = typer.Option(None, min=1, help="Sequences per optimizer step, held fixed. Default: 8 per rank."),
@@ -163,7 +166,8 @@ def tune(
                                      study_name=study_name, timeout_per_trial=timeout_per_trial,
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
                                      hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
-                                     confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args)
+                                     confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args,
+                                     impl=impl)
     run_session(session, console)
 
 

@@ -16,3 +16,18 @@ TRIAL_CHOICES: dict[str, tuple] = {
     "vpp": (1,),
     "megatron_sp": (False,),
 }
+
+
+def workload_choices(impl: str, hf_config: dict | None) -> dict[str, tuple]:
+    """What trials of a workload apply beyond `TRIAL_CHOICES`. A Hugging Face model (`--impl
+    transformers`, `models.hf_model`) recomputes whole layers or nothing, is not sharded by AutoTP
+    here (the layer specs trials pass are our model's), and takes kernel sets other than torch only
+    where its architecture has module swaps."""
+    if impl != "transformers":
+        return {}
+    from autoscale.models.hf_model import CHECKPOINTING, patchable
+
+    choices: dict[str, tuple] = {"checkpointing": CHECKPOINTING, "tp": (1,)}
+    if not patchable(hf_config or {}):
+        choices["kernels"] = ("torch",)
+    return choices

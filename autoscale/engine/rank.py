@@ -96,13 +96,16 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
 
     from autoscale.ds_config import to_ds_config
     from autoscale.models.gpt import build_model
+    from autoscale.models.hf_model import build_hf_model
 
     point, spec = request.point, request.spec
     device = _device(request.backend, local_rank)
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
-    model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
+    model = (build_hf_model(request.hf_config, kernels=point.kernels, checkpointing=point.checkpointing,
+                            attention=spec.attention) if request.impl == "transformers"
+             else build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing))
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
