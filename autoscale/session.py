@@ -92,7 +92,7 @@ class TuneSession:
             launcher = "hostfile"
         seq_len = resolve_seq_len(spec, seq_len)
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
-        study_name = study_name or f"{spec.name}-{backend}"
+        study_name = study_name or (f"{spec.name}-{backend}" if impl == "own" else f"{spec.name}-{impl}-{backend}")
         out_dir = out or Path("runs") / study_name
         hardware = target
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,

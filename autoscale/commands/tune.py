@@ -139,7 +139,8 @@ def tune(
                                 "plan on the cost model for --hardware x --gpus, nothing launched."),
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
     out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
-    study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend>."),
+    study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend> (with --impl transformers: "
+                                             "<model>-transformers-<backend>)."),
     timeout_per_trial: float = typer.Option(300.0, min=1, help="Seconds before a trial is killed as hung."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL. Default: sqlite in the study's folder."),
     resume: bool = typer.Option(False, help="Continue an existing study; measured points are kept."),
