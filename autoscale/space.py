@@ -11,8 +11,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, create_model
 
@@ -65,15 +64,15 @@ class SearchSpace:
                             f"{world_size} ranks (skipped: {describe_skipped(skipped)}); change --global-batch "
                             f"or micro_batch in the space (choices: {list(self.choices['micro_batch'])})")
 
-    def for_backend(self, backend: str, *, global_batch: int, world_size: int,
-                    workload: Mapping[str, tuple] = MappingProxyType({})) -> "SearchSpace":
-        """Keep what trials on this backend (and of this workload: `capabilities.workload_choices`) can
-        run (`engine.capabilities`) and the micro-batches that can make the global batch; fail early if
+    def for_backend(self, backend: str, *, global_batch: int, world_size: int, impl: str = "own",
+                    hf_config: dict | None = None) -> "SearchSpace":
+        """Keep what trials on this backend of this workload (`--impl`, the config it builds) can run
+        (`engine.capabilities`) and the micro-batches that can make the global batch; fail early if
         nothing is left. `dropped_choices` says what went."""
-        from autoscale.engine.capabilities import TRIAL_CHOICES
+        from autoscale.engine.capabilities import TRIAL_CHOICES, workload_choices
 
         space = self
-        for knob, runnable in [*TRIAL_CHOICES.items(), *workload.items()]:
+        for knob, runnable in [*TRIAL_CHOICES.items(), *workload_choices(impl, hf_config, backend).items()]:
             space = space.restricted(knob, runnable)
         if backend == "cpu":
             space = space.restricted("precision", ("fp32", "bf16"))

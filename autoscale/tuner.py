@@ -22,7 +22,6 @@ from autoscale.hostload import LoadLog
 from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
-from autoscale.engine.capabilities import workload_choices
 from autoscale.engine.numerics import NumericsRecord, reference_request, run_reference
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
@@ -78,7 +77,7 @@ class TuneConfig:
     def trial_space(self) -> SearchSpace:
         """The space as this run's trials can measure it: this backend's and this workload's choices."""
         return self.space.for_backend(self.backend, global_batch=self.global_batch, world_size=self.nproc,
-                                      workload=workload_choices(self.impl, self.hf_config))
+                                      impl=self.impl, hf_config=self.hf_config)
 
     def trial_request(self, point: Point, *, workdir: Path, reference: NumericsRecord | None) -> TrialRequest:
         """One trial of `point` in this run: its model, workload, sequence, ranks and limits."""

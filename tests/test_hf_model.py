@@ -15,7 +15,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from autoscale.engine import TrialRequest, run_trial  # noqa: E402
-from autoscale.engine.capabilities import workload_choices  # noqa: E402
 from autoscale.engine.data import sample_tokens  # noqa: E402
 from autoscale.engine.numerics import reference_request, run_reference  # noqa: E402
 from autoscale.engine.request import MeasurePolicy  # noqa: E402
@@ -23,6 +22,7 @@ from autoscale.errors import UserError  # noqa: E402
 from autoscale.models.hf_config import spec_from_hf_config, spec_from_hf_dict  # noqa: E402
 from autoscale.models.hf_model import KernelRMSNorm, KernelSwiGLU, build_hf_model  # noqa: E402
 from autoscale.point import Point  # noqa: E402
+from autoscale.space import load_space  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
 
@@ -123,10 +123,23 @@ def test_selective_checkpointing_is_refused_by_name():
         build_hf_model(LLAMA, checkpointing="selective")
 
 
-def test_a_study_of_a_transformers_model_drops_what_its_trials_cannot_apply():
-    assert workload_choices("own", None) == {}
-    assert workload_choices("transformers", LLAMA) == {"checkpointing": ("none", "full"), "tp": (1,)}
-    assert workload_choices("transformers", GPT2)["kernels"] == ("torch",)
+def test_a_transformers_study_searches_attention_and_drops_what_its_trials_cannot_apply(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("attention: [model, sdpa, eager]\ncheckpointing: [none, selective, full]\n"
+                    "kernels: [torch, compile]\ntp: [1, 2]\n")
+    space = load_space(path)
+    own = space.for_backend("cpu", global_batch=4, world_size=2)
+    llama = space.for_backend("cpu", global_batch=4, world_size=2, impl="transformers", hf_config=LLAMA)
+    gpt2 = space.for_backend("cpu", global_batch=4, world_size=2, impl="transformers", hf_config=GPT2)
+    assert own.choices["attention"] == ("model",) and own.choices["checkpointing"] == ("none", "selective", "full")
+    assert llama.choices["attention"] == ("model", "sdpa", "eager")
+    assert llama.choices["checkpointing"] == ("none", "full") and llama.choices["tp"] == (1,)
+    assert llama.choices["kernels"] == ("torch", "compile") and gpt2.choices["kernels"] == ("torch",)
+
+
+def test_the_attention_knob_is_the_model_s_attn_implementation():
+    assert patched(LLAMA, attention="eager").model.config._attn_implementation == "eager"
+    assert_same_loss_and_grads(LLAMA, attention="eager")  # the unpatched model runs sdpa: same numbers
 
 
 def test_the_example_config_is_the_llama_tiny_preset_s_shape():

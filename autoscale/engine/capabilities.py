@@ -7,6 +7,8 @@ parallelism, fp8 and the other sequence-splitting knobs are known to the cost mo
 by name (`SearchSpace.for_backend`), never measured as something they are not.
 """
 
+import importlib.util
+
 TRIAL_CHOICES: dict[str, tuple] = {
     "precision": ("fp32", "bf16", "fp16"),
     "tp": (1, 2, 4, 8),  # within a node: AutoTP all-reduces twice per block
@@ -18,16 +20,20 @@ TRIAL_CHOICES: dict[str, tuple] = {
 }
 
 
-def workload_choices(impl: str, hf_config: dict | None) -> dict[str, tuple]:
-    """What trials of a workload apply beyond `TRIAL_CHOICES`. A Hugging Face model (`--impl
-    transformers`, `models.hf_model`) recomputes whole layers or nothing, is not sharded by AutoTP
-    here (the layer specs trials pass are our model's), and takes kernel sets other than torch only
-    where its architecture has module swaps."""
+def workload_choices(impl: str, hf_config: dict | None, backend: str) -> dict[str, tuple]:
+    """What trials of a workload apply beyond `TRIAL_CHOICES`. Our own model runs its one attention
+    core. A Hugging Face model (`--impl transformers`, `models.hf_model`) runs the attention
+    implementations transformers offers here (flash_attention_2 on CUDA with flash-attn installed),
+    recomputes whole layers or nothing, is not sharded by AutoTP here (the layer specs trials pass
+    are our model's), and takes kernel sets other than torch only where its architecture has module
+    swaps."""
     if impl != "transformers":
-        return {}
+        return {"attention": ("model",)}
     from autoscale.models.hf_model import CHECKPOINTING, patchable
 
-    choices: dict[str, tuple] = {"checkpointing": CHECKPOINTING, "tp": (1,)}
+    flash = ("flash",) if backend == "cuda" and importlib.util.find_spec("flash_attn") else ()
+    choices: dict[str, tuple] = {"attention": ("model", "sdpa", "eager", *flash), "checkpointing": CHECKPOINTING,
+                                 "tp": (1,)}
     if not patchable(hf_config or {}):
         choices["kernels"] = ("torch",)
     return choices

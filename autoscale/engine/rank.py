@@ -104,7 +104,7 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
     model = (build_hf_model(request.hf_config, kernels=point.kernels, checkpointing=point.checkpointing,
-                            attention=spec.attention) if request.impl == "transformers"
+                            attention=point.attention_for(spec)) if request.impl == "transformers"
              else build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing))
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
