@@ -21,18 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from autoscale.point import POINT_FIELDS, Point
+from autoscale.point import Point
 
 
 def side_by_side(own: pd.DataFrame, transformers: pd.DataFrame) -> pd.DataFrame:
     """One row per point measured ok by both: the two measurements, the prediction, the errors."""
-    columns = [*POINT_FIELDS, "tokens_per_s", "peak_bytes", "pred_tokens_per_s", "pred_peak_bytes"]
-    ok = [frame.loc[frame["status"] == "ok", columns] for frame in (own, transformers)]
-    joined = ok[0].merge(ok[1], on=list(POINT_FIELDS), suffixes=("_own", "_hf"))
+    columns = ["point", "tokens_per_s", "peak_bytes", "pred_tokens_per_s", "pred_peak_bytes"]
+    ok = [frame.loc[frame["status"] == "ok"].assign(point=lambda f: [Point.from_row(row).short() for row in
+                                                                     f.to_dict("records")])[columns]
+          for frame in (own, transformers)]
+    joined = ok[0].merge(ok[1], on="point", suffixes=("_own", "_hf"))
     for impl in ("own", "hf"):
         joined[f"tps_error_{impl}"] = joined[f"pred_tokens_per_s_{impl}"] / joined[f"tokens_per_s_{impl}"] - 1
         joined[f"peak_error_{impl}"] = joined[f"pred_peak_bytes_{impl}"] / joined[f"peak_bytes_{impl}"] - 1
-    joined["point"] = [Point.from_row(row).short() for row in joined.to_dict("records")]
     return joined
 
 
@@ -48,9 +49,10 @@ def markdown(table: pd.DataFrame) -> str:
             f"{row.tps_error_own:+.0%} | {row.tps_error_hf:+.0%} | {row.peak_bytes_own / mib:,.0f} | "
             f"{row.peak_bytes_hf / mib:,.0f} | {row.pred_peak_bytes_own / mib:,.0f} | {row.peak_error_own:+.0%} | "
             f"{row.peak_error_hf:+.0%} |")
-    medians = (f"median |error|: tokens/s own {table['tps_error_own'].abs().median():.0%}, "
-               f"transformers {table['tps_error_hf'].abs().median():.0%}; peak own "
-               f"{table['peak_error_own'].abs().median():.0%}, transformers {table['peak_error_hf'].abs().median():.0%}")
+    error = {column: table[column].abs().median() for column in
+             ("tps_error_own", "tps_error_hf", "peak_error_own", "peak_error_hf")}
+    medians = (f"median |error|: tokens/s own {error['tps_error_own']:.0%}, transformers {error['tps_error_hf']:.0%}; "
+               f"peak own {error['peak_error_own']:.0%}, transformers {error['peak_error_hf']:.0%}")
     return "\n".join([*lines, "", medians])
 
 
