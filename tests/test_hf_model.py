@@ -7,6 +7,7 @@ kernel set runs on CPU.
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -20,7 +21,7 @@ from autoscale.engine.numerics import reference_request, run_reference  # noqa: 
 from autoscale.engine.request import MeasurePolicy  # noqa: E402
 from autoscale.errors import UserError  # noqa: E402
 from autoscale.models.hf_config import spec_from_hf_config, spec_from_hf_dict  # noqa: E402
-from autoscale.models.hf_model import KernelRMSNorm, KernelSwiGLU, build_hf_model  # noqa: E402
+from autoscale.models.hf_model import AUTOTP_PRESETS, KernelRMSNorm, KernelSwiGLU, build_hf_model  # noqa: E402
 from autoscale.point import Point  # noqa: E402
 from autoscale.space import load_space  # noqa: E402
 
@@ -133,8 +134,20 @@ def test_a_transformers_study_searches_attention_and_drops_what_its_trials_canno
     gpt2 = space.for_backend("cpu", global_batch=4, world_size=2, impl="transformers", hf_config=GPT2)
     assert own.choices["attention"] == ("model",) and own.choices["checkpointing"] == ("none", "selective", "full")
     assert llama.choices["attention"] == ("model", "sdpa", "eager")
-    assert llama.choices["checkpointing"] == ("none", "full") and llama.choices["tp"] == (1,)
+    assert llama.choices["checkpointing"] == ("none", "full") and llama.choices["tp"] == (1, 2)
     assert llama.choices["kernels"] == ("torch", "compile") and gpt2.choices["kernels"] == ("torch",)
+    assert gpt2.choices["tp"] == (1,)
+
+
+def test_deepspeed_s_llama_preset_shards_every_linear_of_the_swapped_blocks_and_nothing_else():
+    from deepspeed.module_inject.autotp_config import AutoTPPresets
+
+    preset = AutoTPPresets.get_preset(AUTOTP_PRESETS["llama"])
+    sharded = {name for name, _ in patched(LLAMA, kernels="torch").named_parameters()
+               if preset.find_matching_spec(name) is not None}
+    layers = LLAMA["num_hidden_layers"]
+    assert len(sharded) == 7 * layers  # q, k, v, o, gate, up, down
+    assert not any("norm" in name or "embed" in name or "lm_head" in name for name in sharded)
 
 
 def test_the_attention_knob_is_the_model_s_attn_implementation():
@@ -154,7 +167,8 @@ GLOBAL_BATCH, SEQ_LEN, SEED = 4, 16, 1
 
 
 @pytest.mark.slow
-def test_a_two_rank_transformers_trial_trains_the_config_s_model_and_passes_the_gate(tmp_path):
+def test_two_rank_transformers_trials_train_the_config_s_model_and_pass_the_gate_data_and_tensor_parallel(
+        tmp_path):
     config = json.loads(EXAMPLE.read_text())
     spec = spec_from_hf_dict(config, name="llama-tiny")
     reference, why = run_reference(run_trial, reference_request(
@@ -168,9 +182,14 @@ def test_a_two_rank_transformers_trial_trains_the_config_s_model_and_passes_the_
                          for i in range(GLOBAL_BATCH)])
     with torch.no_grad():
         assert reference.losses[0] == pytest.approx(model(batch[:, :-1], batch[:, 1:]).item(), rel=1e-5)
-    result = run_trial(TrialRequest(
+    request = TrialRequest(
         spec=spec, point=Point(zero_stage=2, micro_batch=2, grad_accum=1, checkpointing="full"), seq_len=SEQ_LEN,
         nproc=2, workdir=tmp_path / "trial", timeout_s=180, seed=SEED, reference=reference, impl="transformers",
-        hf_config=config, measure=MeasurePolicy(warmup_steps=1, min_steps=2, max_steps=3, target_rse=1.0)))
+        hf_config=config, measure=MeasurePolicy(warmup_steps=1, min_steps=2, max_steps=3, target_rse=1.0))
+    result = run_trial(request)
     assert result.ok, result.reason
     assert result.loss_gap < 1e-4 and result.tokens_per_s > 0 and result.peak_bytes > 50 * 2**20
+    sharded = run_trial(replace(request, point=Point(zero_stage=1, micro_batch=2, grad_accum=2, tp=2),
+                                workdir=tmp_path / "tp"))
+    assert sharded.ok, sharded.reason
+    assert sharded.loss_gap < 1e-4 and sharded.grad_norm0 == pytest.approx(reference.grad_norm0, rel=1e-5)

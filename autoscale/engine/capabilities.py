@@ -24,16 +24,18 @@ def workload_choices(impl: str, hf_config: dict | None, backend: str) -> dict[st
     """What trials of a workload apply beyond `TRIAL_CHOICES`. Our own model runs its one attention
     core. A Hugging Face model (`--impl transformers`, `models.hf_model`) runs the attention
     implementations transformers offers here (flash_attention_2 on CUDA with flash-attn installed),
-    recomputes whole layers or nothing, is not sharded by AutoTP here (the layer specs trials pass
-    are our model's), and takes kernel sets other than torch only where its architecture has module
-    swaps."""
+    recomputes whole layers or nothing, is tensor-parallel only where DeepSpeed has an AutoTP preset
+    for its architecture, and takes kernel sets other than torch only where its architecture has
+    module swaps."""
     if impl != "transformers":
         return {"attention": ("model",)}
-    from autoscale.models.hf_model import CHECKPOINTING, patchable
+    from autoscale.models.hf_model import AUTOTP_PRESETS, CHECKPOINTING, patchable
 
+    hf_config = hf_config or {}
     flash = ("flash",) if backend == "cuda" and importlib.util.find_spec("flash_attn") else ()
-    choices: dict[str, tuple] = {"attention": ("model", "sdpa", "eager", *flash), "checkpointing": CHECKPOINTING,
-                                 "tp": (1,)}
-    if not patchable(hf_config or {}):
+    choices: dict[str, tuple] = {"attention": ("model", "sdpa", "eager", *flash), "checkpointing": CHECKPOINTING}
+    if hf_config.get("model_type") not in AUTOTP_PRESETS:
+        choices["tp"] = (1,)
+    if not patchable(hf_config):
         choices["kernels"] = ("torch",)
     return choices

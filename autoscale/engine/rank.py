@@ -107,7 +107,8 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
                             attention=point.attention_for(spec)) if request.impl == "transformers"
              else build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing))
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
-    config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
+    config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec,
+                             request.hf_config)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size)
 

@@ -9,8 +9,9 @@ the way a user of transformers would apply them: the attention implementation th
 not offered), and a kernel set by swapping the model's norm and MLP modules for ones that call it,
 and computing the loss with its fused linear cross-entropy. Swaps exist per architecture
 (`KERNEL_PATCHES`); an architecture without one trains with its own modules and the torch kernel set
-only. Swapped modules keep the originals' parameters under the same names, so state dicts and
-DeepSpeed's view of the parameters are those of the unpatched model.
+only. Swapped modules keep the originals' parameters under the same names, so state dicts,
+DeepSpeed's view of the parameters and its AutoTP presets (`AUTOTP_PRESETS`) are those of the
+unpatched model.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ def _patch_llama(model: nn.Module, kernel_set: KernelSet) -> None:
 KERNEL_PATCHES: dict[str, Callable[[nn.Module, KernelSet], None]] = {"llama": _patch_llama}
 """model_type -> the swap of its norm and MLP modules for a kernel set's; each is tested against the
 unpatched model's outputs and gradients (tests/test_hf_model.py)."""
+
+
+AUTOTP_PRESETS = {"llama": "llama"}
+"""model_type -> DeepSpeed's AutoTP preset (`tensor_parallel.preset_model`) that names its linears; the
+kernel swaps keep those names. Other architectures are not offered tensor parallelism."""
 
 
 def patchable(config: dict[str, Any]) -> bool:
