@@ -33,7 +33,7 @@ LLAMA = dict(model_type="llama", hidden_size=64, intermediate_size=96, num_hidde
              num_key_value_heads=2, vocab_size=256, max_position_embeddings=64, rms_norm_eps=1e-6,
              hidden_act="silu", tie_word_embeddings=False)
 GPT2 = dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, vocab_size=256, n_positions=64, bos_token_id=0,
-            eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # no dropout: the same mask twice
+            eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # unpatched() keeps dropout as given
 # The same fp32 arithmetic in another order, through two layers, a loss and its backward.
 TOLERANCE = dict(atol=1e-5, rtol=1e-4)
 
@@ -111,6 +111,15 @@ def test_full_checkpointing_recomputes_the_layers_and_changes_no_gradient():
 
 def test_an_architecture_without_swaps_trains_unpatched_on_its_own_logits():
     assert_same_loss_and_grads(GPT2, kernels="torch")
+
+
+def test_trials_train_without_dropout_so_every_layout_draws_the_same_numbers():
+    with_dropout = {**GPT2, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1, "summary_first_dropout": 0.1}
+    wrapper = patched(with_dropout)
+    assert all(getattr(wrapper.model.config, key) == 0.0 for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
+    sequence = tokens()
+    losses = [wrapper(sequence[:, :-1], sequence[:, 1:]).item() for _ in range(2)]  # in training mode
+    assert losses[0] == losses[1]  # with dropout, each forward would draw other masks
 
 
 def test_kernels_an_architecture_has_no_swaps_for_are_refused_by_name():

@@ -114,6 +114,13 @@ class CausalLMLoss(nn.Module):
             hidden.reshape(B * T, -1), self.model.get_output_embeddings().weight, targets.reshape(B * T))
 
 
+def _is_dropout(key: str) -> bool:
+    """A config key holding a dropout probability (Llama's attention_dropout, GPT-2's resid_pdrop).
+    Trials train without dropout, as our own model does: its masks follow the micro-batch layout, so
+    no two layouts would train the same numbers and the numerics gate could not compare them."""
+    return "dropout" in key or key.endswith("pdrop")
+
+
 def _enable_checkpointing(model: nn.Module) -> None:
     """Recompute every decoder layer in the backward: transformers 5 names it
     `activation_checkpointing_enable`, earlier versions `gradient_checkpointing_enable`."""
@@ -140,6 +147,7 @@ def build_hf_model(config: dict[str, Any], *, kernels: str = "torch", checkpoint
         raise UserError(f"--impl transformers: kernels {kernels!r} have no module swaps for model_type "
                         f"{model_type!r} (supported: {', '.join(KERNEL_PATCHES)}): use kernels torch or --impl own")
     fields = {key: value for key, value in config.items() if key not in ("model_type", "transformers_version")}
+    fields.update({key: 0.0 for key, value in fields.items() if _is_dropout(key) and isinstance(value, float)})
     hf_config = AutoConfig.for_model(model_type, **fields)
     model = AutoModelForCausalLM.from_config(hf_config, attn_implementation=HF_ATTENTION[attention])
     model.config.use_cache = False
