@@ -202,3 +202,18 @@ def test_two_rank_transformers_trials_train_the_config_s_model_and_pass_the_gate
                                 workdir=tmp_path / "tp"))
     assert sharded.ok, sharded.reason
     assert sharded.loss_gap < 1e-4 and sharded.grad_norm0 == pytest.approx(reference.grad_norm0, rel=1e-5)
+
+
+def test_a_transformers_study_needs_a_config_json_and_flash_attention_needs_cuda(tmp_path):
+    from autoscale.models import PRESETS
+    from autoscale.models.hf_model import workload_config
+
+    assert workload_config("own", model="llama-tiny", spec=PRESETS["llama-tiny"], backend="cpu") is None
+    with pytest.raises(UserError, match="give --model path/to/config.json .* not the preset 'llama-tiny'"):
+        workload_config("transformers", model="llama-tiny", spec=PRESETS["llama-tiny"], backend="cpu")
+    flash = tmp_path / "flash.json"
+    flash.write_text(json.dumps({**LLAMA, "attn_implementation": "flash_attention_2"}))
+    with pytest.raises(UserError, match="flash_attention_2 runs on CUDA only"):
+        workload_config("transformers", model=str(flash), spec=spec_from_hf_config(flash), backend="cpu")
+    assert workload_config("transformers", model=str(EXAMPLE), spec=spec_from_hf_config(EXAMPLE),
+                           backend="cpu") == json.loads(EXAMPLE.read_text())
