@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch first, so the project's torch range installs nothing more
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[test,export,postgres,bench]"
+	$(BIN)/pip install --quiet -e ".[test,hf,export,postgres,bench]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from autoscale.errors import RuleError, UserError
+from autoscale.models.spec import ATTENTIONS
 
 
 def knob(default: Any, *, choices: tuple | None = None, help: str) -> Any:
@@ -34,6 +35,9 @@ class Point:
                               help="Activation recomputation: none, the attention core (selective), every block.")
     offload: str = knob("none", choices=("none", "cpu"), help="Where ZeRO keeps the optimizer states.")
     kernels: str = knob("torch", choices=None, help="Kernel set (see kernels/registry.py).")
+    attention: str = knob("model", choices=("model", *ATTENTIONS),
+                          help="Attention core: the model's own (its config's attn_implementation; sdpa for "
+                               "presets), or sdpa, eager, flash (trials: --impl transformers only).")
     tp: int = knob(1, help="Tensor-parallel size.")
     pp: int = knob(1, help="Pipeline-parallel size.")
     sp: int = knob(1, help="Ulysses sequence-parallel size: ranks that split each sequence, all-to-all in attention.")
@@ -68,6 +72,10 @@ class Point:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def attention_for(self, spec) -> str:
+        """The attention core this point runs on a `ModelSpec`: the knob's, or the model's for "model"."""
+        return spec.attention if self.attention == "model" else self.attention
 
     @classmethod
     def from_dict(cls, values: Mapping) -> "Point":
@@ -117,6 +125,8 @@ class Point:
             parts.append(f"off:{self.offload}")
         if self.kernels != "torch":
             parts.append(self.kernels)
+        if self.attention != "model":
+            parts.append(f"attn:{self.attention}")
         if self.tp > 1 or self.pp > 1:
             parts.append(f"tp{self.tp}pp{self.pp}" + (f"v{self.vpp}" if self.vpp > 1 else ""))
         parts += [f"{name}{getattr(self, name)}" for name in ("sp", "cp") if getattr(self, name) > 1]
@@ -134,6 +144,8 @@ class Point:
             parts.append(f"optimizer offload to {self.offload}")
         if self.kernels != "torch":
             parts.append(f"{self.kernels} kernels")
+        if self.attention != "model":
+            parts.append(f"{self.attention} attention")
         if self.tp > 1 or self.pp > 1:
             parts.append(f"tp {self.tp}, pp {self.pp}" + (f" x {self.vpp} virtual stages" if self.vpp > 1 else ""))
         parts += [f"{name} {getattr(self, name)}" for name in ("sp", "cp") if getattr(self, name) > 1]

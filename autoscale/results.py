@@ -90,7 +90,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_trials_csv(records: list[TrialRecord], path: Path, *, workload: str = OWN_WORKLOAD) -> None:
-    """`workload`: what every trial trained, autoscale's own loop or a script's path (`RunInfo.workload_label`)."""
+    """`workload`: what every trial trained (`workload_label`)."""
     atomic_write_text(path, trials_frame(records).assign(workload=workload).to_csv(index=False))
 
 
@@ -120,8 +120,11 @@ class RunInfo:
 
 
 def workload_label(info: RunInfo) -> str:
-    """trials.csv's workload column: the script measured, or autoscale's own loop."""
-    return info.workload["script"] if info.workload else OWN_WORKLOAD
+    """trials.csv's workload column: the script measured, or autoscale's own loop on its own model
+    (`autoscale`) or on the Hugging Face model of the config (`transformers`, `--impl transformers`)."""
+    if info.workload:
+        return info.workload["script"]
+    return "transformers" if info.model.get("impl") == "transformers" else OWN_WORKLOAD
 
 
 def _entry(record: TrialRecord | None) -> dict | None:

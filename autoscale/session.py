@@ -69,12 +69,14 @@ class TuneSession:
                    gpus: int | None = None, launcher: str = "warm",
                    hostfile: Path | None = None, confirm_rounds: int = 3, workers: int = 0,
                    slurm_args: str | None = None, script: Path | None = None, script_args: tuple[str, ...] = (),
-                   script_config_flag: str = DEFAULT_CONFIG_FLAG) -> "TuneSession":
+                   script_config_flag: str = DEFAULT_CONFIG_FLAG, impl: str = "own") -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
+        from autoscale.models.hf_model import workload_config
 
         spec = resolve_model(model)
         search_space = load_space(space or ("script" if script else "default"))
         backend = resolve_backend(backend)
+        hf_config = workload_config(impl, model=model, spec=spec, backend=backend)
         if launcher not in LAUNCHERS:
             raise UserError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
         workload, notes = None, ()
@@ -100,11 +102,9 @@ class TuneSession:
             launcher = "hostfile"
         seq_len = seq_len if workload else resolve_seq_len(spec, seq_len)
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
-        study_name = study_name or f"{Path(workload.path).stem if workload else spec.name}-{backend}"
+        study_name = study_name or (f"{Path(workload.path).stem}-{backend}" if workload else
+                                    f"{spec.name}-{backend}" if impl == "own" else f"{spec.name}-{impl}-{backend}")
         out_dir = out or Path("runs") / study_name
-        not_measured = () if backend == "model" else tuple(dropped_choices(
-            search_space, search_space.for_backend(backend, global_batch=global_batch, world_size=nproc)))
-        check_writable(out_dir)
         hardware = target
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
@@ -112,7 +112,9 @@ class TuneSession:
                             usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault,
                             confirm_rounds=confirm_rounds, launcher=launcher,
                             hostfile=str(hostfile) if hostfile else None, script=workload,
-                            numerics_gate=workload is None)
+                            numerics_gate=workload is None, impl=impl, hf_config=hf_config)
+        not_measured = () if backend == "model" else tuple(dropped_choices(search_space, config.trial_space()))
+        check_writable(out_dir)
         from autoscale.engine.slurm import parse_slurm_args
 
         return cls(config, cls._run_info(config, hardware, command), hardware, workers=workers,
@@ -136,16 +138,15 @@ class TuneSession:
                                           resume=True, confirm_rounds=0,  # the study's starter confirms
                                           launcher="fresh" if settings.get("script") else "warm",  # scripts: fresh
                                           usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
-        prepared = config.space.for_backend(config.backend, global_batch=config.global_batch, world_size=config.nproc)
         return cls(config, cls._run_info(config, hardware, command), hardware,
-                   not_measured=tuple(dropped_choices(config.space, prepared)))
+                   not_measured=tuple(dropped_choices(config.space, config.trial_space())))
 
     @staticmethod
     def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
         spec, script = config.spec, config.script
         model = ({"name": script.name, "params": None, "train_flops_per_token": None} if script else
                  {"name": spec.name, "params": spec.param_count(),
-                  "train_flops_per_token": spec.train_flops_per_token(config.seq_len)})
+                  "train_flops_per_token": spec.train_flops_per_token(config.seq_len), "impl": config.impl})
         return RunInfo(study_name=config.study_name, model=model, workload=script.describe() if script else None,
                        backend=config.backend, world_size=config.nproc, global_batch=config.global_batch,
                        seq_len=config.seq_len,
@@ -159,8 +160,9 @@ class TuneSession:
         c = self.config
         where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}" if c.backend == "model"
                  else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
+        model = c.spec.name + (" (transformers)" if c.impl == "transformers" else "")
         what = (f"script {shlex.join([c.script.path, *c.script.args])}" if c.script else
-                f"{c.spec.name} ({c.spec.param_count() / 1e6:,.1f}M params)")
+                f"{model} ({c.spec.param_count() / 1e6:,.1f}M params)")
         tokens = f" x {c.seq_len} tokens" if c.seq_len else " sequences"
         line = (f"tuning {what}, {where}: global batch {c.global_batch}{tokens}, space {c.space.name!r} -> "
                 f"{c.out_dir}")

@@ -75,13 +75,15 @@ class SearchSpace:
                                 f"cannot apply {knob.name} (only {', '.join(SCRIPT_KNOBS)}, through its ds_config); "
                                 f"remove the {knob.name} key or pin it to [{knob.default}]")
 
-    def for_backend(self, backend: str, *, global_batch: int, world_size: int) -> "SearchSpace":
-        """Keep what trials on this backend can run (`engine.capabilities`) and the micro-batches that can
-        make the global batch; fail early if nothing is left. `dropped_choices` says what went."""
-        from autoscale.engine.capabilities import TRIAL_CHOICES
+    def for_backend(self, backend: str, *, global_batch: int, world_size: int, impl: str = "own",
+                    hf_config: dict | None = None) -> "SearchSpace":
+        """Keep what trials on this backend of this workload (`--impl`, the config it builds) can run
+        (`engine.capabilities`) and the micro-batches that can make the global batch; fail early if
+        nothing is left. `dropped_choices` says what went."""
+        from autoscale.engine.capabilities import TRIAL_CHOICES, workload_choices
 
         space = self
-        for knob, runnable in TRIAL_CHOICES.items():
+        for knob, runnable in [*TRIAL_CHOICES.items(), *workload_choices(impl, hf_config, backend).items()]:
             space = space.restricted(knob, runnable)
         if backend == "cpu":
             space = space.restricted("precision", ("fp32", "bf16"))

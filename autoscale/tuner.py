@@ -61,6 +61,8 @@ class TuneConfig:
     launcher: str = "warm"  # how the session runs trials: warm fork servers, fresh processes, or hostfile
     hostfile: str | None = None  # launcher "hostfile": DeepSpeed's launcher across these nodes
     script: ScriptWorkload | None = None  # a user's script is each trial's workload (`engine.script`)
+    impl: str = "own"  # what trials train: autoscale's own model, or "transformers" (`models.hf_model`)
+    hf_config: dict | None = None  # impl "transformers": the model's config.json, as read
 
     @property
     def storage_url(self) -> str:
@@ -73,7 +75,20 @@ class TuneConfig:
                 "nproc": self.nproc, "trials": self.trials, "seed": self.seed,
                 "timeout_per_trial_s": self.timeout_per_trial_s, "measure": asdict(self.measure),
                 "seed_points": self.seed_points, "confirm_rounds": self.confirm_rounds,
-                "numerics_gate": self.numerics_gate, "script": asdict(self.script) if self.script else None}
+                "numerics_gate": self.numerics_gate, "script": asdict(self.script) if self.script else None,
+                "impl": self.impl, "hf_config": self.hf_config}
+
+    def trial_space(self) -> SearchSpace:
+        """The space as this run's trials can measure it: this backend's and this workload's choices."""
+        return self.space.for_backend(self.backend, global_batch=self.global_batch, world_size=self.nproc,
+                                      impl=self.impl, hf_config=self.hf_config)
+
+    def trial_request(self, point: Point, *, workdir: Path, reference: NumericsRecord | None) -> TrialRequest:
+        """One trial of `point` in this run: its model, workload, sequence, ranks and limits."""
+        return TrialRequest(spec=self.spec, point=point, seq_len=self.seq_len, backend=self.backend,
+                            nproc=self.nproc, workdir=workdir, timeout_s=self.timeout_per_trial_s,
+                            measure=self.measure, seed=self.seed, impl=self.impl, hf_config=self.hf_config,
+                            fault=self.fault, reference=reference, script=self.script)
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
@@ -138,8 +153,7 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     model's top-ranked points. Several processes may run this on one storage at once.
     """
     observer = observer or SilentObserver()
-    space = config.space.for_backend(config.backend, global_batch=config.global_batch,
-                                     world_size=config.nproc)  # before the study: a bad input must not touch it
+    space = config.trial_space()  # before the study: a bad input must not touch it
     if predictor is not None:
         predictor = functools.cache(predictor)  # the check below and the policy predict the same points
         check_something_fits(config, space, predictor)
@@ -188,10 +202,8 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
                 break
             trial = policy.trial_of(point)
             observer.trial_started(-1 if policy.is_baseline(point, trial) else trial.number, point)
-            request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
-                                   nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
-                                   timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                   fault=config.fault, reference=reference, script=config.script)
+            request = config.trial_request(point, workdir=config.out_dir / "trials" / str(trial.number),
+                                           reference=reference)
             with heartbeat(study, trial):
                 result = run(request)
             record = policy.tell(point, result)
@@ -226,7 +238,7 @@ def study_reference(config: TuneConfig, study, run: Callable[[TrialRequest], Tri
     reference, unchecked = run_reference(run, reference_request(
         spec=config.spec, seq_len=config.seq_len, global_batch=config.global_batch, nproc=config.nproc,
         backend=config.backend, workdir=config.out_dir / "reference", timeout_s=config.timeout_per_trial_s,
-        seed=config.seed))
+        seed=config.seed, impl=config.impl, hf_config=config.hf_config))
     if unchecked:
         observer.note(unchecked)
         return None
@@ -247,10 +259,8 @@ def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable
 
     def measure(record: TrialRecord, round_index: int) -> TrialResult:
         observer.trial_started(-1 if record.is_baseline else (record.number or 0), record.point)
-        return run(TrialRequest(spec=config.spec, point=record.point, seq_len=config.seq_len, backend=config.backend,
-                                nproc=config.nproc, workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}",
-                                timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                fault=config.fault, reference=reference, script=config.script))
+        return run(config.trial_request(record.point, reference=reference,
+                                        workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}"))
 
     return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
 

@@ -9,7 +9,7 @@ OPTIONS = {
     "tune": {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
              "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus",
              "--launcher", "--hostfile", "--confirm-rounds", "--workers", "--slurm-args", "--script",
-             "--script-config-flag"},
+             "--script-config-flag", "--impl"},
     "models": set(),
     "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json",
                  *(knob.flag for knob in KNOBS)},
@@ -74,6 +74,8 @@ def test_models_lists_every_preset(capsys):
     (["tune", "--backend", "cpu", "--launcher", "slurm", "--workers", "2"], "--workers needs --storage postgresql://"),
     (["tune", "--backend", "cpu", "--slurm-args=--partition=gpu"], "--slurm-args needs --launcher slurm"),
     (["tune", "--backend", "cpu", "--launcher", "slurm", "--slurm-args", "sleep 1"], "--slurm-args 'sleep 1': expected"),
+    (["tune", "--impl", "jax"], "Invalid value for '--impl'"),
+    (["tune", "--impl", "transformers", "--backend", "cpu"], "not the preset 'gpt-tiny'"),
     (["nonsense"], "No such command 'nonsense'"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):

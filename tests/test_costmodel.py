@@ -316,3 +316,12 @@ def test_a_hugging_face_config_asking_for_flash_attention_keeps_less_per_layer()
     sizes = [predict(spec, point(), GPU, world_size=1, seq_len=2048).memory.activations_bytes
              for spec in (default, flash)]
     assert sizes[1] < sizes[0]
+
+
+def test_the_attention_knob_overrides_the_model_s_and_model_keeps_it():
+    spec = PRESETS["llama-tiny"]
+    predictions = {attention: predict(spec, point(attention=attention), GPU, world_size=1, seq_len=128)
+                   for attention in ("model", "sdpa", "eager")}
+    assert predictions["model"] == predictions["sdpa"]  # the preset's attention is SDPA
+    assert predictions["eager"].memory.activations_bytes > predictions["sdpa"].memory.activations_bytes
+    assert predictions["eager"].tokens_per_s < predictions["sdpa"].tokens_per_s

@@ -30,8 +30,8 @@ def test_estimate_json_has_the_documented_keys(capsys):
 def test_estimate_keeps_every_given_flag(capsys):
     code = main(["estimate", "--model", "gpt-tiny", "--hardware", "cpu", "--gpus", "2", "--zero-stage", "1",
                  "--micro-batch", "4", "--global-batch", "16", "--precision", "fp32", "--checkpointing", "none",
-                 "--offload", "none", "--kernels", "torch", "--tp", "1", "--pp", "1", "--sp", "1", "--cp", "1",
-                 "--vpp", "1", "--no-megatron-sp", "--json"])
+                 "--offload", "none", "--kernels", "torch", "--attention", "model", "--tp", "1", "--pp", "1",
+                 "--sp", "1", "--cp", "1", "--vpp", "1", "--no-megatron-sp", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["chosen_by_model"] == []
     assert result["point"]["grad_accum"] == 2
@@ -53,8 +53,8 @@ def test_user_mistakes_exit_2_with_one_line(argv, capsys):
 
 def test_estimate_of_a_point_given_in_full_never_refuses_and_says_what_it_compared(capsys):
     knobs = ["--zero-stage", "0", "--micro-batch", "8", "--precision", "fp32", "--checkpointing", "none",
-             "--offload", "none", "--kernels", "torch", "--tp", "1", "--pp", "1", "--sp", "1", "--cp", "1",
-             "--vpp", "1", "--no-megatron-sp"]
+             "--offload", "none", "--kernels", "torch", "--attention", "model", "--tp", "1", "--pp", "1",
+             "--sp", "1", "--cp", "1", "--vpp", "1", "--no-megatron-sp"]
     code = main(["estimate", "--model", "gpt-1.3b", "--hardware", "a100-40gb", "--gpus", "1", *knobs])
     out = capsys.readouterr().out
     assert code == 0

@@ -131,6 +131,9 @@ def top_table(summary: dict, records: list[TrialRecord], limit: int = 5) -> Tabl
 def tune(
     ctx: typer.Context,
     model: str = typer.Option("gpt-tiny", help="Preset name (see `autoscale models`) or a Hugging Face config.json."),
+    impl: Literal["own", "transformers"] = typer.Option(
+        "own", help="What trials train: own (autoscale's model of --model) or transformers "
+        "(AutoModelForCausalLM.from_config of the --model config.json, random weights)."),
     trials: int = typer.Option(12, min=1, help="Trials to measure, the baseline included."),
     space: Optional[str] = typer.Option(None, help="Search space: a name in search_spaces/ or a YAML path. "
                                         "Default: default (script with --script)."),
@@ -140,7 +143,8 @@ def tune(
                                 "plan on the cost model for --hardware x --gpus, nothing launched."),
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
     out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
-    study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend>."),
+    study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend> (with --impl transformers: "
+                                             "<model>-transformers-<backend>)."),
     timeout_per_trial: float = typer.Option(300.0, min=1, help="Seconds before a trial is killed as hung."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL. Default: sqlite in the study's folder."),
     resume: bool = typer.Option(False, help="Continue an existing study; measured points are kept."),
@@ -173,7 +177,8 @@ def tune(
                                      storage=storage, resume=resume, seed=seed, command=sys.argv,
                                      hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
                                      confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args,
-                                     script=script, script_args=tuple(ctx.args), script_config_flag=script_config_flag)
+                                     script=script, script_args=tuple(ctx.args), script_config_flag=script_config_flag,
+                                     impl=impl)
     run_session(session, console)
 
 

@@ -210,7 +210,7 @@ def activation_bytes(spec: ModelSpec, point: Point, *, seq_len: int) -> float:
     in_flight = min(point.pp, point.grad_accum) if point.pp > 1 else 1
     layers = math.ceil(spec.n_layers / point.pp)
     per_layer = layer_activation_bytes(spec, tokens=tokens, seq_len=seq_len, element=element, tp=point.tp,
-                                       checkpointing=point.checkpointing, attention=spec.attention,
+                                       checkpointing=point.checkpointing, attention=point.attention_for(spec),
                                        sequence_parallel=point.megatron_sp)
     stored = in_flight * layers * per_layer * interleave_memory_factor(point)
     edges = 3 * tokens * spec.hidden * element
@@ -224,7 +224,7 @@ def recompute_working_bytes(spec: ModelSpec, point: Point, *, seq_len: int) -> f
         return 0.0
     return 2 * layer_activation_bytes(spec, tokens=local_tokens(point, seq_len), seq_len=seq_len,
                                       element=element_bytes(point.precision), tp=point.tp,
-                                      attention=spec.attention, sequence_parallel=point.megatron_sp)
+                                      attention=point.attention_for(spec), sequence_parallel=point.megatron_sp)
 
 
 def bucket_bytes(params: int, *, precision: str, zero_stage: int, on_cpu: bool) -> float:

@@ -57,7 +57,8 @@ def _divisors(n: int) -> list[int]:
 def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int) -> dict[str, list]:
     """Every value the planner tries per knob on this cluster: a knob's own choices, the micro-batches
     up to the global batch, the model-parallel degrees the cluster and the model allow, the precisions
-    the hardware has, and torch kernels (a kernel set's speed is for a trial to measure)."""
+    the hardware has, torch kernels (a kernel set's speed is for a trial to measure) and the model's own
+    attention core (another is the model's implementation, not a training configuration)."""
     node = gpus if hardware.name == "cpu" else min(hardware.gpus_per_node, gpus)
     values = {k.name: list(k.choices) if k.choices is not None else [k.default] for k in KNOBS}
     values.update(
@@ -66,7 +67,7 @@ def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_b
         pp=[p for p in _divisors(spec.n_layers) if gpus % p == 0],
         precision=[p for p in values["precision"] if p == "fp32" or hardware.peak_tflops.get(p, 0) > 0
                    or hardware.name == "cpu"],
-        kernels=["torch"])
+        kernels=["torch"], attention=["model"])
     return values
 
 

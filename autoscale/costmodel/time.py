@@ -93,7 +93,7 @@ def gemm_efficiency(spec: ModelSpec, point: Point, *, seq_len: int, params: Effi
 
 def attention_flops_per_token(spec: ModelSpec, point: Point, *, seq_len: int) -> float:
     """FLOPs the attention core runs per token, forward, backward and recompute (module docstring)."""
-    forward = spec.n_layers * 4 * seq_len * spec.hidden * (1.0 if spec.attention == "eager" else 0.5)
+    forward = spec.n_layers * 4 * seq_len * spec.hidden * (1.0 if point.attention_for(spec) == "eager" else 0.5)
     passes = 3 + (1 if point.checkpointing in ("full", "selective") else 0)
     return forward * passes
 

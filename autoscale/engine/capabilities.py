@@ -9,6 +9,8 @@ fp8 and the other sequence-splitting knobs are known to the cost model, plans
 by name (`SearchSpace.for_backend`), never measured as something they are not.
 """
 
+import importlib.util
+
 from autoscale.ds_config import DS_CONFIG_KNOBS
 
 # A user's script (`autoscale tune --script`) applies only what its ds_config carries; pipeline
@@ -24,3 +26,24 @@ TRIAL_CHOICES: dict[str, tuple] = {
     "vpp": (1,),
     "megatron_sp": (False,),
 }
+
+
+def workload_choices(impl: str, hf_config: dict | None, backend: str) -> dict[str, tuple]:
+    """What trials of a workload apply beyond `TRIAL_CHOICES`. Our own model runs its one attention
+    core. A Hugging Face model (`--impl transformers`, `models.hf_model`) runs the attention
+    implementations transformers offers here (flash_attention_2 on CUDA with flash-attn installed),
+    recomputes whole layers or nothing, is tensor-parallel only where DeepSpeed has an AutoTP preset
+    for its architecture, and takes kernel sets other than torch only where its architecture has
+    module swaps."""
+    if impl != "transformers":
+        return {"attention": ("model",)}
+    from autoscale.models.hf_model import AUTOTP_PRESETS, CHECKPOINTING, patchable
+
+    hf_config = hf_config or {}
+    flash = ("flash",) if backend == "cuda" and importlib.util.find_spec("flash_attn") else ()
+    choices: dict[str, tuple] = {"attention": ("model", "sdpa", "eager", *flash), "checkpointing": CHECKPOINTING}
+    if hf_config.get("model_type") not in AUTOTP_PRESETS:
+        choices["tp"] = (1,)
+    if not patchable(hf_config):
+        choices["kernels"] = ("torch",)
+    return choices

@@ -1,8 +1,8 @@
 """What a trial adds to a ds_config and reads back from DeepSpeed for model-parallel points.
 
 `to_ds_config` carries the knob (`tensor_parallel.autotp_size`); the layer specs that say how to
-shard are the model's (`models.gpt.tensor_parallel_layer_specs`) and join the config here, just
-before `deepspeed.initialize`. DeepSpeed 0.19.8 under AutoTP checks an explicit
+shard are the model's (`models.gpt.tensor_parallel_layer_specs`; for a Hugging Face model,
+DeepSpeed's preset for its architecture, `models.hf_model.AUTOTP_PRESETS`) and join the config here, just before `deepspeed.initialize`. DeepSpeed 0.19.8 under AutoTP checks an explicit
 `train_batch_size` against micro-batch x accumulation x the whole world, TP ranks included, so a
 tensor-parallel trial leaves it out and DeepSpeed derives it.
 """
@@ -13,15 +13,18 @@ from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
 
 
-def trial_ds_config(config: dict, point: Point, spec: ModelSpec) -> dict:
-    """`config` as DeepSpeed must see it to train `point` on our model."""
+def trial_ds_config(config: dict, point: Point, spec: ModelSpec, hf_config: dict | None = None) -> dict:
+    """`config` as DeepSpeed must see it to train `point` on our model, or on the Hugging Face model
+    of `hf_config` (`--impl transformers`), whose linears one of DeepSpeed's AutoTP presets names."""
     if point.tp == 1:
         return config
     from autoscale.models.gpt import tensor_parallel_layer_specs
+    from autoscale.models.hf_model import AUTOTP_PRESETS
 
-    tensor_parallel = {**config.get("tensor_parallel", {}), "autotp_size": point.tp,
-                       "partition_config": {"use_default_specs": False,
-                                            "layer_specs": tensor_parallel_layer_specs(spec, point.tp)}}
+    sharding = ({"preset_model": AUTOTP_PRESETS[hf_config["model_type"]]} if hf_config is not None else
+                {"partition_config": {"use_default_specs": False,
+                                      "layer_specs": tensor_parallel_layer_specs(spec, point.tp)}})
+    tensor_parallel = {**config.get("tensor_parallel", {}), "autotp_size": point.tp, **sharding}
     return {key: value for key, value in {**config, "tensor_parallel": tensor_parallel}.items()
             if key != "train_batch_size"}
 

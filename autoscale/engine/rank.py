@@ -103,6 +103,7 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
 
     from autoscale.ds_config import to_ds_config
     from autoscale.models.gpt import build_model
+    from autoscale.models.hf_model import build_hf_model
 
     point, spec = request.point, request.spec
     if point.pp > 1:
@@ -113,9 +114,13 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
-    config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
+    config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec,
+                             request.hf_config)
     sequence = sequence_trial(point, config, fault=request.fault)
-    model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing, sequence=sequence.split)
+    model = (build_hf_model(request.hf_config, kernels=point.kernels, checkpointing=point.checkpointing,
+                            attention=point.attention_for(spec)) if request.impl == "transformers"
+             else build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing,
+                              sequence=sequence.split))
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, mpu=sequence.mpu)
     data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size,

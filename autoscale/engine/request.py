@@ -45,6 +45,8 @@ class TrialRequest:
     timeout_s: float = 300.0
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     seed: int = 1234
+    impl: str = "own"  # what is trained: autoscale's own model, or "transformers" (`models.hf_model`)
+    hf_config: dict | None = None  # impl "transformers": the model's config.json, as read
     ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
     reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
     fault: str | None = None  # test-only: one of FAULTS

@@ -186,6 +186,9 @@ CHECKPOINTING_IN_MODEL = {
                             "torch.utils.checkpoint and keep the linear layers' outputs "
                             "(selective recomputation, Korthikanti et al. 2022, as autoscale's model does)"),
 }
+ATTENTION_AT_LOAD = {"model": Mapped(), ANY: InUserCode(
+    "load the model with this attn_implementation (transformers' names: sdpa, eager, flash_attention_2 for "
+    "flash); the tuned speed assumes it")}
 KERNEL_SET_IN_MODEL = InUserCode("build the model with this autoscale kernel set (kernels.get_kernel_set) "
                                  "or the same fused kernels from your own library; the tuned speed assumes them")
 MICRO_BATCH_IN_LOADER = InUserCode("give the training DataLoader this batch size per process")

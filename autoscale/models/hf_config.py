@@ -32,7 +32,7 @@ _STYLE = {
     "llama": dict(norm="rmsnorm", activation="swiglu", position="rotary", bias=False),
 }
 _ALIASES = {"mistral": "llama", "qwen2": "llama"}
-_ATTENTION = {"flash_attention_2": "flash", "sdpa": "sdpa", "eager": "eager"}
+ATTENTION_FROM_HF = {"flash_attention_2": "flash", "sdpa": "sdpa", "eager": "eager"}
 """transformers' attn_implementation -> ModelSpec.attention; unset means transformers' default, SDPA."""
 
 
@@ -60,7 +60,7 @@ def spec_from_hf_dict(config: dict[str, Any], name: str) -> ModelSpec:
             raise UserError(f"Hugging Face config {name!r} lacks {_KEYS[family][required]!r}")
     tied = config.get("tie_word_embeddings", family == "gpt2")
     implementation = config.get("attn_implementation") or config.get("_attn_implementation") or "sdpa"
-    return ModelSpec(name=name, tie_embeddings=bool(tied), attention=_ATTENTION.get(implementation, "sdpa"),
+    return ModelSpec(name=name, tie_embeddings=bool(tied), attention=ATTENTION_FROM_HF.get(implementation, "sdpa"),
                      source=f"Hugging Face config ({family})", **_STYLE[family], **fields)
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, KERNEL_SET_IN_MODEL,
-                                   MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG, Refuse,
+from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG,
+                                   KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG, Refuse,
                                    SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
 from autoscale.export.source import ExportSource
 
@@ -39,6 +39,7 @@ class AccelerateTarget(Target):
         "kernels": {"torch": Mapped(),
                     "compile": Mapped({"config.dynamo_config.dynamo_backend": "INDUCTOR"}),
                     ANY: KERNEL_SET_IN_MODEL},
+        "attention": ATTENTION_AT_LOAD,
         "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,

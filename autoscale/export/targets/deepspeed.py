@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from autoscale.ds_config import check_with_deepspeed
-from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, InUserCode,
+from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, InUserCode,
                                    KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, Refuse,
                                    SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, ULYSSES_IN_USER_CODE, Target)
 from autoscale.export.source import ExportSource
@@ -30,6 +30,7 @@ class DeepSpeedTarget(Target):
         "kernels": {"torch": Mapped(),
                     "compile": InUserCode("call engine.compile() on the engine deepspeed.initialize returns"),
                     ANY: KERNEL_SET_IN_MODEL},
+        "attention": ATTENTION_AT_LOAD,
         "tp": {1: Mapped(), ANY: Refuse("autoscale's ds_config has no tensor-parallel section to carry it")},
         "pp": {1: Mapped(), ANY: InUserCode("the ds_config sets pipeline.stages; the model must be a "
                                             "deepspeed.pipe.PipelineModule with that many stages, trained "

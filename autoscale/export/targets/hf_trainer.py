@@ -14,7 +14,7 @@ import copy
 import json
 from pathlib import Path
 
-from autoscale.export.base import (ANY, IN_DS_CONFIG, KERNEL_SET_IN_MODEL, NOT_IN_DS_CONFIG,
+from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, IN_DS_CONFIG, KERNEL_SET_IN_MODEL, NOT_IN_DS_CONFIG,
                                    SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, From, Mapped, Refuse, Target)
 from autoscale.export.source import ExportSource
 
@@ -51,6 +51,7 @@ class HfTrainerTarget(Target):
                                   "stand in for autoscale's; pip install liger-kernel"),
             ANY: KERNEL_SET_IN_MODEL,
         },
+        "attention": ATTENTION_AT_LOAD,
         "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,

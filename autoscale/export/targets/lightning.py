@@ -13,9 +13,9 @@ import json
 import pprint
 from pathlib import Path
 
-from autoscale.export.base import (ANY, CHECKPOINTING_IN_MODEL, From, IN_DS_CONFIG, InUserCode,
-                                   KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG,
-                                   Refuse, SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
+from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, From, IN_DS_CONFIG, InUserCode,
+                                   KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG, Refuse,
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
 from autoscale.export.source import ExportSource
 
 LIGHTNING_OWNED = ("train_batch_size", "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
@@ -48,6 +48,7 @@ class LightningTarget(Target):
         "kernels": {"torch": Mapped(),
                     "compile": InUserCode("torch.compile the model in LightningModule.configure_model"),
                     ANY: KERNEL_SET_IN_MODEL},
+        "attention": ATTENTION_AT_LOAD,
         "tp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         "pp": {1: Mapped(), ANY: DATA_PARALLEL_ONLY},
         **SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED,

@@ -59,6 +59,8 @@ class TorchtitanTarget(Target):
                                   "(FSDP CPU offload), not optimizer state alone")},
         "kernels": {"torch": Mapped(), "compile": Mapped({"toml.training.compile": True}),
                     ANY: Refuse("torchtitan builds its own model; an autoscale kernel set cannot be chosen in its TOML")},
+        "attention": {"model": Mapped(), ANY: Refuse("torchtitan builds its own model, whose attention core its "
+                                                     "TOML does not choose by transformers' names")},
         "tp": Mapped({"toml.parallelism.tensor_parallel_degree": From.KNOB}),
         "pp": Mapped({"toml.parallelism.pipeline_parallel_degree": From.KNOB}),
         "cp": Mapped({"toml.parallelism.context_parallel_degree": From.KNOB}),
