@@ -100,7 +100,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str, sequence: SequenceSplit):
+    def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str,
+                 sequence: SequenceSplit = WHOLE_SEQUENCE):
         super().__init__()
         self.norm_attention = Norm(spec, kernel_set)
         self.attention = Attention(spec, kernel_set, selective_recompute=checkpointing == "selective",
