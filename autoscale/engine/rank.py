@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from autoscale.engine.build import build_trial_model
 from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
@@ -95,16 +96,15 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     import torch.distributed as dist
 
     from autoscale.ds_config import to_ds_config
-    from autoscale.models.gpt import build_model
 
     point, spec = request.point, request.spec
     device = _device(request.backend, local_rank)
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
-    model = build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing)
-    optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
+    model = build_trial_model(request, config)
+    optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size)
 
