@@ -137,8 +137,10 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             weight = module.weight
             generator = torch.Generator().manual_seed(parameter_seed(seed, names[id(weight)]))
+            host = "meta" if weight.is_meta else "cpu"  # drawn on the host wherever the weight lives
+            values = torch.empty_like(weight, dtype=torch.float32, device=host)
             with torch.no_grad():
-                weight.copy_(torch.normal(0.0, 0.02, size=tuple(weight.shape), generator=generator))
+                weight.copy_(values.normal_(mean=0.0, std=0.02, generator=generator))
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
