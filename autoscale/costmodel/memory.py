@@ -273,8 +273,8 @@ def memory_breakdown(spec: ModelSpec, point: Point, *, world_size: int, seq_len:
     buffers = max(buckets, step_phase - activations - transient)
     working = states_bytes + max(backward_phase, step_phase)
     startup = n_params * (4 if on_cpu else element_bytes(point.precision))  # built whole, then sharded
-    if point.zero_stage == 3 and not on_cpu:
-        startup = 0  # built inside deepspeed.zero.Init: no rank ever holds the whole model
+    if point.zero_stage == 3:
+        startup = 0  # built inside deepspeed.zero.Init (`engine.build`): no rank ever holds the whole model
     base = params.host_baseline_bytes if on_cpu else params.device_context_bytes
     if point.zero_stage >= 1:
         per_param = (params.zero3_startup_bytes_per_param if point.zero_stage == 3

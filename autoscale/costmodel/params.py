@@ -86,7 +86,11 @@ class EfficiencyParams:
     then flattened into contiguous groups): glibc keeps freed heap pages, which VmHWM counts. CPU
     only; a GPU's caching allocator reuses them."""
     zero3_startup_bytes_per_param: float = 0.0
-    """The same for ZeRO-3's conversion of a built model into partitioned parameters."""
+    """Bytes per parameter resident on a ZeRO-3 CPU rank beyond its model states. Not a whole copy:
+    ZeRO-3 trials build the model partitioned (`engine.build`, `deepspeed.zero.Init`); it is what
+    glibc keeps of the whole-module tensors that zero.Init, the forward's gathers and the gradient
+    reduce-scatters allocate and free (peaks measured with and without zero.Init agree within a
+    few percent). CPU only; a GPU's caching allocator reuses them."""
     device_context_bytes: float = 0.0
     """Device memory taken before the model (CUDA context, NCCL buffers); not in the allocator's
     peak the engine measures, so zero by default."""
@@ -123,7 +127,7 @@ CPU_DEFAULTS = EfficiencyParams(
     comm_overlap=0.3, layer_overhead_s=1.5e-3, step_overhead_s=2e-2, zero_hook_s=2e-4,
     optimizer_bytes_per_param=36.0,
     host_adam_gb_s=5.0, activation_scale=1.0, allocator_slack=0.0, host_baseline_bytes=437 * MIB,
-    zero_fixed_bytes=60 * MIB, zero_startup_bytes_per_param=3.4, zero3_startup_bytes_per_param=14.5,
+    zero_fixed_bytes=60 * MIB, zero_startup_bytes_per_param=3.4, zero3_startup_bytes_per_param=15.0,
 )
 """CPU ranks: oneDNN GEMMs on two cores reach less of the FMA peak, Python dispatch is a larger
 share, gloo shares memory bandwidth. zero_hook_s was read off the stage medians of the first round
@@ -131,7 +135,9 @@ of benchmarks/data/cpu-sweep-gpt-tiny-r3 (ZeRO-2 steps about 30 ms longer than Z
 parameter tensors and 2-4 micro-batches). The memory terms were measured with
 `benchmarks/validate_memory.py` (2 ranks, Python 3.11, torch 2.13, DeepSpeed 0.19):
 host_baseline_bytes from gpt-tiny at ZeRO-0 (VmHWM less our model's bytes), the ZeRO terms from
-the residuals of gpt-cpu-small at stages 1-3; `autoscale calibrate` re-fits them per machine."""
+the residuals of gpt-cpu-small at stages 1-3 (ZeRO-3's by least squares on the gpt-tiny and
+gpt-cpu-small trials built under zero.Init; the held-out ZeRO-3 trials are within -6% and +10%);
+`autoscale calibrate` re-fits them per machine."""
 
 
 CPU_WARM_DEFAULTS = replace(CPU_DEFAULTS, host_baseline_bytes=370 * MIB, zero_fixed_bytes=5 * MIB)

@@ -67,7 +67,8 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
-    model = build_pipeline_model(spec, stages=point.pp, kernels=point.kernels, checkpointing=point.checkpointing)
+    model = build_pipeline_model(spec, stages=point.pp, kernels=point.kernels, checkpointing=point.checkpointing,
+                                 seed=request.seed)
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from autoscale.engine.build import build_trial_model
 from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
@@ -102,8 +103,6 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     import torch.distributed as dist
 
     from autoscale.ds_config import to_ds_config
-    from autoscale.models.gpt import build_model
-    from autoscale.models.hf_model import build_hf_model
 
     point, spec = request.point, request.spec
     if point.pp > 1:
@@ -117,10 +116,7 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     config = trial_ds_config(request.ds_config or to_ds_config(point, world_size=world_size), point, spec,
                              request.hf_config)
     sequence = sequence_trial(point, config, fault=request.fault)
-    model = (build_hf_model(request.hf_config, kernels=point.kernels, checkpointing=point.checkpointing,
-                            attention=point.attention_for(spec)) if request.impl == "transformers"
-             else build_model(spec, kernels=point.kernels, checkpointing=point.checkpointing,
-                              sequence=sequence.split))
+    model = build_trial_model(request, config, sequence.split)
     optimizer = build_optimizer(model.parameters(), offloaded=point.offload != "none", backend=request.backend)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, mpu=sequence.mpu)
     data_parallel_rank, data_parallel = data_parallel_coordinates(engine, rank=rank, world_size=world_size,

@@ -10,6 +10,8 @@ a group of ranks (Ulysses, `models.sequence_parallel`): the model then sees its 
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -116,7 +118,7 @@ class Block(nn.Module):
 
 class Transformer(nn.Module):
     def __init__(self, spec: ModelSpec, kernel_set: KernelSet, checkpointing: str = "none",
-                 sequence: SequenceSplit = WHOLE_SEQUENCE):
+                 sequence: SequenceSplit = WHOLE_SEQUENCE, seed: int = 0):
         super().__init__()
         if checkpointing not in knob_choices("checkpointing"):
             raise ValueError(f"checkpointing must be one of {knob_choices('checkpointing')}, got {checkpointing!r}")
@@ -131,13 +133,24 @@ class Transformer(nn.Module):
             cos, sin = rotary_tables(spec.max_seq_len, spec.head_dim)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
-        self.apply(self._init_weights)
+        names = {id(parameter): name for name, parameter in self.named_parameters()}
+        self.apply(lambda module: self._init_weights(module, seed=seed, names=names))
 
     @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """GPT-2's initialisation: N(0, 0.02) weights, zero biases."""
+    def _init_weights(module: nn.Module, *, seed: int, names: dict[int, str]) -> None:
+        """GPT-2's initialisation: N(0, 0.02) weights, zero biases. Each weight is drawn in fp32 from
+        its own generator, seeded by the model's seed and the weight's name, and copied in: the values
+        depend neither on the order nor on the dtype the modules were built in, so a model built
+        under `deepspeed.zero.Init` (bf16 partitions; its `Module.apply` gathers each module's
+        parameters around this function and keeps rank 0's) equals the whole model built with the
+        same seed."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            weight = module.weight
+            generator = torch.Generator().manual_seed(parameter_seed(seed, names[id(weight)]))
+            host = "meta" if weight.is_meta else "cpu"  # drawn on the host wherever the weight lives
+            values = torch.empty_like(weight, dtype=torch.float32, device=host)
+            with torch.no_grad():
+                weight.copy_(values.normal_(mean=0.0, std=0.02, generator=generator))
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
@@ -164,9 +177,15 @@ class Transformer(nn.Module):
             x.reshape(B * T, -1), self.output_weight(), targets.reshape(B * T))
 
 
+def parameter_seed(seed: int, name: str) -> int:
+    """The seed of one parameter's generator: the model's seed and the parameter's name, hashed
+    stably to the 32 bits torch's CPU generator (a Mersenne Twister) is seeded with."""
+    return zlib.crc32(f"{seed}/{name}".encode())
+
+
 def build_model(spec: ModelSpec, *, kernels: str = "torch", checkpointing: str = "none",
-                sequence: SequenceSplit = WHOLE_SEQUENCE) -> Transformer:
-    return Transformer(spec, get_kernel_set(kernels), checkpointing, sequence)
+                sequence: SequenceSplit = WHOLE_SEQUENCE, seed: int = 0) -> Transformer:
+    return Transformer(spec, get_kernel_set(kernels), checkpointing, sequence, seed)
 
 
 def tensor_parallel_layer_specs(spec: ModelSpec, tp: int) -> list[dict]:

@@ -3,7 +3,7 @@
 The layers, in order: token embedding, learned positions (GPT), the blocks, the final norm, the
 output projection; the loss (`PipelineLoss`) runs on the last stage. Each layer is a thin subclass
 of the plain model's part with the same parameter names, taking one activation and returning one,
-so a layer's weights are loaded from `build_model(spec)`'s and a pipelined trial starts from the
+so a layer's weights are loaded from `build_model(spec, seed=...)`'s and a pipelined trial starts from the
 weights the data-parallel reference starts from. Tied embeddings (GPT) are one `TiedLayerSpec` on
 the first and the last stage, whose gradients DeepSpeed sums over the two stages.
 
@@ -100,14 +100,15 @@ def _plain_parts(model: nn.Module) -> list[nn.Module]:
     return [model.token_embedding, *positions, *model.blocks, model.norm_final, head]
 
 
-def build_pipeline_model(spec: ModelSpec, *, stages: int, kernels: str = "torch", checkpointing: str = "none"):
-    """The model cut into `stages` pipeline stages, with the weights `build_model(spec)` draws from the
-    current random state. Every rank draws the whole plain model (same seed, same weights) and keeps
-    its stage's layers."""
+def build_pipeline_model(spec: ModelSpec, *, stages: int, kernels: str = "torch", checkpointing: str = "none",
+                         seed: int = 0):
+    """The model cut into `stages` pipeline stages, with the weights `build_model(spec, seed=seed)`
+    draws. Every rank builds the whole plain model (same seed, same weights) and keeps its stage's
+    layers."""
     from deepspeed.pipe import PipelineModule
 
     kernel_set = get_kernel_set(kernels)
-    plain = build_model(spec, kernels=kernels, checkpointing=checkpointing)
+    plain = build_model(spec, kernels=kernels, checkpointing=checkpointing, seed=seed)
     module = PipelineModule(layers=pipeline_layer_specs(spec, kernel_set, checkpointing), num_stages=stages,
                             loss_fn=PipelineLoss(kernel_set), partition_method=f"type:{BlockStage.__name__}")
     stage = module.mpu().get_stage_id()
