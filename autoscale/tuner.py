@@ -52,6 +52,7 @@ class TuneConfig:
     timeout_per_trial_s: float = 300.0
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     usable_bytes_per_rank: int | None = None  # the memory limit trials are held to (autoscale.budget)
+    memory_cap_bytes_per_rank: int | None = None  # CPU: what a rank's trial may add before it fails (engine.memcap)
     fault: str | None = None  # test-only, passed to every trial
     seed_points: int = SEED_POINTS  # the cost model's top-ranked points, measured first (see opening_order)
     confirm_rounds: int = 3  # head-to-head rounds of the finalists before the winner is named (0: none)
@@ -187,7 +188,8 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             request = TrialRequest(spec=config.spec, point=point, seq_len=config.seq_len, backend=config.backend,
                                    nproc=config.nproc, workdir=config.out_dir / "trials" / str(trial.number),
                                    timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                   fault=config.fault, reference=reference)
+                                   fault=config.fault, reference=reference,
+                                   memory_cap_bytes=config.memory_cap_bytes_per_rank)
             with heartbeat(study, trial):
                 result = run(request)
             record = policy.tell(point, result)
@@ -222,7 +224,7 @@ def study_reference(config: TuneConfig, study, run: Callable[[TrialRequest], Tri
     reference, unchecked = run_reference(run, reference_request(
         spec=config.spec, seq_len=config.seq_len, global_batch=config.global_batch, nproc=config.nproc,
         backend=config.backend, workdir=config.out_dir / "reference", timeout_s=config.timeout_per_trial_s,
-        seed=config.seed))
+        seed=config.seed, memory_cap_bytes=config.memory_cap_bytes_per_rank))
     if unchecked:
         observer.note(unchecked)
         return None
@@ -246,7 +248,8 @@ def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable
         return run(TrialRequest(spec=config.spec, point=record.point, seq_len=config.seq_len, backend=config.backend,
                                 nproc=config.nproc, workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}",
                                 timeout_s=config.timeout_per_trial_s, measure=config.measure, seed=config.seed,
-                                fault=config.fault, reference=reference))
+                                fault=config.fault, reference=reference,
+                                memory_cap_bytes=config.memory_cap_bytes_per_rank))
 
     return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from autoscale.engine.data import micro_batch_tokens
+from autoscale.engine.memcap import apply_memory_cap, cap_note
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
@@ -254,7 +255,9 @@ def classify(error: BaseException) -> str:
 
 def error_record(error: BaseException) -> dict:
     message = str(error).strip().splitlines()
-    return {"kind": classify(error), "message": f"{type(error).__name__}: {message[0] if message else ''}"[:300]}
+    kind = classify(error)
+    text = f"{type(error).__name__}: {message[0] if message else ''}"[:300]
+    return {"kind": kind, "message": text + (cap_note() if kind == "oom" else "")}
 
 
 def _configure_quiet_logging() -> None:
@@ -316,6 +319,7 @@ def run_rank_process(request_path: Path, result_path: Path, *, launch_time: floa
     request = TrialRequest.from_json(request_path.read_text())
     try:
         init_distributed(request.backend, trial_timeout_s=request.timeout_s)
+        apply_memory_cap(request)  # after the group: a cap met inside gloo's C++ aborts or hangs instead of raising
     except BaseException as error:  # noqa: BLE001
         record_failure(error, result_path.parent, int(os.environ["RANK"]))
         return RANK_FAILED_EXIT_CODE

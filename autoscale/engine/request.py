@@ -45,6 +45,7 @@ class TrialRequest:
     seed: int = 1234
     ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
     reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
+    memory_cap_bytes: int | None = None  # CPU: what each rank may add before its allocations fail (engine.memcap)
     fault: str | None = None  # test-only: one of FAULTS
     slow_step_s: float = 0.0  # test-only: extra sleep per step with fault="slow"
 
