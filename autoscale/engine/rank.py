@@ -8,6 +8,7 @@ Any failure is written to `rank<r>.error.json` as a kind (oom, nan, crash) and a
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -277,9 +278,9 @@ def init_distributed(backend: str, *, trial_timeout_s: float) -> None:
         # DeepSpeed's shared-memory all-reduce serves only ranks launched with LOCAL_SIZE set, which
         # we never set; not loading it spares every rank a JIT build check and its file lock, which
         # a rank killed mid-build (a timeout) would leave behind for every later rank to wait on.
-        import deepspeed.comm.torch as torch_comm
-
-        torch_comm.build_shm_op = lambda: None
+        # By its name in sys.modules: `import deepspeed.comm.torch as ...` yields torch itself, which
+        # deepspeed.comm's `from .comm import *` binds to the package's attribute `torch`.
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     if backend == "cuda":
         deepspeed.init_distributed(dist_backend="nccl",
                                    timeout=timedelta(seconds=max(1.0, COLLECTIVE_TIMEOUT_SHARE * trial_timeout_s)))
