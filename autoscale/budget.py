@@ -37,6 +37,12 @@ class MemoryBudget:
     def usable_bytes(self) -> int:
         return int(self.device_bytes * MEMORY_MARGIN)
 
+    def cap_bytes(self, backend: str) -> int | None:
+        """What a rank's trial may add before its allocations fail (`engine.memcap`): on a CPU its share
+        of the host, so a config predicted wrongly fails its own trial; None on a GPU, whose memory is not
+        the host's."""
+        return self.device_bytes if backend == "cpu" else None
+
     def fits(self, peak_bytes: float) -> bool:
         return peak_bytes <= self.usable_bytes
 

@@ -110,6 +110,7 @@ class RunInfo:
     command: list[str]
     storage: str | None
     started_at: str
+    memory_cap: dict | None = None  # CPU: the cap each rank ran under (`engine.memcap.memory_cap_record`)
     predicted: bool = False  # True for --backend model: every figure is the cost model's prediction
     evaluated: dict | None = None  # --backend model: how many points were predicted, fitting, pruned
     launcher_fallback: dict | None = None  # the warm launcher's CUDA start failed: what ran fresh instead

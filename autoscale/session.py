@@ -19,6 +19,7 @@ from autoscale.backend import default_nproc, resolve_backend
 from autoscale.budget import MemoryBudget
 from autoscale.ds_config import to_ds_config, write_ds_config
 from autoscale.engine.launchers import selectable_launchers
+from autoscale.engine.memcap import memory_cap_record
 from autoscale.errors import UserError
 from autoscale.layout import describe_skipped, resolve_global_batch, resolve_seq_len
 from autoscale.models import resolve_model
@@ -106,10 +107,12 @@ class TuneSession:
                                     f"{spec.name}-{backend}" if impl == "own" else f"{spec.name}-{impl}-{backend}")
         out_dir = out or Path("runs") / study_name
         hardware = target
+        budget = MemoryBudget.for_hardware(hardware, nproc)
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
                             storage=storage, resume=resume, seed=seed, timeout_per_trial_s=timeout_per_trial,
-                            usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, nproc).usable_bytes, fault=fault,
+                            usable_bytes_per_rank=budget.usable_bytes, fault=fault,
+                            memory_cap_bytes_per_rank=budget.cap_bytes(backend),
                             confirm_rounds=confirm_rounds, launcher=launcher,
                             hostfile=str(hostfile) if hostfile else None, script=workload,
                             numerics_gate=workload is None, impl=impl, hf_config=hf_config)
@@ -132,12 +135,14 @@ class TuneSession:
             raise UserError(f"study {study_name!r} was not started by autoscale tune (it has no {RUN_ATTR!r})")
         backend = resolve_backend(settings["backend"])
         hardware = detect(backend)
+        budget = MemoryBudget.for_hardware(hardware, settings["nproc"])
         out_dir = out or Path("runs") / study_name / f"worker-{socket.gethostname()}-{os.getpid()}"
         check_writable(out_dir)
         config = TuneConfig.from_settings(settings, out_dir=out_dir, study_name=study_name, storage=storage,
                                           resume=True, confirm_rounds=0,  # the study's starter confirms
                                           launcher="fresh" if settings.get("script") else "warm",  # scripts: fresh
-                                          usable_bytes_per_rank=MemoryBudget.for_hardware(hardware, settings["nproc"]).usable_bytes)
+                                          usable_bytes_per_rank=budget.usable_bytes,
+                                          memory_cap_bytes_per_rank=budget.cap_bytes(backend))
         return cls(config, cls._run_info(config, hardware, command), hardware,
                    not_measured=tuple(dropped_choices(config.space, config.trial_space())))
 
@@ -154,6 +159,7 @@ class TuneSession:
                                  "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops},
                        device_bytes_per_rank=MemoryBudget.for_hardware(hardware, config.nproc).device_bytes,
                        usable_bytes_per_rank=config.usable_bytes_per_rank, command=list(command),
+                       memory_cap=memory_cap_record(config.memory_cap_bytes_per_rank),
                        storage=config.storage_url, started_at=utc_now())
 
     def headline(self) -> str:

@@ -54,6 +54,7 @@ class TuneConfig:
     timeout_per_trial_s: float = 300.0
     measure: MeasurePolicy = field(default_factory=MeasurePolicy)
     usable_bytes_per_rank: int | None = None  # the memory limit trials are held to (autoscale.budget)
+    memory_cap_bytes_per_rank: int | None = None  # CPU: what a rank's trial may add before it fails (engine.memcap)
     fault: str | None = None  # test-only, passed to every trial
     seed_points: int = SEED_POINTS  # the cost model's top-ranked points, measured first (see opening_order)
     confirm_rounds: int = 3  # head-to-head rounds of the finalists before the winner is named (0: none)
@@ -88,7 +89,8 @@ class TuneConfig:
         return TrialRequest(spec=self.spec, point=point, seq_len=self.seq_len, backend=self.backend,
                             nproc=self.nproc, workdir=workdir, timeout_s=self.timeout_per_trial_s,
                             measure=self.measure, seed=self.seed, impl=self.impl, hf_config=self.hf_config,
-                            fault=self.fault, reference=reference, script=self.script)
+                            fault=self.fault, reference=reference, script=self.script,
+                            memory_cap_bytes=self.memory_cap_bytes_per_rank)
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> "TuneConfig":
@@ -238,7 +240,8 @@ def study_reference(config: TuneConfig, study, run: Callable[[TrialRequest], Tri
     reference, unchecked = run_reference(run, reference_request(
         spec=config.spec, seq_len=config.seq_len, global_batch=config.global_batch, nproc=config.nproc,
         backend=config.backend, workdir=config.out_dir / "reference", timeout_s=config.timeout_per_trial_s,
-        seed=config.seed, impl=config.impl, hf_config=config.hf_config))
+        seed=config.seed, impl=config.impl, hf_config=config.hf_config,
+        memory_cap_bytes=config.memory_cap_bytes_per_rank))
     if unchecked:
         observer.note(unchecked)
         return None

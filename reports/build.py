@@ -22,9 +22,10 @@ from markupsafe import Markup
 from autoscale.results import KNOB_COLUMNS
 from reports import data, figures
 
-TABLE_COLUMNS = ("number", "status", "tokens_per_s", "peak_bytes", "mfu", "tflops_per_device", *KNOB_COLUMNS,
-                 "reason", "samples_per_s", "loss", "steps", "step_s", "wall_s", "launch_s", "pred_tokens_per_s",
-                 "pred_peak_bytes", "is_baseline", "started_at")
+COMPACT_COLUMNS = ("number", "status", "tokens_per_s", "peak_bytes", "mfu", "config", "reason")
+"""What the trials table shows by default, narrow enough for a laptop: the knobs as one `config` cell."""
+TABLE_COLUMNS = (*COMPACT_COLUMNS, "tflops_per_device", *KNOB_COLUMNS, "samples_per_s", "loss", "steps", "step_s",
+                 "wall_s", "launch_s", "pred_tokens_per_s", "pred_peak_bytes", "is_baseline", "started_at")
 
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
@@ -147,10 +148,13 @@ def _script_json(value) -> Markup:
 
 
 def _table(frame: pd.DataFrame) -> dict:
-    """Columns that hold anything, and rows as lists with null for missing values."""
+    """Columns that hold anything, and rows as lists with null for missing values; `extra` names the
+    columns shown only when the reader asks for all of them."""
+    if not frame.empty and all(k in frame.columns for k in KNOB_COLUMNS):
+        frame = frame.assign(config=[data.describe_row(row, short=True) for _, row in frame.iterrows()])
     columns = [c for c in TABLE_COLUMNS if c in frame.columns and _has_values(frame[c])]
     rows = [[_cell(value) for value in record] for record in frame[columns].itertuples(index=False, name=None)]
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "extra": [c for c in columns if c not in COMPACT_COLUMNS]}
 
 
 def _has_values(column: pd.Series) -> bool:

@@ -112,10 +112,12 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[(frame["status"] == "ok") & frame["tokens_per_s"].notna()]
 
 
-def describe_row(row) -> str:
-    """A trial's knobs in plain words; rows the Point rejects (invalid trials) are listed raw."""
+def describe_row(row, *, short: bool = False) -> str:
+    """A trial's knobs in plain words (`short`: in a dozen characters, for tables); rows the Point
+    rejects (invalid trials) are listed raw."""
     try:
-        return Point.from_row(row).describe()
+        point = Point.from_row(row)
+        return point.short() if short else point.describe()
     except (UserError, TypeError, ValueError):
         return ", ".join(f"{k} {row[k]}" for k in KNOB_COLUMNS if pd.notna(row[k]))
 

@@ -118,3 +118,19 @@ def test_a_result_recorded_before_the_allocator_figure_existed_still_loads():
 
     result = TrialResult.from_dict({"status": "ok", "peak_bytes": 5 * GIB, "peak_bytes_per_rank": [5 * GIB]})
     assert result.peak_bytes == 5 * GIB and result.peak_allocator_bytes is None
+
+
+def test_a_cpu_rank_never_loads_deepspeed_s_shared_memory_op(monkeypatch):
+    """Its JIT build on a fresh machine would run inside the first trial; the op serves only ranks with LOCAL_SIZE."""
+    import importlib
+
+    import deepspeed
+
+    from autoscale.engine.rank import init_distributed
+
+    torch_comm = importlib.import_module("deepspeed.comm.torch")
+    original = torch_comm.build_shm_op
+    monkeypatch.setattr(torch_comm, "build_shm_op", original)  # restored after the test
+    monkeypatch.setattr(deepspeed, "init_distributed", lambda **_: None)
+    init_distributed("cpu", trial_timeout_s=10.0)
+    assert torch_comm.build_shm_op is not original and torch_comm.build_shm_op() is None

@@ -180,6 +180,7 @@ def test_report_renders_every_figure_offline_without_errors(chromium, tmp_path):
                        "[...document.querySelectorAll('#trials th')].find(t => t.textContent === 'tokens_per_s').click()")
         top = tools.evaluate("document.querySelector('#trials tbody tr').classList.contains('best-row')")
         assert top, "sorting by tokens_per_s should put the best trial first"
+        _assert_the_trials_table_fits_a_laptop_and_shows_every_column_on_request(tools)
         _screenshot(tools, "report.png", tmp_path)
         errors, requests = _problems(tools, page)
         assert errors == [], errors
@@ -188,6 +189,20 @@ def test_report_renders_every_figure_offline_without_errors(chromium, tmp_path):
         assert seen and seen[0]["params"]["request"]["url"] == page.as_uri()  # the monitor saw the page load
     finally:
         tools.close()
+
+
+def _assert_the_trials_table_fits_a_laptop_and_shows_every_column_on_request(tools: DevTools) -> None:
+    """At 1280 px the table needs no horizontal scroll; "every column" brings the knobs back one per column."""
+    width = "[document.getElementById('trials-wrap').scrollWidth, document.getElementById('trials-wrap').clientWidth]"
+    visible = "[...document.querySelectorAll('#trials th')].filter(t => t.offsetParent !== null).map(t => t.textContent)"
+    scroll_width, client_width = tools.evaluate(width)
+    assert scroll_width <= client_width, f"the trials table scrolls sideways at 1280 px: {scroll_width} > {client_width}"
+    compact = tools.evaluate(visible)
+    assert "config" in compact and "zero_stage" not in compact
+    tools.evaluate("document.getElementById('all-columns').click()")
+    assert {"zero_stage", "micro_batch", "precision", "wall_s"} <= set(tools.evaluate(visible))
+    tools.evaluate("document.getElementById('all-columns').click()")
+    assert tools.evaluate(visible) == compact
 
 
 def test_hostile_study_name_shows_as_text_and_runs_nothing(chromium, tmp_path):

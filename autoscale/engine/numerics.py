@@ -113,7 +113,7 @@ def read_record(workdir: Path) -> NumericsRecord:
 
 def reference_request(*, spec: "ModelSpec", seq_len: int, global_batch: int, nproc: int, backend: str,
                       workdir: Path, timeout_s: float, seed: int, impl: str = "own",
-                      hf_config: dict | None = None) -> "TrialRequest":
+                      hf_config: dict | None = None, memory_cap_bytes: int | None = None) -> "TrialRequest":
     """The reference run as a trial: the baseline point (fp32, ZeRO-0, micro-batch 1, no model
     parallelism), the gate's steps and one timed step, which nobody reads."""
     from autoscale.engine.request import MeasurePolicy, TrialRequest
@@ -121,6 +121,7 @@ def reference_request(*, spec: "ModelSpec", seq_len: int, global_batch: int, npr
 
     return TrialRequest(spec=spec, point=baseline_point(global_batch, nproc), seq_len=seq_len, backend=backend,
                         nproc=nproc, workdir=workdir, timeout_s=timeout_s, seed=seed, impl=impl, hf_config=hf_config,
+                        memory_cap_bytes=memory_cap_bytes,
                         measure=MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
 
 

@@ -8,6 +8,7 @@ Any failure is written to `rank<r>.error.json` as a kind (oom, nan, crash) and a
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import torch
 
 from autoscale.engine.build import build_trial_model
 from autoscale.engine.data import micro_batch_tokens
+from autoscale.engine.memcap import apply_memory_cap, cap_note
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
@@ -298,7 +300,9 @@ def classify(error: BaseException) -> str:
 
 def error_record(error: BaseException) -> dict:
     message = str(error).strip().splitlines()
-    return {"kind": classify(error), "message": f"{type(error).__name__}: {message[0] if message else ''}"[:300]}
+    kind = classify(error)
+    text = f"{type(error).__name__}: {message[0] if message else ''}"[:300]
+    return {"kind": kind, "message": text + (cap_note() if kind == "oom" else "")}
 
 
 def _configure_quiet_logging() -> None:
@@ -318,9 +322,9 @@ def init_distributed(backend: str, *, trial_timeout_s: float) -> None:
         # DeepSpeed's shared-memory all-reduce serves only ranks launched with LOCAL_SIZE set, which
         # we never set; not loading it spares every rank a JIT build check and its file lock, which
         # a rank killed mid-build (a timeout) would leave behind for every later rank to wait on.
-        import deepspeed.comm.torch as torch_comm
-
-        torch_comm.build_shm_op = lambda: None
+        # By its name in sys.modules: `import deepspeed.comm.torch as ...` yields torch itself, which
+        # deepspeed.comm's `from .comm import *` binds to the package's attribute `torch`.
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     if backend == "cuda":
         deepspeed.init_distributed(dist_backend="nccl",
                                    timeout=timedelta(seconds=max(1.0, COLLECTIVE_TIMEOUT_SHARE * trial_timeout_s)))
@@ -360,6 +364,7 @@ def run_rank_process(request_path: Path, result_path: Path, *, launch_time: floa
     request = TrialRequest.from_json(request_path.read_text())
     try:
         init_distributed(request.backend, trial_timeout_s=request.timeout_s)
+        apply_memory_cap(request)  # after the group: a cap met inside gloo's C++ aborts or hangs instead of raising
     except BaseException as error:  # noqa: BLE001
         record_failure(error, result_path.parent, int(os.environ["RANK"]))
         return RANK_FAILED_EXIT_CODE

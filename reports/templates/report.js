@@ -35,7 +35,11 @@
   if (!dataBlock) { return; }
   var table = JSON.parse(dataBlock.textContent);
   var columns = table.columns, rows = table.rows;
-  var TEXT = {status: 1, reason: 1, precision: 1, checkpointing: 1, offload: 1, kernels: 1, started_at: 1, is_baseline: 1};
+  var TEXT = {status: 1, reason: 1, config: 1, precision: 1, checkpointing: 1, offload: 1, kernels: 1, started_at: 1,
+              is_baseline: 1};
+  var EXTRA = {};
+  (table.extra || []).forEach(function (name) { EXTRA[name] = 1; });
+  function classes(name) { return [TEXT[name] ? "text" : "", EXTRA[name] ? "extra" : ""].join(" ").trim(); }
   var GIB = {peak_bytes: 1, pred_peak_bytes: 1};
   var bestNumber = document.body.dataset.best;
   var sortColumn = columns.indexOf("number"), sortDescending = false;
@@ -63,7 +67,7 @@
   columns.forEach(function (name, i) {
     var th = document.createElement("th");
     th.textContent = name;
-    if (TEXT[name]) { th.className = "text"; }
+    th.className = classes(name);
     th.addEventListener("click", function () {
       sortDescending = sortColumn === i ? !sortDescending : !TEXT[name] && name !== "number";
       sortColumn = i;
@@ -98,7 +102,7 @@
       if (bestNumber !== undefined && String(row[numberAt]) === bestNumber) { tr.className += " best-row"; }
       row.forEach(function (value, i) {
         var td = document.createElement("td"), name = columns[i];
-        if (TEXT[name]) { td.className = "text"; }
+        td.className = classes(name);
         if (name === "reason") { td.className += " reason"; td.title = value || ""; }
         if (name === "status") {
           var pill = document.createElement("span");
@@ -121,5 +125,8 @@
   }
   document.getElementById("trial-filter").addEventListener("input", render);
   document.getElementById("status-filter").addEventListener("change", render);
+  document.getElementById("all-columns").addEventListener("change", function (event) {
+    document.getElementById("trials-wrap").classList.toggle("all-columns", event.target.checked);
+  });
   render();
 })();
