@@ -136,7 +136,7 @@ def test_selective_checkpointing_is_refused_by_name():
 def test_a_transformers_study_searches_attention_and_drops_what_its_trials_cannot_apply(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("attention: [model, sdpa, eager]\ncheckpointing: [none, selective, full]\n"
-                    "kernels: [torch, compile]\ntp: [1, 2]\n")
+                    "kernels: [torch, compile]\ntp: [1, 2]\npp: [1, 2]\nsp: [1, 2]\n")
     space = load_space(path)
     own = space.for_backend("cpu", global_batch=4, world_size=2)
     llama = space.for_backend("cpu", global_batch=4, world_size=2, impl="transformers", hf_config=LLAMA)
@@ -146,6 +146,8 @@ def test_a_transformers_study_searches_attention_and_drops_what_its_trials_canno
     assert llama.choices["checkpointing"] == ("none", "full") and llama.choices["tp"] == (1, 2)
     assert llama.choices["kernels"] == ("torch", "compile") and gpt2.choices["kernels"] == ("torch",)
     assert gpt2.choices["tp"] == (1,)
+    assert own.choices["pp"] == own.choices["sp"] == (1, 2)  # built into our model's layers only
+    assert llama.choices["pp"] == llama.choices["sp"] == (1,)
 
 
 def test_deepspeed_s_llama_preset_shards_every_linear_of_the_swapped_blocks_and_nothing_else():

@@ -33,15 +33,17 @@ def workload_choices(impl: str, hf_config: dict | None, backend: str) -> dict[st
     core. A Hugging Face model (`--impl transformers`, `models.hf_model`) runs the attention
     implementations transformers offers here (flash_attention_2 on CUDA with flash-attn installed),
     recomputes whole layers or nothing, is tensor-parallel only where DeepSpeed has an AutoTP preset
-    for its architecture, and takes kernel sets other than torch only where its architecture has
-    module swaps."""
+    for its architecture, takes kernel sets other than torch only where its architecture has module
+    swaps, and is neither pipelined nor sequence-split (both are built into our model's layers:
+    `models.pipeline`, `models.sequence_parallel`)."""
     if impl != "transformers":
         return {"attention": ("model",)}
     from autoscale.models.hf_model import AUTOTP_PRESETS, CHECKPOINTING, patchable
 
     hf_config = hf_config or {}
     flash = ("flash",) if backend == "cuda" and importlib.util.find_spec("flash_attn") else ()
-    choices: dict[str, tuple] = {"attention": ("model", "sdpa", "eager", *flash), "checkpointing": CHECKPOINTING}
+    choices: dict[str, tuple] = {"attention": ("model", "sdpa", "eager", *flash), "checkpointing": CHECKPOINTING,
+                                 "pp": (1,), "sp": (1,)}
     if hf_config.get("model_type") not in AUTOTP_PRESETS:
         choices["tp"] = (1,)
     if not patchable(hf_config):
