@@ -70,6 +70,12 @@ def render_report(run: data.Run) -> str:
         plots.append(plot_block("parallel", "Knobs of the finished trials",
                            "One line per finished trial, coloured by throughput; drag along an axis to filter.",
                            figures.parallel_coordinates_figure(frame)))
+    losses = data.gate_losses(run)
+    if losses:
+        plots.append(plot_block("losses", "The fastest configs train the same model",
+                           "The numerics gate's first steps: each of the fastest trials' losses over the reference "
+                           "run's (fp32, ZeRO-0, the same batches), and their relative gap to it.",
+                           figures.loss_curves_figure(losses)))
     predictions = data.predicted_vs_measured(frame)
     if not predictions.empty:
         plots.append(plot_block("prediction", "Cost model: predicted against measured",

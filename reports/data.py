@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from autoscale.budget import within
+from autoscale.engine.numerics import NUMERICS_FILE
 from autoscale.errors import UserError
 from autoscale.point import INTEGER_FIELDS, Point
 from autoscale.results import COLUMNS, KNOB_COLUMNS, METRIC_COLUMNS
@@ -57,6 +58,26 @@ def load_run(run_dir: Path) -> Run:
     if not isinstance(summary, dict):
         raise UserError(f"{run_dir / 'summary.json'} is not a JSON object")
     return Run(path=run_dir, trials=load_trials(csv), summary=summary, ds_config=_read_json(run_dir / "ds_config.json"))
+
+
+MAX_LOSS_CURVES = 4  # the fastest finished trials drawn over the reference's losses
+
+
+def gate_losses(run: Run) -> dict[str, list[float]]:
+    """The numerics gate's first losses: the reference run's (first) and the fastest finished trials'
+    (at most `MAX_LOSS_CURVES`, the fastest first), from their folders' numerics.json; empty when the
+    study had no reference run or kept no trial's record."""
+    reference = _read_json(run.path / "reference" / NUMERICS_FILE)
+    if not isinstance(reference, dict) or not reference.get("losses"):
+        return {}
+    curves = {"reference (fp32, ZeRO-0)": list(reference["losses"])}
+    numbered = finished(run.trials).dropna(subset=["number"])  # a trial's folder is named by its number
+    fastest = numbered.sort_values("tokens_per_s", ascending=False).head(MAX_LOSS_CURVES)
+    for _, row in fastest.iterrows():
+        record = _read_json(run.path / "trials" / str(int(row["number"])) / NUMERICS_FILE)
+        if isinstance(record, dict) and record.get("losses"):
+            curves[f"trial {int(row['number'])}: {describe_row(row, short=True)}"] = list(record["losses"])
+    return curves if len(curves) > 1 else {}
 
 
 def _read_json(path: Path):

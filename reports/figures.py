@@ -34,6 +34,7 @@ FAILURE_STYLE = {  # kind -> (label, symbol, colour)
     "other": ("other failure", "circle-x-open", "#111827"),
 }
 RUN_COLORS = ("#2563eb", "#ea580c")
+LOSS_COLORS = (ACCENT, "#ea580c", "#16a34a", "#a855f7")  # one per curve of data.MAX_LOSS_CURVES
 assert set(FAILURE_KINDS) <= set(FAILURE_STYLE)
 
 
@@ -265,3 +266,31 @@ def compare_history_figure(histories: dict[str, pd.DataFrame]) -> go.Figure:
     fig.update_xaxes(title_text="trial number", gridcolor=GRID)
     fig.update_yaxes(title_text="best throughput so far (tokens/s)", rangemode="tozero", gridcolor=GRID)
     return _layout(fig, height=380)
+
+
+def loss_curves_figure(curves: dict[str, list[float]]) -> go.Figure:
+    """The gate's first losses of the fastest trials over the reference run's (`data.gate_losses`),
+    and below, each trial's relative gap to the reference per step on a log axis, with the bands the
+    gate allows (`engine.numerics.RELATIVE_LOSS_TOLERANCE`)."""
+    from autoscale.engine.numerics import RELATIVE_LOSS_TOLERANCE
+
+    (reference_name, reference), *trials = curves.items()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.6, 0.4])
+    steps = list(range(1, len(reference) + 1))
+    fig.add_trace(go.Scatter(x=steps, y=reference, name=escape(reference_name), mode="lines",
+                             line=dict(color=INK, width=3, dash="dash")), row=1, col=1)
+    for (name, losses), color in zip(trials, LOSS_COLORS):
+        shown = losses[:len(reference)]
+        fig.add_trace(go.Scatter(x=steps, y=shown, name=escape(name), mode="lines+markers", line=dict(color=color)),
+                      row=1, col=1)
+        gaps = [max(abs(loss / ref - 1), 1e-9) for loss, ref in zip(shown, reference)]  # log axis: no zeros
+        fig.add_trace(go.Scatter(x=steps, y=gaps, name=escape(name), mode="markers", marker=dict(color=color),
+                                 showlegend=False), row=2, col=1)
+    for precision, dash in (("fp32", "dot"), ("bf16", "dashdot")):  # as lines, not annotations: log axis
+        band = RELATIVE_LOSS_TOLERANCE[precision]
+        fig.add_trace(go.Scatter(x=[steps[0], steps[-1]], y=[band, band], name=f"{precision} band ({band:.0e})",
+                                 mode="lines", line=dict(color=MUTED, dash=dash, width=1)), row=2, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="gap to reference", type="log", exponentformat="e", row=2, col=1)
+    fig.update_xaxes(title_text="optimizer step", dtick=1, row=2, col=1)
+    return _layout(fig, height=520)

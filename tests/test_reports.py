@@ -358,6 +358,26 @@ def test_report_has_summary_figures_table_and_no_external_reference(tmp_path):
     assert "cdn.plot.ly" not in page and "mathjax" not in page.lower()
 
 
+def test_report_draws_the_fastest_trials_gate_losses_over_the_reference_s(tmp_path):
+    folder = write_run(tmp_path / "run", 12)
+    assert "plot-losses" not in build.build_report(folder).read_text()  # no reference run: no figure
+    reference = [7.64, 7.65, 7.65, 7.66]
+    (folder / "reference").mkdir()
+    (folder / "reference" / "numerics.json").write_text(json.dumps({"losses": reference, "grad_norm0": 1.0}))
+    trials = pd.read_csv(folder / "trials.csv")
+    finished = trials[(trials["status"] == "ok") & trials["number"].notna()]
+    fastest = [int(n) for n in finished.sort_values("tokens_per_s", ascending=False)["number"]]
+    for rank, number in enumerate(fastest):
+        (folder / "trials" / str(number)).mkdir(parents=True)
+        losses = [loss * (1 + 1e-6 * (rank + 1)) for loss in reference]
+        (folder / "trials" / str(number) / "numerics.json").write_text(json.dumps({"losses": losses}))
+    curves = data.gate_losses(data.load_run(folder))
+    assert list(curves)[0].startswith("reference") and len(curves) == 1 + data.MAX_LOSS_CURVES
+    assert list(curves)[1].startswith(f"trial {fastest[0]}:")  # the fastest first
+    html = build.build_report(folder).read_text()
+    assert "plot-losses" in html and "fp32 band" in html
+
+
 def test_report_escapes_a_hostile_study_name_and_reason(tmp_path):
     hostile = "<script>alert(1)</script>"
     folder = write_run(tmp_path / "run", 8, study_name=hostile)
