@@ -75,8 +75,8 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
     return config
 
 
-DS_CONFIG_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "offload", "pp", "sp")
-"""The fields of `Point` a ds_config holds; the others (checkpointing, kernels, tp) live in the model."""
+DS_CONFIG_KNOBS = ("zero_stage", "micro_batch", "grad_accum", "precision", "offload", "tp", "pp", "sp")
+"""The fields of `Point` a ds_config holds; the others (checkpointing, kernels, attention) live in the model."""
 
 
 def from_ds_config(config: dict, *, model_knobs: Mapping | None = None, origin: str = "ds_config"
@@ -94,6 +94,7 @@ def from_ds_config(config: dict, *, model_knobs: Mapping | None = None, origin: 
     keys = {"zero_stage": ("zero_optimization.stage", zero.get("stage", 0)),
             "micro_batch": ("train_micro_batch_size_per_gpu", config.get("train_micro_batch_size_per_gpu")),
             "grad_accum": ("gradient_accumulation_steps", config.get("gradient_accumulation_steps", 1)),
+            "tp": ("tensor_parallel.autotp_size", (config.get("tensor_parallel") or {}).get("autotp_size", 1)),
             "pp": ("pipeline.stages", (config.get("pipeline") or {}).get("stages", 1)),
             "sp": ("sequence_parallel_size", config.get("sequence_parallel_size", 1))}
     for name, (key, value) in keys.items():

@@ -13,9 +13,11 @@ import importlib.util
 
 from autoscale.ds_config import DS_CONFIG_KNOBS
 
-# A user's script (`autoscale tune --script`) applies only what its ds_config carries; pipeline
-# stages need the script's model to be a DeepSpeed PipelineModule, which autoscale cannot know.
-SCRIPT_KNOBS: tuple[str, ...] = tuple(knob for knob in DS_CONFIG_KNOBS if knob != "pp")
+# A user's script (`autoscale tune --script`) applies only what its ds_config carries, and of that not
+# the model-parallel degrees: each needs the script's model built for it (a PipelineModule for pp,
+# DistributedAttention and a sequence-parallel mpu for sp, partition specs for its linears for tp),
+# which autoscale cannot know.
+SCRIPT_KNOBS: tuple[str, ...] = tuple(knob for knob in DS_CONFIG_KNOBS if knob not in ("tp", "pp", "sp"))
 
 TRIAL_CHOICES: dict[str, tuple] = {
     "precision": ("fp32", "bf16", "fp16"),
