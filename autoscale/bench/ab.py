@@ -1,12 +1,14 @@
 """A/B mode: every config measured alternately with this environment (the candidate) and another
 environment's interpreter (the baseline, e.g. the last release in a second venv), in one job.
 
-Round i runs one repeat of each side back to back, in ABBA order over the rounds (baseline first in
-even rounds, candidate first in odd ones), so a load that builds up or fades during the job weighs on
-both sides alike and neither side always runs second (warm page cache, a neighbour's job starting).
-Both sides run `python -m autoscale.bench.one_repeat` with their own interpreter, so the two are
-launched the same way and each environment's own autoscale, DeepSpeed and torch are measured.
-A round in which either side failed every attempt is dropped: the statistics need pairs.
+Round i starts both sides' trials together and lets them take turns step by step (`run_paced_case`,
+`bench.interleave`), so the load of the moment weighs on both alike. Against an autoscale older than
+paced rounds (its `one_repeat --probe` lists no `paced` feature), round i runs one whole repeat of
+each side back to back instead (`run_ab_case`), in ABBA order over the rounds (baseline first in even
+rounds), so a load that builds up or fades during the job weighs on both sides alike. Both sides run
+`python -m autoscale.bench.one_repeat` with their own interpreter, so the two are launched the same
+way and each environment's own autoscale, DeepSpeed and torch are measured. A round in which either
+side failed every attempt is dropped: the statistics need pairs.
 """
 
 from __future__ import annotations
