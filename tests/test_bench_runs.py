@@ -75,7 +75,7 @@ def test_a_saved_baseline_keeps_raw_samples_and_where_they_were_measured(saved):
     record = load_record(saved[1])
     samples = record.cases["gpt-tiny-z0"].samples
     assert {name: len(values) for name, values in samples.items()} == {"tokens_per_s": 4, "step_s": 4,
-                                                                        "peak_bytes": 4}
+                                                                        "step_cpu_s": 4, "peak_bytes": 4}
     assert record.hardware["backend"] == "cpu" and record.hardware["device"]
     assert record.versions["torch"] and record.versions["deepspeed"] and "torch_cuda" in record.driver
     assert record.created_at and len(record.git_commit or "x" * 40) == 40
@@ -85,10 +85,10 @@ def test_the_unchanged_suite_against_its_fresh_baseline_exits_0(saved):
     """Memory at the default 5%; time metrics with a threshold past the machine's load drift, which no
     statistic over one run's repeats can tell from a regression (see docs/bench.md)."""
     folder, baseline = saved
-    drift = {"tokens_per_s": LOAD_DRIFT, "step_s": LOAD_DRIFT}
+    drift = {"tokens_per_s": LOAD_DRIFT, "step_s": LOAD_DRIFT, "step_cpu_s": LOAD_DRIFT}
     code, junit = compare(folder, baseline, smoke_suite(folder, "same-drift.yaml", thresholds=drift), "same")
     assert code == 0 and regressed_metrics(junit) == set()
-    assert len(list(junit.iter("testcase"))) == 3  # one per metric
+    assert len(list(junit.iter("testcase"))) == 4  # one per metric
     assert "Plotly.newPlot" in (folder / "same.html").read_text()
 
 
