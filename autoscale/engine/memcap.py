@@ -97,6 +97,14 @@ def apply_memory_cap(request: "TrialRequest") -> MemoryCap | None:
     return cap
 
 
+def lift_memory_cap() -> None:
+    """Give a failed rank its memory back (the soft limit up to the hard one), so that recording why
+    it failed cannot itself fail for want of memory; the cap stays named in its reason (`cap_note`)."""
+    if _active is not None:
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+
+
 def memory_cap_record(limit_bytes: int | None) -> dict | None:
     """The cap a study's ranks run under, for summary.json; None where they run uncapped."""
     if limit_bytes is None:

@@ -24,7 +24,7 @@ import torch
 
 from autoscale.engine.build import build_trial_model
 from autoscale.engine.data import micro_batch_tokens
-from autoscale.engine.memcap import apply_memory_cap, cap_note
+from autoscale.engine.memcap import apply_memory_cap, cap_note, lift_memory_cap
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
@@ -354,8 +354,11 @@ def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) ->
 
 
 def record_failure(error: BaseException, workdir: Path, rank: int) -> None:
+    lift_memory_cap()  # a rank stopped at its cap must still be able to say so
     record = error_record(error)
-    (workdir / f"rank{rank}.error.json").write_text(json.dumps(record))
+    partial = workdir / f"rank{rank}.error.json.tmp"
+    partial.write_text(json.dumps(record))
+    partial.replace(workdir / f"rank{rank}.error.json")  # whole or absent: the launcher may read it any time
     print(f"rank {rank}: {record['kind']}: {record['message']}", file=sys.stderr, flush=True)
 
 
