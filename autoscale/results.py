@@ -23,7 +23,7 @@ KNOB_COLUMNS = POINT_FIELDS
 METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
 OWN_WORKLOAD = "autoscale"  # trials.csv's workload when trials ran autoscale's own training loop
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
-           "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at")
+           "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at", "workload")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +79,9 @@ def baseline_record(records: list[TrialRecord]) -> TrialRecord | None:
     return next((r for r in records if r.is_baseline and r.status == "ok"), None)
 
 
-def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
-    return pd.DataFrame([r.row() for r in records], columns=list(COLUMNS))
+def trials_frame(records: list[TrialRecord], workload: str = OWN_WORKLOAD) -> pd.DataFrame:
+    """One row per record; `workload` is what every trial of the study trained (`workload_label`)."""
+    return pd.DataFrame([{**r.row(), "workload": workload} for r in records], columns=list(COLUMNS))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -91,7 +92,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_trials_csv(records: list[TrialRecord], path: Path, *, workload: str = OWN_WORKLOAD) -> None:
     """`workload`: what every trial trained (`workload_label`)."""
-    atomic_write_text(path, trials_frame(records).assign(workload=workload).to_csv(index=False))
+    atomic_write_text(path, trials_frame(records, workload).to_csv(index=False))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -113,6 +113,11 @@ def memory_cap_record(limit_bytes: int | None) -> dict | None:
             "rule": "the rank's VmData before its trial + the limit + DeepSpeed's ZeRO buckets a CPU leaves untouched"}
 
 
+def capped() -> bool:
+    """Whether this process runs under a memory cap (`apply_memory_cap`)."""
+    return _active is not None
+
+
 def cap_note() -> str:
     """What an oom reason adds under a cap: " (memory cap ... )", or "" when the rank runs uncapped."""
     return f" ({_active.describe()})" if _active is not None else ""

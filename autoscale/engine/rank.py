@@ -24,7 +24,7 @@ import torch
 
 from autoscale.engine.build import build_trial_model
 from autoscale.engine.data import micro_batch_tokens
-from autoscale.engine.memcap import apply_memory_cap, cap_note, lift_memory_cap
+from autoscale.engine.memcap import apply_memory_cap, cap_note, capped, lift_memory_cap
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
@@ -301,6 +301,8 @@ def classify(error: BaseException) -> str:
 def error_record(error: BaseException) -> dict:
     message = str(error).strip().splitlines()
     kind = classify(error)
+    if kind == "crash" and capped() and isinstance(error, SystemError):
+        kind = "oom"  # C code whose allocation the cap refused, returning NULL without a MemoryError
     text = f"{type(error).__name__}: {message[0] if message else ''}"[:300]
     return {"kind": kind, "message": text + (cap_note() if kind == "oom" else "")}
 
