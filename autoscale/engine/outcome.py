@@ -14,6 +14,18 @@ from pathlib import Path
 
 from autoscale.engine.request import TrialRequest, TrialResult
 
+# Allocation failures that reach Python as RuntimeError text rather than torch.OutOfMemoryError:
+# NCCL's "Failed to CUDA calloc", cuBLAS's workspace allocation, the CUDA runtime's error name.
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed", "cudaerrormemoryallocation",
+               "failed to cuda calloc")
+
+
+def mentions_oom(text: str) -> bool:
+    """Whether an error's text (a message, a log's last line) names an allocation failure."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in OOM_MARKERS)
+
+
 CUDA_INIT_FAILURE_MARKERS = (
     "cannot re-initialize cuda in forked subprocess",
     "cuda error: initialization error",

@@ -28,15 +28,12 @@ from autoscale.engine.memcap import apply_memory_cap, cap_note, capped, lift_mem
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
 from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
+from autoscale.engine.outcome import mentions_oom
 from autoscale.engine.pacing import paced_steps
 from autoscale.engine.sequence_trial import sequence_trial
 from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
 
 COLLECTIVE_TIMEOUT_SHARE = 0.8  # of the trial's timeout: a hung NCCL collective fails before the launcher's kill
-# Allocation failures that reach Python as RuntimeError text rather than torch.OutOfMemoryError:
-# NCCL's "Failed to CUDA calloc", cuBLAS's workspace allocation, the CUDA runtime's error name.
-OOM_MARKERS = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed", "cudaerrormemoryallocation",
-               "failed to cuda calloc")
 COLLECTIVE_TIMEOUT_MARKERS = ("watchdog caught collective operation timeout",)
 
 
@@ -291,7 +288,7 @@ def classify(error: BaseException) -> str:
     if isinstance(error, NonFiniteLoss):
         return "nan"
     text = str(error).lower()
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(marker in text for marker in OOM_MARKERS):
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or mentions_oom(text):
         return "oom"
     if any(marker in text for marker in COLLECTIVE_TIMEOUT_MARKERS):
         return "timeout"

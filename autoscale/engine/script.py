@@ -24,8 +24,7 @@ import subprocess
 from pathlib import Path
 
 from autoscale.engine.measure import relative_standard_error
-from autoscale.engine.outcome import last_line, reason_from_signal
-from autoscale.engine.rank import OOM_MARKERS
+from autoscale.engine.outcome import last_line, mentions_oom, reason_from_signal
 from autoscale.engine.request import MeasurePolicy, TrialRequest, TrialResult
 from autoscale.probe import probe_path, read_records
 
@@ -103,7 +102,7 @@ def script_failure_reason(workdir: Path, processes: list[subprocess.Popen]) -> s
     for rank, code in enumerate(codes):
         if code is not None and code > 0:
             line = last_line(workdir / f"rank{rank}.log")
-            kind = "oom" if any(marker in line.lower() for marker in OOM_MARKERS) else "crash"
+            kind = "oom" if mentions_oom(line) else "crash"
             return f"{kind}: rank{rank} exited with code {code}: {line}"
     rank, code = next((rank, code) for rank, code in enumerate(codes) if code != 0)
     return reason_from_signal(rank, -code) if code is not None else f"crash: rank{rank} did not exit"
