@@ -1,9 +1,7 @@
 """Pipeline-parallel trials (DeepSpeed's pipeline engine) train what the data-parallel reference trains."""
 
 import pytest
-import torch
 
-from autoscale.engine.numerics import NumericsRecord
 from autoscale.models import PRESETS
 from autoscale.models.gpt import build_model
 from autoscale.models.pipeline import _plain_parts, pipeline_layer_specs

@@ -166,11 +166,11 @@ def run_paced_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path
     for index in range(case.rounds):
         attempts = []
         for attempt in range(case.retries + 1):
-            folder = workdir / case.name / f"round{index}-{attempt}"
+            folder = (workdir / case.name / f"round{index}-{attempt}").resolve()
             order = (BASELINE, CANDIDATE) if index % 2 == 0 else (CANDIDATE, BASELINE)
-            sides = [start_side(side, side_command(pythons[side], suite, case, (folder / side).resolve(),
+            sides = [start_side(side, side_command(pythons[side], suite, case, folder / side,
                                                    slowdown if side == CANDIDATE else NO_SLOWDOWN),
-                                folder=(folder / side).resolve(), env=side_environment(side))
+                                folder=folder / side, env=side_environment(side))
                      for side in order]
             measured, failure = paced_round(sides, turns=case.turns, ready_timeout_s=case.timeout_s)
             if observer is not None:
