@@ -7,6 +7,7 @@ the exit code, after every output has been written.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from autoscale.bench.ab import Slowdown, probe_interpreter, run_ab
 from autoscale.bench.compare import AB, BenchComparison, compare_records
 from autoscale.bench.history import DEFAULT_HISTORY, load_history, write_history
 from autoscale.bench.junit import write_junit
+from autoscale.bench.priority import DEFAULT_NICE, raised_priority
 from autoscale.bench.record import BenchRecord, check_hardware, environment, load_record
 from autoscale.bench.runner import Observer, resolve_backend_and_nproc, run_suite
 from autoscale.bench.suite import DEFAULT_THRESHOLD, Suite, load_suite
@@ -37,6 +39,7 @@ class BenchOptions:
     fault: str | None = None  # test-only, passed to every trial (see TrialRequest)
     slow_step_s: float = 0.0  # with --against: the candidate side only
     against: Path | None = None  # A/B mode: the baseline side's Python interpreter
+    nice: int = DEFAULT_NICE  # niceness adjustment for the trials (bench.priority); 0 leaves it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,7 @@ class BenchOutcome:
     baseline_refused: str | None = None  # why --save-baseline did not write
     other: dict | None = None  # A/B: the baseline side's environment (ab.probe_interpreter)
     baseline_record: BenchRecord | None = None
+    priority_refused: str | None = None  # why the trials ran without the asked-for priority
 
     @property
     def regressed(self) -> bool:
@@ -86,15 +90,18 @@ def prepare(options: BenchOptions) -> tuple[Suite, BenchRecord | None, dict | No
 def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchOutcome:
     """`observer` gets `repeat_finished` calls, and `side_finished` ones in A/B mode."""
     suite, baseline, other = prepare(options)
-    with tempfile.TemporaryDirectory(prefix="autoscale-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="autoscale-bench-") as scratch, \
+            raised_priority(options.nice) as priority:
         workdir = options.workdir or Path(scratch)
         if other is not None:
             baseline, record = run_ab(suite, against=options.against, other=other, workdir=workdir,
                                       command=options.command, observer=observer,
                                       slowdown=Slowdown(options.slow_step_s))
+            baseline = dataclasses.replace(baseline, nice=priority.nice)
         else:
             record = run_suite(suite, workdir=workdir, command=options.command, observer=observer,
                                fault=options.fault, slow_step_s=options.slow_step_s)
+        record = dataclasses.replace(record, nice=priority.nice)
     comparison = None
     if baseline is not None:
         comparison = compare_records(baseline, record, suite, default_threshold=options.threshold,
@@ -114,4 +121,4 @@ def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchO
         written["html"] = write_trend(load_history(options.history, suite.name), options.html)
     return BenchOutcome(suite=suite, record=record, comparison=comparison, written=written,
                         baseline_refused=refused, other=other,
-                        baseline_record=baseline)
+                        baseline_record=baseline, priority_refused=priority.refused)

@@ -46,6 +46,7 @@ class BenchRecord:
     cases: dict[str, CaseSamples]
     command: list[str] = field(default_factory=list)
     load: dict | None = None  # HostLoad.as_dict() of the run; None in records older than its recording
+    nice: int | None = None  # the niceness the trials ran at (bench.priority); None in older records
 
     @property
     def failed_cases(self) -> dict[str, list[str]]:
@@ -161,4 +162,6 @@ def environment_changes(baseline: BenchRecord, candidate: BenchRecord) -> list[s
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 changes.append(f"{group} {key} {old.get(key)} -> {new.get(key)}")
+    if None not in (baseline.nice, candidate.nice) and baseline.nice != candidate.nice:
+        changes.append(f"niceness of the trials {baseline.nice} -> {candidate.nice} (--nice)")
     return changes

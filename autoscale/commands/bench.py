@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from autoscale.bench.history import DEFAULT_HISTORY
+from autoscale.bench.priority import DEFAULT_NICE
 from autoscale.bench.suite import DEFAULT_THRESHOLD
 from autoscale.console import make_console
 from autoscale.errors import UserError
@@ -84,6 +85,9 @@ def bench(
                                            "environment and this other Python interpreter (e.g. the last "
                                            "release's venv/bin/python), in paired rounds; exit 1 if this "
                                            "environment is slower."),
+    nice: int = typer.Option(DEFAULT_NICE, help="Change the trials' niceness by this much for the run (negative: "
+                             "a higher priority, so other jobs' load weighs on the timed steps far less; needs "
+                             "root or CAP_SYS_NICE, else they run as they are). 0 leaves it."),
     test_sleep_per_step: float = typer.Option(0.0, hidden=True, help="Test only: every timed step sleeps this "
                                               "many seconds more, a known slowdown to check detection with "
                                               "(with --against: this environment's side only)."),
@@ -99,8 +103,10 @@ def bench(
     options = BenchOptions(suite=suite, baseline=baseline, save_baseline=save_baseline, threshold=threshold,
                            history=history, junit=junit, html=html, allow_hardware_mismatch=allow_hardware_mismatch,
                            workdir=workdir, command=sys.argv, fault="slow" if test_sleep_per_step > 0 else None,
-                           slow_step_s=test_sleep_per_step, against=against)
+                           slow_step_s=test_sleep_per_step, against=against, nice=nice)
     outcome = run_bench(options, observer=RepeatPrinter())
+    if outcome.priority_refused:
+        console.print(f"[yellow]--nice {nice}[/]: {escape(outcome.priority_refused)}", highlight=False)
     comparison = outcome.comparison
     if outcome.other is not None:
         other, here = outcome.other, str(Path(__file__).resolve().parents[1])
