@@ -71,7 +71,7 @@ def background_jobs(count: int, seed: int):
     if count <= 0:
         yield
         return
-    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1e9)"], start_new_session=True)
+    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1e9)"], process_group=0)
     jobs = [subprocess.Popen([sys.executable, "-c", BURSTY_JOB, str(seed + index)], process_group=leader.pid)
             for index in range(count)]
     try:
