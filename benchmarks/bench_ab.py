@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     conditions = ["unchanged", *(f"{kind} {fraction:.0%} slower" for kind, fraction in slowdowns)]
     print(f"suite {suite.name}, runs per condition {dict(zip(args.nice, args.runs))} by nice, "
           f"{args.background_jobs} background jobs, records in {out}", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the background jobs are stopped too
     with background_jobs(args.background_jobs, args.seed):
         run_levels(args, suite, other, out, slowdowns, conditions)
     return 0

@@ -2,7 +2,7 @@
 the candidate slowed by the test-only sleep inside every timed step, gpt-tiny on 2 CPU ranks.
 
 Cut to 5 rounds of 4 turns to stay near two minutes; with 5 rounds the Wilcoxon signed-rank test's
-smallest p is 0.0625, so this suite sets alpha 0.1 (the shipped cpu-smoke runs 6 rounds at 0.05).
+smallest p is 0.0625, so this suite sets alpha 0.1 (the shipped cpu-smoke runs 8 rounds at 0.05).
 How often one A/B run catches a 10% or 5% slowdown on this machine is benchmarks/bench_ab.py's figure.
 """
 
