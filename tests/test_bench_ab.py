@@ -266,3 +266,15 @@ def test_one_repeat_without_its_flags_is_one_line_exit_2(capsys, tmp_path):
     assert one_repeat(["--suite", str(tmp_path / "s.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --case is required (or pass --probe)"
+
+
+@pytest.mark.parametrize("kernels, problem", [
+    ("{json: k.json}", "read from a file"),
+    ("{command: 'pytest --pyargs kernels.bench'}", "must start with python"),
+])
+def test_a_b_kernels_need_a_command_each_side_can_run_with_its_interpreter(tmp_path, capsys, kernels, problem):
+    suite = tmp_path / "k.yaml"
+    suite.write_text(f"name: k\nbackend: cpu\nkernels: {kernels}\n")
+    err = one_line_exit_2(capsys, ["bench", "--suite", str(suite), "--against", sys.executable,
+                                   "--history", str(tmp_path / "h")])
+    assert problem in err and "kernels" in err and not (tmp_path / "h").exists()

@@ -71,3 +71,28 @@ def test_a_paced_round_takes_turns_step_by_step_and_extra_work_shows_in_cpu_time
     assert [len(side.step_s) for side in sides] == [4, 4]
     assert values[CANDIDATE]["step_cpu_s"] > values[BASELINE]["step_cpu_s"] + 0.15  # 0.2 s of busy work a step
     assert values[BASELINE]["peak_bytes"] > 0 and values[BASELINE]["tokens_per_s"] > 0
+
+
+def test_kernel_benchmarks_run_alternately_with_each_side_interpreter(tmp_path):
+    """The shipped kernel benchmark (torch eager on CPU), one kernel, in 2 ABBA rounds: each side's value
+    per round is the median of its pytest-benchmark rounds, and the comparison pairs them."""
+    from autoscale.bench.ab import probe_interpreter, run_ab
+    from autoscale.bench.compare import compare_records
+    from autoscale.bench.paired import PAIRED
+
+    suite_path = tmp_path / "kernels.yaml"
+    suite_path.write_text("name: k\nbackend: cpu\nkernels:\n  command: python -m pytest --pyargs kernels.bench -q "
+                          "-p no:cacheprovider -o addopts= -k 'rms_norm and torch'\n  rounds: 2\n")
+    suite = load_suite(suite_path)
+    baseline, candidate = run_ab(suite, against=Path(sys.executable), other=probe_interpreter(Path(sys.executable)),
+                                 workdir=tmp_path / "work")
+    [name] = candidate.cases
+    assert name.startswith("kernel:test_forward_backward[torch-rms_norm")
+    for record in (baseline, candidate):
+        case = record.cases[name]
+        assert case.kind == "kernel" and not case.failures and len(case.samples["time_s"]) == 2
+        assert all(0 < t < 10 for t in case.samples["time_s"])
+    assert sorted(p.name for p in (tmp_path / "work" / "kernels").iterdir()) == [
+        "round0-baseline", "round0-candidate", "round1-baseline", "round1-candidate"]
+    [row] = compare_records(baseline, candidate, suite, paired=True).rows
+    assert row.metric == "time_s" and row.comparison.method == PAIRED and row.comparison.ratio > 0

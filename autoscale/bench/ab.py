@@ -9,12 +9,17 @@ rounds), so a load that builds up or fades during the job weighs on both sides a
 `python -m autoscale.bench.one_repeat` with their own interpreter, so the two are launched the same
 way and each environment's own autoscale, DeepSpeed and torch are measured. A round in which either
 side failed every attempt is dropped: the statistics need pairs.
+
+A suite's kernel microbenchmarks (`run_ab_kernels`) run the same way at a coarser grain: round i runs
+the suite's pytest command once with each side's interpreter, in ABBA order.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,17 +28,19 @@ from pathlib import Path
 from typing import Protocol
 
 from autoscale.bench.interleave import paced_round, start_side
+from autoscale.bench.kernels import run_pytest_benchmark
 from autoscale.bench.load import LoadMonitor
 from autoscale.bench.one_repeat import PACED, RepeatResult
 from autoscale.bench.record import BenchRecord, CaseSamples, new_record
 from autoscale.bench.runner import resolve_backend_and_nproc
-from autoscale.bench.suite import BenchCase, Suite
+from autoscale.bench.suite import BenchCase, KernelSource, Suite
 from autoscale.errors import UserError
 
 BASELINE, CANDIDATE = "baseline", "candidate"
 PROBE_TIMEOUT_S = 120
 ENTRY = ["-m", "autoscale.bench.one_repeat"]
 OWN_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding this process's autoscale package
+PYTHON_NAMES = ("python", "python3")
 
 
 class RoundObserver(Protocol):
@@ -190,6 +197,53 @@ def run_paced_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path
                               failures=failures[side], flaky=flaky[side]) for side in (BASELINE, CANDIDATE)}
 
 
+def check_kernels_for_ab(source: KernelSource) -> None:
+    """A/B mode runs the kernel command with each side's interpreter, so it must be a command it can rerun
+    and that starts with `python`."""
+    if source.json_path is not None:
+        raise UserError("--against: the suite's kernels are read from a file (kernels: {json: ...}), which A/B mode "
+                        "cannot measure again with the other environment; give kernels.command instead")
+    argv = shlex.split(source.command)
+    if not argv or Path(argv[0]).name not in PYTHON_NAMES:
+        raise UserError(f"--against: kernels.command must start with python, which each side replaces with its own "
+                        f"interpreter; got {source.command!r}")
+
+
+def kernel_command(source: KernelSource, python: str) -> list[str]:
+    return [python, *shlex.split(source.command)[1:]]
+
+
+def run_ab_kernels(source: KernelSource, *, against: str, workdir: Path) -> dict[str, dict[str, CaseSamples]]:
+    """Per side, the kernel cases of `source.rounds` rounds, each one run of the suite's pytest command with
+    that side's interpreter, in ABBA order and in a folder of its own (so the command must name its tests
+    as a module, `--pyargs kernels.bench`: a path would be looked up there). A benchmark's value in a
+    round is the median of its pytest-benchmark rounds in that run; a round in which either side lacks
+    it (a failed or skipped benchmark) is dropped for that benchmark."""
+    pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}
+    runs: dict[str, list[dict[str, CaseSamples]]] = {BASELINE: [], CANDIDATE: []}
+    failures: dict[str, list[str]] = {BASELINE: [], CANDIDATE: []}
+    for index, side in abba_order(source.rounds):
+        folder = (workdir / "kernels" / f"round{index}-{side}").resolve()
+        cases, failed = run_pytest_benchmark(kernel_command(source, pythons[side]), folder, source.timeout_s,
+                                             cwd=folder, env=side_environment(side))
+        runs[side].append(cases)
+        failures[side].extend(f"round {index}: {reason}" for reason in failed)
+    measured: dict[str, dict[str, CaseSamples]] = {BASELINE: {}, CANDIDATE: {}}
+    for name in sorted({name for side_runs in runs.values() for cases in side_runs for name in cases}):
+        complete = [index for index in range(source.rounds)
+                    if name in runs[BASELINE][index] and name in runs[CANDIDATE][index]]
+        for side, side_runs in runs.items():
+            found = [cases[name] for cases in side_runs if name in cases]
+            definition = {**found[0].definition, "rounds": source.rounds} if found else {"rounds": source.rounds}
+            samples = [statistics.median(side_runs[index][name].samples["time_s"]) for index in complete]
+            measured[side][name] = CaseSamples(kind="kernel", definition=definition, samples={"time_s": samples})
+    for side, reasons in failures.items():
+        if reasons:
+            measured[side]["kernel:run"] = CaseSamples(kind="kernel", definition={"command": source.command},
+                                                       samples={}, failures=reasons)
+    return measured
+
+
 def _by_metric(rounds: list[dict[str, float]]) -> dict[str, list[float]]:
     names = sorted({name for values in rounds for name in values})
     return {name: [values[name] for values in rounds if name in values] for name in names}
@@ -212,6 +266,9 @@ def run_ab(suite: Suite, *, against: Path, other: dict, workdir: Path, command: 
                                        observer=observer, slowdown=slowdown)
             for side, samples in measured.items():
                 sides[side][case.name] = samples
+        if suite.kernels is not None:
+            for side, cases in run_ab_kernels(suite.kernels, against=str(against), workdir=workdir).items():
+                sides[side].update(cases)
     baseline = new_record(suite.name, backend, sides[BASELINE], [str(against), *ENTRY], load=load.result,
                           provenance=other)
     candidate = new_record(suite.name, backend, sides[CANDIDATE], list(command), load=load.result)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoscale.bench.ab import Slowdown, probe_interpreter, run_ab
+from autoscale.bench.ab import Slowdown, check_kernels_for_ab, probe_interpreter, run_ab
 from autoscale.bench.compare import AB, BenchComparison, compare_records
 from autoscale.bench.history import DEFAULT_HISTORY, load_history, write_history
 from autoscale.bench.junit import write_junit
@@ -74,8 +74,7 @@ def prepare(options: BenchOptions) -> tuple[Suite, BenchRecord | None, dict | No
     suite = load_suite(options.suite)
     if options.against is not None:
         if suite.kernels is not None:
-            raise UserError(f"--against: suite {suite.name!r} has kernels, which A/B mode does not run yet; "
-                            "use a suite of configs only")
+            check_kernels_for_ab(suite.kernels)
         return suite, None, probe_interpreter(options.against)
     baseline = load_record(options.baseline) if options.baseline is not None else None
     if baseline is not None:

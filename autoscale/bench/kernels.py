@@ -55,20 +55,28 @@ def run_kernel_benchmarks(source: KernelSource, workdir: Path) -> tuple[dict[str
     """
     if source.json_path is not None:
         return read_pytest_benchmark(source.json_path), []
+    return run_pytest_benchmark(shlex.split(source.command), workdir, source.timeout_s)
+
+
+def run_pytest_benchmark(argv: list[str], workdir: Path, timeout_s: float, *, cwd: Path | None = None,
+                         env: dict[str, str] | None = None) -> tuple[dict[str, CaseSamples], list[str]]:
+    """Run a pytest command with its JSON report and per-round times switched on; its log and JSON go
+    to `workdir`. (cases, failures), as `run_kernel_benchmarks`."""
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "kernels.json"
     out.unlink(missing_ok=True)
-    command = [*shlex.split(source.command), f"--benchmark-json={out}", "--benchmark-save-data"]
+    command = [*argv, f"--benchmark-json={out}", "--benchmark-save-data"]
     failures = []
     with open(workdir / "kernels.log", "wb") as log:
         try:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=source.timeout_s)
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, cwd=cwd,
+                                  env=env)
             if done.returncode != 0:
                 failures.append(f"kernel command exited with code {done.returncode}; see {workdir / 'kernels.log'}")
         except subprocess.TimeoutExpired:
-            failures.append(f"kernel command ran past {source.timeout_s:.0f} s")
+            failures.append(f"kernel command ran past {timeout_s:.0f} s")
         except OSError as error:
-            raise UserError(f"kernel command {source.command!r} could not start: {error}") from None
+            raise UserError(f"kernel command {shlex.join(argv)!r} could not start: {error}") from None
     if not out.exists():
         return {}, failures or ["kernel command wrote no benchmark JSON"]
     return read_pytest_benchmark(out), failures

@@ -91,6 +91,7 @@ class _KernelsFile(_Strict):
     command: str | None = None
     timeout_s: float = Field(1800.0, gt=0)
     threshold: float | None = Field(None, gt=0, lt=10)
+    rounds: int = Field(6, ge=2)  # A/B mode: paired rounds, each one run of the command per side
 
     @model_validator(mode="after")
     def _one_source(self) -> "_KernelsFile":
@@ -159,6 +160,7 @@ class KernelSource:
     command: str | None
     timeout_s: float
     threshold: float | None
+    rounds: int = 6  # A/B mode (--against): paired rounds, each one run of the command per side
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,7 +237,7 @@ def load_suite(path: Path | str) -> Suite:
     if parsed.kernels is not None:
         k = parsed.kernels
         kernels = KernelSource(json_path=path.parent / k.json_file if k.json_file else None, command=k.command,
-                               timeout_s=k.timeout_s, threshold=k.threshold)
+                               timeout_s=k.timeout_s, threshold=k.threshold, rounds=k.rounds)
     return Suite(name=parsed.name, description=parsed.description, path=path, backend=parsed.backend,
                  thresholds=dict(parsed.thresholds), alpha=parsed.alpha, confidence=parsed.confidence,
                  resamples=parsed.resamples, cases=tuple(_case(c, path.parent, path) for c in parsed.configs),
