@@ -159,7 +159,7 @@ class TuneSession:
                                  "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops},
                        device_bytes_per_rank=MemoryBudget.for_hardware(hardware, config.nproc).device_bytes,
                        usable_bytes_per_rank=config.usable_bytes_per_rank, command=list(command),
-                       memory_cap=memory_cap_record(config.memory_cap_bytes_per_rank),
+                       memory_cap=None if script else memory_cap_record(config.memory_cap_bytes_per_rank),  # a script's ranks run uncapped
                        storage=config.storage_url, started_at=utc_now())
 
     def headline(self) -> str:

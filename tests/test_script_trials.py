@@ -51,6 +51,16 @@ def test_the_hf_trainer_example_is_measured_through_its_callback(tmp_path):
     assert result.tokens_per_s > 0 and len(result.peak_bytes_per_rank) == 2
 
 
+def test_a_script_study_does_not_claim_a_memory_cap_its_ranks_do_not_have(tmp_path):
+    """The cap is set inside autoscale's own ranks after the process group forms (engine.memcap); a
+    script's ranks run uncapped, and summary.json says so rather than recording a cap."""
+    session = TuneSession.from_flags(
+        model="gpt-tiny", trials=1, space="script", global_batch=8, seq_len=64, backend="cpu", nproc=2,
+        out=tmp_path / "run", study_name=None, timeout_per_trial=60, storage=None, resume=False, seed=0,
+        command=["test"], launcher="fresh", script=LOOP, script_args=())
+    assert session.info.memory_cap is None
+
+
 @pytest.mark.slow
 def test_a_failing_script_is_a_failed_trial_with_its_last_log_line_and_the_study_goes_on(tmp_path):
     space = tmp_path / "space.yaml"
