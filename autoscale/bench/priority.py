@@ -5,14 +5,17 @@ task's weight by about 1.25 (the kernel's sched_prio_to_weight table: nice 0 wei
 88761). A rank at nice 0 among L - 1 other CPU-bound tasks on C cores gets about C / L of a core,
 so tonight's step time follows whatever else runs; at nice -20 a default-priority job takes about 1%
 of the rank's core. Measured on the 2-core development VM with six bursty CPU-bound jobs beside it
-(load average 5-7.6): paired A/B step-time ratios of unchanged code spread +-4-6% at nice -20,
-against +-10-25% at nice 0 (docs/bench.md).
+(load average 7-12, benchmarks/bench_ab.py): gpt-tiny's median step 51 ms at nice -20 against 133 ms
+at nice 0, and a whole cpu-smoke A/B run 110-130 s against 281-314 s. The paired intervals were of
+similar width at both (pairing already cancels the load both sides share); what priority buys is a
+run that fits a nightly slot on a busy host. It is no isolation on a VM whose vCPUs share physical
+cores: at nice -20 the step was still about 15-25% slower than on the quiet machine.
 
 The bench process lowers its own niceness for the run and restores it afterwards; every process it
 starts (the trials' launchers and ranks, both sides of an A/B round) inherits the raised priority.
 Lowering niceness needs CAP_SYS_NICE (root) or a matching RLIMIT_NICE; where it is refused the run
-goes on at the priority it had and the record says so. Priority is not an isolation: a job at a
-negative niceness of its own, and time stolen by the hypervisor, still weigh on the steps.
+goes on at the priority it had and the record says so. A job at a negative niceness of its own, and
+time stolen by the hypervisor, still weigh on the steps.
 """
 
 from __future__ import annotations
