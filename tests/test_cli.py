@@ -18,7 +18,7 @@ OPTIONS = {
     "compare": {"--out"},
     "export": {"--to", "--out"},
     "bench": {"--suite", "--baseline", "--save-baseline", "--threshold", "--history", "--junit", "--html",
-              "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step", "--against"},
+              "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step", "--against", "--nice"},
     "worker": {"--storage", "--study-name", "--out"},
 }
 
