@@ -31,7 +31,6 @@ another machine; the machine's own load comes on top.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -137,7 +136,7 @@ def baseline_path(out: Path, nice: int) -> Path:
 
 def reuse(out: Path, suite) -> tuple[dict[int, BenchRecord], list[dict], list[str]]:
     """The saved runs of an earlier (or interrupted) benchmark, judged again by the current code."""
-    baselines = {load_record(path).nice: load_record(path) for path in out.glob("stored-baseline-nice*.json")}
+    baselines = {record.nice: record for record in map(load_record, out.glob("stored-baseline-nice*.json"))}
     results, conditions = [], ["unchanged"]
     for path in sorted(out.glob("run*.json"), key=lambda p: p.stat().st_mtime):
         saved = json.loads(path.read_text())
@@ -186,6 +185,11 @@ def report(results: list[dict], suite, baselines: dict[int, BenchRecord], condit
                   f"max {max(walls):.0f} s over {len(walls)} runs ({suite.cases[0].rounds} rounds per config); "
                   f"load average during {min(loads):.1f}-{max(loads):.1f}")
     print("Read the counts as counts: a rate needs 10 runs per condition.", flush=True)
+
+
+def sizing_medians(record: BenchRecord, case_name: str) -> dict[str, float]:
+    """The medians a slowdown of each kind is sized from (SIZED_BY)."""
+    return {metric: statistics.median(record.cases[case_name].samples[metric]) for metric in SIZED_BY.values()}
 
 
 def int_list(text: str) -> list[int]:
@@ -242,10 +246,9 @@ def run_levels(args, suite, other: dict, out: Path, slowdowns: list[tuple[str, f
             if priority.refused:
                 print(f"--nice {adjustment}: {priority.refused}", file=sys.stderr)
             baseline = run_suite(suite, workdir=out / "trials" / f"stored-nice{adjustment}")
-        baseline = dataclasses.replace(baseline, nice=priority.nice)
         baseline.save(baseline_path(out, priority.nice))
         baselines[priority.nice] = baseline
-        recent[priority.nice] = {m: statistics.median(baseline.cases[case_name].samples[m]) for m in SIZED_BY.values()}
+        recent[priority.nice] = sizing_medians(baseline, case_name)
         print(f"stored baseline at nice {priority.nice}: {time.monotonic() - started:.0f} s, median step "
               f"{step_ms(baseline, suite):.1f} ms, load {load_cell(baseline)}", file=sys.stderr, flush=True)
 
@@ -263,10 +266,9 @@ def run_levels(args, suite, other: dict, out: Path, slowdowns: list[tuple[str, f
                     base_side, cand_side = run_ab(suite, against=args.against, other=other,
                                                   workdir=out / "trials" / label, slowdown=slowdown)
                     wall_s = time.monotonic() - started
-                base_side, cand_side = (dataclasses.replace(side, nice=nice) for side in (base_side, cand_side))
                 result = judge(suite, baselines[nice], base_side, cand_side, run=run + 1, condition=condition,
                                slow_s=slowdown.step_s, wall_s=wall_s, nice=nice)
-                recent[nice] = {m: statistics.median(base_side.cases[case_name].samples[m]) for m in SIZED_BY.values()}
+                recent[nice] = sizing_medians(base_side, case_name)
                 results.append(result)
                 (out / f"{label}.json").write_text(json.dumps({**result, "baseline_side": base_side.to_dict(),
                                                                "candidate_side": cand_side.to_dict()}, indent=1))

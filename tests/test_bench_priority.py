@@ -63,3 +63,12 @@ def test_a_negative_nice_parses_as_a_value(tmp_path, capsys):
     code = main(["bench", "--suite", str(tmp_path / "missing.yaml"), "--nice", "-5"])
     assert code == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="lowering niceness needs root here")
+def test_a_record_made_inside_the_block_carries_the_niceness_its_trials_ran_at():
+    from autoscale.bench.record import new_record
+
+    with raised_priority(-5) as priority:
+        made = new_record("s", "cpu", {}, [])
+    assert made.nice == priority.nice == new_record("s", "cpu", {}, []).nice - 5

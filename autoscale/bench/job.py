@@ -7,7 +7,6 @@ the exit code, after every output has been written.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +95,9 @@ def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchO
             baseline, record = run_ab(suite, against=options.against, other=other, workdir=workdir,
                                       command=options.command, observer=observer,
                                       slowdown=Slowdown(options.slow_step_s))
-            baseline = dataclasses.replace(baseline, nice=priority.nice)
         else:
             record = run_suite(suite, workdir=workdir, command=options.command, observer=observer,
                                fault=options.fault, slow_step_s=options.slow_step_s)
-        record = dataclasses.replace(record, nice=priority.nice)
     comparison = None
     if baseline is not None:
         comparison = compare_records(baseline, record, suite, default_threshold=options.threshold,

@@ -135,7 +135,8 @@ def new_record(suite: str, backend: str, cases: dict[str, CaseSamples], command:
     where = provenance or {"git_commit": git_commit(), "versions": versions()}
     return BenchRecord(suite=suite, created_at=utc_now(), git_commit=where["git_commit"],
                        versions=dict(where["versions"]), hardware=dict(hardware), driver=dict(driver), cases=cases,
-                       command=list(command), load=load.as_dict() if load else None)
+                       command=list(command), load=load.as_dict() if load else None,
+                       nice=os.getpriority(os.PRIO_PROCESS, 0))  # the trials inherit this thread's (bench.priority)
 
 
 def hardware_differences(baseline: dict, current: dict) -> list[str]:
