@@ -34,7 +34,7 @@ class Point:
     checkpointing: str = knob("none", choices=("none", "selective", "full"),
                               help="Activation recomputation: none, the attention core (selective), every block.")
     offload: str = knob("none", choices=("none", "cpu"), help="Where ZeRO keeps the optimizer states.")
-    kernels: str = knob("torch", choices=None, help="Kernel set (see kernels/registry.py).")
+    kernels: str = knob("torch", choices=None, help="Kernel set (see autoscale/kernels/registry.py).")
     attention: str = knob("model", choices=("model", *ATTENTIONS),
                           help="Attention core: the model's own (its config's attn_implementation; sdpa for "
                                "presets), or sdpa, eager, flash (trials: --impl transformers only).")
@@ -201,6 +201,6 @@ def baseline_point(global_batch: int, data_parallel: int) -> Point:
 
 
 def _kernel_set_names() -> tuple[str, ...]:
-    from kernels import kernel_set_names
+    from autoscale.kernels import kernel_set_names
 
     return kernel_set_names()

@@ -269,7 +269,7 @@ def check_slurm_flags(*, launcher: str, workers: int, storage: str | None, slurm
 def build_report_or_say_why(run_dir: Path) -> str:
     """The report is a convenience: its failure must not cost the measured results."""
     try:
-        from reports.build import build_report
+        from autoscale.reports.build import build_report
     except ImportError:
         return "report: the reports package is not available"
     try:

@@ -50,13 +50,13 @@ log "benchmarks (limit ${BENCH_TIMEOUT_S}s) -> $OUT_DIR/bench.json"
 rc=0
 # SIGINT lets pytest finish its session, so pytest-benchmark still writes what was measured.
 timeout --signal=INT --kill-after=20 "$BENCH_TIMEOUT_S" \
-  "$PYTHON" -m pytest kernels/bench -q -p no:cacheprovider -o addopts="-ra" \
+  "$PYTHON" -m pytest autoscale/kernels/bench -q -p no:cacheprovider -o addopts="-ra" \
   --benchmark-json="$OUT_DIR/bench.json" --benchmark-columns=median,iqr,rounds \
   > "$OUT_DIR/pytest.log" 2>&1 || rc=$?
 tail -n 25 "$OUT_DIR/pytest.log" >&2
 
 if [[ -s "$OUT_DIR/bench.json" ]]; then
-  timeout 60 "$PYTHON" -m kernels.bench.table "$OUT_DIR/bench.json" | tee "$OUT_DIR/table.md"
+  timeout 60 "$PYTHON" -m autoscale.kernels.bench.table "$OUT_DIR/bench.json" | tee "$OUT_DIR/table.md"
 else
   log "no benchmark JSON was written (pytest exit $rc); see $OUT_DIR/pytest.log"
   exit $(( rc ? rc : 1 ))

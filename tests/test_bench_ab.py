@@ -270,7 +270,7 @@ def test_one_repeat_without_its_flags_is_one_line_exit_2(capsys, tmp_path):
 
 @pytest.mark.parametrize("kernels, problem", [
     ("{json: k.json}", "read from a file"),
-    ("{command: 'pytest --pyargs kernels.bench'}", "must start with python"),
+    ("{command: 'pytest --pyargs autoscale.kernels.bench'}", "must start with python"),
 ])
 def test_a_b_kernels_need_a_command_each_side_can_run_with_its_interpreter(tmp_path, capsys, kernels, problem):
     suite = tmp_path / "k.yaml"

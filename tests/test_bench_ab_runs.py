@@ -81,7 +81,7 @@ def test_kernel_benchmarks_run_alternately_with_each_side_interpreter(tmp_path):
     from autoscale.bench.paired import PAIRED
 
     suite_path = tmp_path / "kernels.yaml"
-    suite_path.write_text("name: k\nbackend: cpu\nkernels:\n  command: python -m pytest --pyargs kernels.bench -q "
+    suite_path.write_text("name: k\nbackend: cpu\nkernels:\n  command: python -m pytest --pyargs autoscale.kernels.bench -q "
                           "-p no:cacheprovider -o addopts= -k 'rms_norm and torch'\n  rounds: 2\n")
     suite = load_suite(suite_path)
     baseline, candidate = run_ab(suite, against=Path(sys.executable), other=probe_interpreter(Path(sys.executable)),

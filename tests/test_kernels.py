@@ -12,11 +12,11 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import kernels  # noqa: E402
-from kernels import get_kernel_set, reference  # noqa: E402
+import autoscale.kernels as kernels  # noqa: E402
+from autoscale.kernels import get_kernel_set, reference  # noqa: E402
 
 pytest.importorskip("triton", reason="the Triton kernels need triton (the interpreter runs them on CPU)")
-from kernels.fused_linear_cross_entropy import FusedLinearCrossEntropyFunction  # noqa: E402
+from autoscale.kernels.fused_linear_cross_entropy import FusedLinearCrossEntropyFunction  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("error::kernels._dispatch.KernelFallbackWarning")
 
@@ -222,7 +222,7 @@ def test_fused_linear_cross_entropy_with_all_tokens_ignored_is_nan_with_zero_gra
 def test_fused_linear_cross_entropy_under_no_grad_computes_only_the_loss(monkeypatch):
     import importlib
 
-    module = importlib.import_module("kernels.fused_linear_cross_entropy")  # `import ... as` gives the function
+    module = importlib.import_module("autoscale.kernels.fused_linear_cross_entropy")  # `import ... as` gives the function
     launched = []
     forward = module.fused_linear_cross_entropy_forward
     monkeypatch.setattr(module, "fused_linear_cross_entropy_forward",

@@ -1,6 +1,6 @@
 """The benchmark table computes speedup and memory ratio against torch eager, and marks unmeasured sets."""
 
-from kernels.bench.table import format_table, rows
+from autoscale.kernels.bench.table import format_table, rows
 
 
 def _bench(impl: str, median_s: float, peak_mb: float | None) -> dict:

@@ -12,9 +12,9 @@ import warnings  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import kernels  # noqa: E402
-from kernels import get_kernel_set, kernel_set_names, reference  # noqa: E402
-from kernels._dispatch import KernelFallbackWarning, reset_fallback_warnings, unsupported_reason  # noqa: E402
+import autoscale.kernels as kernels  # noqa: E402
+from autoscale.kernels import get_kernel_set, kernel_set_names, reference  # noqa: E402
+from autoscale.kernels._dispatch import KernelFallbackWarning, reset_fallback_warnings, unsupported_reason  # noqa: E402
 
 pytest.importorskip("triton", reason="the Triton kernels need triton (the interpreter runs them on CPU)")
 
@@ -41,11 +41,11 @@ def test_registry_names_torch_triton_and_compile_sets():
 def test_package_exports_the_functions_even_after_their_modules_are_imported():
     import importlib
 
-    module = importlib.import_module("kernels.swiglu")
-    from kernels import apply_rotary, swiglu
+    module = importlib.import_module("autoscale.kernels.swiglu")
+    from autoscale.kernels import apply_rotary, swiglu
 
     assert swiglu is module.swiglu and callable(swiglu)
-    assert apply_rotary is sys.modules["kernels.rotary"].apply_rotary
+    assert apply_rotary is sys.modules["autoscale.kernels.rotary"].apply_rotary
 
 
 def test_unsupported_dtype_falls_back_to_reference_and_warns_once():
@@ -78,7 +78,7 @@ def test_cpu_tensors_without_the_interpreter_are_a_fallback_reason():
 
 
 def test_compile_set_falls_back_and_warns_when_torch_compile_fails(monkeypatch):
-    from kernels.compiled import compiled_kernel_set
+    from autoscale.kernels.compiled import compiled_kernel_set
 
     def broken_compile(fn):
         def run(*args, **kwargs):

@@ -121,7 +121,7 @@ def test_attention_sharded_by_heads_sums_to_the_whole(name):
     projection; the attention must read its head count off its shard, and the shards' outputs sum
     to the unsharded attention's (the row-parallel all-reduce)."""
     from autoscale.models.gpt import Attention, rotary_tables
-    from kernels import get_kernel_set
+    from autoscale.kernels import get_kernel_set
 
     spec, shards = PRESETS[name], 2
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import pytest
 from autoscale.models import PRESETS
 from autoscale.models.gpt import build_model
 from autoscale.models.pipeline import _plain_parts, pipeline_layer_specs
-from kernels import get_kernel_set
+from autoscale.kernels import get_kernel_set
 from test_parallel_trials import gpt_reference, reference, trial  # noqa: F401 - a fixture among them
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reports import build
+from autoscale.reports import build
 try:
     from test_reports import write_run
 except ImportError:  # tests/ run as a package

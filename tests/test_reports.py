@@ -17,7 +17,7 @@ from plotly.offline import get_plotlyjs
 from autoscale.cli import main
 from autoscale.errors import UserError
 from autoscale.results import COLUMNS
-from reports import build, data, figures
+from autoscale.reports import build, data, figures
 
 GIB = 2**30
 LIMIT = 80 * GIB

@@ -216,7 +216,7 @@ def kernel_command(source: KernelSource, python: str) -> list[str]:
 def run_ab_kernels(source: KernelSource, *, against: str, workdir: Path) -> dict[str, dict[str, CaseSamples]]:
     """Per side, the kernel cases of `source.rounds` rounds, each one run of the suite's pytest command with
     that side's interpreter, in ABBA order and in a folder of its own (so the command must name its tests
-    as a module, `--pyargs kernels.bench`: a path would be looked up there). A benchmark's value in a
+    as a module, `--pyargs autoscale.kernels.bench`: a path would be looked up there). A benchmark's value in a
     round is the median of its pytest-benchmark rounds in that run; a round in which either side lacks
     it (a failed or skipped benchmark) is dropped for that benchmark."""
     pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}

@@ -1,6 +1,6 @@
 """The HTML trend page: each config's metrics over the history, and the latest comparison as a table.
 
-Split as in reports/: `trend_frame` is the data (testable without plotly), `trend_figure` one figure,
+Split as in autoscale/reports/: `trend_frame` is the data (testable without plotly), `trend_figure` one figure,
 `render_trend` the page. The page extends the run report's base template, so it is self-contained in
 the same way: plotly.js inlined once, figure specs as escaped JSON, nothing fetched.
 """
@@ -106,7 +106,7 @@ def trend_figure(frame: pd.DataFrame, metric: str, baseline_median: float | None
 
 
 def render_trend(history: list[HistoryEntry]) -> str:
-    from reports.build import plot_block, plotly_js_source, template_env
+    from autoscale.reports.build import plot_block, plotly_js_source, template_env
 
     latest = history[-1]
     frame = trend_frame(history)

@@ -16,7 +16,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Where to write the page. Default: RUN_DIR/report.html."),
 ) -> None:
     """Rebuild the HTML report of a tuning run: best config, figures, every trial, environment."""
-    from reports.build import build_report
+    from autoscale.reports.build import build_report
 
     make_console().print(f"wrote {build_report(run_dir, out)}", highlight=False)
 
@@ -28,7 +28,7 @@ def compare(
                                        "beside the first study."),
 ) -> None:
     """Set two tuning runs side by side (two machines, commits or models) in one HTML page."""
-    from reports.build import compare_reports
+    from autoscale.reports.build import compare_reports
 
     out = out or Path(run_a) / f"compare-{Path(run_b).resolve().name}.html"
     make_console().print(f"wrote {compare_reports(run_a, run_b, out)}", highlight=False)

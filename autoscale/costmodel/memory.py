@@ -172,7 +172,7 @@ def layer_activation_bytes(spec: ModelSpec, *, tokens: int, seq_len: int, elemen
 def logits_bytes(spec: ModelSpec, *, tokens: int, precision: str, kernels: str, tp: int) -> float:
     """The loss's buffers at their peak (backward through cross-entropy).
 
-    The torch loss (`kernels/reference.py`) computes logits in the training dtype, casts them to
+    The torch loss (`autoscale/kernels/reference.py`) computes logits in the training dtype, casts them to
     fp32, and cross_entropy keeps log_softmax's fp32 output; backward holds that, the fp32 gradient
     of log_softmax and the fp32 gradient of the logits (3 x 4 bytes per logit), plus the 16-bit
     copies when training in 16 bits. The Triton kernel works in chunks of tokens.

@@ -59,7 +59,7 @@ def _warm_up() -> None:
 
     import autoscale.hardware  # noqa: F401
     import autoscale.models.gpt  # noqa: F401
-    from kernels import get_kernel_set
+    from autoscale.kernels import get_kernel_set
 
     get_kernel_set("torch")
 

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from autoscale.models.sequence_parallel import WHOLE_SEQUENCE, SequenceSplit
 from autoscale.models.spec import ModelSpec
 from autoscale.point import knob_choices
-from kernels import KernelSet, get_kernel_set
+from autoscale.kernels import KernelSet, get_kernel_set
 
 
 class Norm(nn.Module):

@@ -28,7 +28,7 @@ from autoscale.errors import UserError
 from autoscale.models.hf_config import ATTENTION_FROM_HF
 from autoscale.models.spec import ModelSpec
 from autoscale.userfiles import read_user_json
-from kernels import KernelSet, get_kernel_set
+from autoscale.kernels import KernelSet, get_kernel_set
 
 IMPLS = ("own", "transformers")
 """own: autoscale's compact GPT/Llama (`models.gpt`); transformers: the Hugging Face model of a config.json."""

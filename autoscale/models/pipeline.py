@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from autoscale.models.gpt import Block, Norm, build_model, rotary_tables
 from autoscale.models.spec import ModelSpec
-from kernels import KernelSet, get_kernel_set
+from autoscale.kernels import KernelSet, get_kernel_set
 
 TIED_EMBEDDING = "token_embedding"
 

@@ -12,9 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import reference
-from kernels._dispatch import unsupported_reason, warn_fallback
-from kernels._launch import MAX_ROW_BLOCK, as_rows, is_interpreted, reduction_programs, row_block
+from autoscale.kernels import reference
+from autoscale.kernels._dispatch import unsupported_reason, warn_fallback
+from autoscale.kernels._launch import MAX_ROW_BLOCK, as_rows, is_interpreted, reduction_programs, row_block
 
 
 @triton.jit

@@ -21,7 +21,7 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import KernelSet, get_kernel_set
+from autoscale.kernels import KernelSet, get_kernel_set
 
 pytestmark = pytest.mark.filterwarnings("error::kernels._dispatch.KernelFallbackWarning")
 

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from autoscale.results import KNOB_COLUMNS
 
-from reports.data import FAILURE_KINDS, describe_row
+from autoscale.reports.data import FAILURE_KINDS, describe_row
 
 GIB = 2**30
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"

@@ -70,7 +70,7 @@ def unsupported_reason(tensors: Sequence[torch.Tensor | None], *, interpreted: b
 
 def reference_only(name: str) -> Callable:
     """The reference for `name`, warning once that the fused kernel is unavailable (Triton missing)."""
-    from kernels import reference
+    from autoscale.kernels import reference
 
     reference_fn = getattr(reference, name)
 

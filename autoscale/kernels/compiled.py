@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
-from kernels import reference
-from kernels._dispatch import warn_fallback
-from kernels.registry import KernelSet
+from autoscale.kernels import reference
+from autoscale.kernels._dispatch import warn_fallback
+from autoscale.kernels.registry import KernelSet
 
 
 def _compiled_or_reference(name: str) -> Callable:
@@ -41,6 +41,6 @@ def _compiled_or_reference(name: str) -> Callable:
 
 
 def compiled_kernel_set() -> KernelSet:
-    from kernels import FUNCTIONS
+    from autoscale.kernels import FUNCTIONS
 
     return KernelSet(name="compile", **{name: _compiled_or_reference(name) for name in FUNCTIONS})

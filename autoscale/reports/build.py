@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from autoscale.results import KNOB_COLUMNS
-from reports import data, figures
+from autoscale.reports import data, figures
 
 COMPACT_COLUMNS = ("number", "status", "tokens_per_s", "peak_bytes", "mfu", "config", "reason")
 """What the trials table shows by default, narrow enough for a laptop: the knobs as one `config` cell."""
@@ -217,7 +217,7 @@ def plotly_js_source() -> Markup:
 
 @lru_cache(maxsize=1)
 def template_env() -> Environment:
-    env = Environment(loader=PackageLoader("reports", "templates"), autoescape=True, trim_blocks=True,
+    env = Environment(loader=PackageLoader("autoscale.reports", "templates"), autoescape=True, trim_blocks=True,
                       lstrip_blocks=True)
     env.filters.update(gib=_gib, num=_num, pct=_pct)
     return env

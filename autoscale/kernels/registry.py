@@ -43,7 +43,7 @@ def get_kernel_set(name: str) -> KernelSet:
 
 
 def _load_torch() -> KernelSet:
-    from kernels import reference
+    from autoscale.kernels import reference
 
     return KernelSet(name="torch", rms_norm=reference.rms_norm, layer_norm=reference.layer_norm,
                      swiglu=reference.swiglu, gelu=reference.gelu,
@@ -52,13 +52,13 @@ def _load_torch() -> KernelSet:
 
 
 def _load_triton() -> KernelSet:
-    import kernels
+    import autoscale.kernels as kernels
 
     return KernelSet(name="triton", **{name: getattr(kernels, name) for name in kernels.FUNCTIONS})
 
 
 def _load_compile() -> KernelSet:
-    from kernels.compiled import compiled_kernel_set
+    from autoscale.kernels.compiled import compiled_kernel_set
 
     return compiled_kernel_set()
 

@@ -24,9 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import reference
-from kernels._dispatch import unsupported_reason, warn_fallback
-from kernels._launch import is_interpreted
+from autoscale.kernels import reference
+from autoscale.kernels._dispatch import unsupported_reason, warn_fallback
+from autoscale.kernels._launch import is_interpreted
 
 MAX_BLOCK_V = 4096
 MIN_CHUNK_TOKENS = 1024
