@@ -40,7 +40,7 @@ from autoscale.strategies.replay import (NEAR_BEST, AcrossTables, ReplayTable, S
 from published_sweeps import (MIN_ROWS, held_out_predictor, select_groups, sweep_groups,  # beside this script
                               write_group_table)
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+PUBLISHED_DATA = Path(__file__).resolve().parent / "data"  # a copy of shared/data, SOURCES.md beside the GPU rows
 HELD_OUT = "autoscale held-out"
 PUBLISHED = "published: measured by the sources' authors (SOURCES.md), not by autoscale"
 
@@ -130,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--published", action="store_true", help="replay the published sweep groups instead")
     parser.add_argument("--space", default="default", help="--synthetic: the search space")
     parser.add_argument("--table-seed", type=int, default=0, help="--synthetic: seed of the made-up errors")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA / "gpu",
+    parser.add_argument("--data", type=Path, default=PUBLISHED_DATA / "gpu",
                         help="--published: the folder of published_gpu_runs.csv and llmfoundry_all.csv")
-    parser.add_argument("--megatron-csv", type=Path, default=SHARED_DATA / "published_runs.csv",
+    parser.add_argument("--megatron-csv", type=Path, default=PUBLISHED_DATA / "published_runs.csv",
                         help="--published: Narayanan et al.'s rows, for the held-out cost model's fit")
     parser.add_argument("--out", type=Path, help="--published: keep the tables in this folder")
     parser.add_argument("--min-rows", type=int, default=MIN_ROWS, help="--published: points a group needs")

@@ -2,8 +2,8 @@
 
     python benchmarks/validate_gpu.py [--data DIR] [--megatron-csv PATH]
 
-`--data` holds `published_gpu_runs.csv` and `llmfoundry_all.csv` (default `../shared/data/gpu`
-beside the repository); `--megatron-csv` Narayanan et al. 2021's rows (`published_runs.csv`).
+`--data` holds `published_gpu_runs.csv` and `llmfoundry_all.csv` (default `benchmarks/data/gpu`,
+a copy of the shared data with its SOURCES.md); `--megatron-csv` Narayanan et al. 2021's rows (`published_runs.csv`).
 These are other people's published measurements (their sources are in the data's SOURCES.md),
 not ours. Every run is predicted from its own layout with one parameter set per GPU family. The
 figure that counts is leave-one-source-out (LOSO): the efficiencies fitted on every other source,
@@ -28,7 +28,7 @@ from autoscale.costmodel.gpu_runs import SOURCES, load_published_runs
 from autoscale.costmodel.params import GPU_MEMORY_ERROR
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data"
+PUBLISHED = REPO / "benchmarks" / "data"  # a copy of shared/data, SOURCES.md beside the GPU rows
 GIB = 2**30
 GOALS = {"loso_median": 0.10, "loso_max": 0.25, "memory_median": 0.10, "spearman_median": 0.8,
          "top3_fraction": 1.0}
@@ -126,8 +126,8 @@ def parameter_table(fitted: dict, used: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "gpu")
-    parser.add_argument("--megatron-csv", type=Path, default=SHARED / "published_runs.csv")
+    parser.add_argument("--data", type=Path, default=PUBLISHED / "gpu")
+    parser.add_argument("--megatron-csv", type=Path, default=PUBLISHED / "published_runs.csv")
     args = parser.parse_args(argv)
     runs = load_published_runs(args.data, args.megatron_csv if args.megatron_csv.exists() else None)
     refused = [(run, layout_refusal(run)) for run in runs]

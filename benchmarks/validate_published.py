@@ -2,8 +2,7 @@
 
     python benchmarks/validate_published.py [--csv PATH]
 
-`--csv` defaults to `../shared/data/published_runs.csv` beside the repository (as in CI), falling
-back to the copy in `benchmarks/data/`. Goal: median |error| <= 15%, none beyond 30%. The parameters
+`--csv` defaults to `benchmarks/data/published_runs.csv` (a copy of the shared data). Goal: median |error| <= 15%, none beyond 30%. The parameters
 are the A100 family's GPU defaults, fitted by `benchmarks/validate_gpu.py` over six sources these
 rows among them; that benchmark also scores these rows with the other five sources only.
 """
@@ -18,15 +17,14 @@ from pathlib import Path
 from autoscale.costmodel.published import compare_published
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_CSV = REPO.parent / "shared" / "data" / "published_runs.csv"
 BUNDLED_CSV = REPO / "benchmarks" / "data" / "published_runs.csv"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=SHARED_CSV)
+    parser.add_argument("--csv", type=Path, default=BUNDLED_CSV)
     args = parser.parse_args(argv)
-    path = args.csv if args.csv.exists() else BUNDLED_CSV
+    path = args.csv
     rows = compare_published(path)
     print(f"published runs from {path}")
     print(f"{'model':<12} {'gpus':>5} {'tp':>3} {'pp':>3} {'mb':>3} {'v':>2} {'published':>10} {'predicted':>10} "

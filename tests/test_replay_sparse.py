@@ -166,11 +166,9 @@ def test_the_builder_selects_groups_of_at_least_the_threshold_and_falls_back_say
     assert [g.sweep for g in fallback.groups] == ["big", "small"] and "no sweep group has >= 8" in fallback.note
 
 
-GPU_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gpu"
+GPU_DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "gpu"
 
 
-@pytest.mark.skipif(not (GPU_DATA / "published_gpu_runs.csv").exists(),
-                    reason="the shared published-runs data is not beside the repository")
 def test_the_published_sweeps_become_list_tables_of_at_least_the_threshold_that_replay(tmp_path):
     selection = select_groups(sweep_groups(load_published_runs(GPU_DATA)))
     assert selection.groups and all(g.rows >= selection.min_rows for g in selection.groups)

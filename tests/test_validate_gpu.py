@@ -11,10 +11,8 @@ from autoscale.costmodel import gpu_fit
 from autoscale.costmodel.gpu_runs import SOURCES, load_published_runs
 from autoscale.costmodel.params import GPU_FAMILY_DEFAULTS
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
 GPU_DATA = DATA / "gpu"
-pytestmark = pytest.mark.skipif(not (GPU_DATA / "published_gpu_runs.csv").exists(),
-                                reason="the shared published-runs data is not beside the repository")
 
 
 @pytest.fixture(scope="module")
