@@ -18,7 +18,7 @@ from autoscale.kernels import get_kernel_set, reference  # noqa: E402
 pytest.importorskip("triton", reason="the Triton kernels need triton (the interpreter runs them on CPU)")
 from autoscale.kernels.fused_linear_cross_entropy import FusedLinearCrossEntropyFunction  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("error::kernels._dispatch.KernelFallbackWarning")
+pytestmark = pytest.mark.filterwarnings("error::autoscale.kernels._dispatch.KernelFallbackWarning")
 
 TOLERANCES = {
     # Same arithmetic in a different order (row sums, fused multiply-adds): a few fp32 ulps on O(1..10) values.
@@ -270,7 +270,7 @@ def test_training_step_with_triton_set_matches_torch_set(preset):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::kernels._dispatch.KernelFallbackWarning")
+@pytest.mark.filterwarnings("ignore::autoscale.kernels._dispatch.KernelFallbackWarning")
 @pytest.mark.parametrize("name", ["rms_norm", "swiglu", "fused_linear_cross_entropy"])
 def test_compile_set_matches_reference(name):
     """torch.compile on CPU needs a C++ compiler; where it has none the set falls back (and warns)."""

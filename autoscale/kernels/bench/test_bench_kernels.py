@@ -23,7 +23,7 @@ import torch
 
 from autoscale.kernels import KernelSet, get_kernel_set
 
-pytestmark = pytest.mark.filterwarnings("error::kernels._dispatch.KernelFallbackWarning")
+pytestmark = pytest.mark.filterwarnings("error::autoscale.kernels._dispatch.KernelFallbackWarning")
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
