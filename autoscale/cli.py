@@ -19,8 +19,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Find the fastest correct DeepSpeed configuration for a model, and keep it fast.")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"autoscale {version('autoscale')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                            help="Print the installed version and exit.")) -> None:
     """Find the fastest correct DeepSpeed configuration for a model, and keep it fast."""
 
 

@@ -11,13 +11,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from autoscale.budget import acceptable
 from autoscale.engine.request import TrialResult
 from autoscale.point import POINT_FIELDS, Point
 from autoscale.provenance import git_commit, mask_password, utc_now, versions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KNOB_COLUMNS = POINT_FIELDS
 METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
@@ -81,6 +83,7 @@ def baseline_record(records: list[TrialRecord]) -> TrialRecord | None:
 
 def trials_frame(records: list[TrialRecord], workload: str = OWN_WORKLOAD) -> pd.DataFrame:
     """One row per record; `workload` is what every trial of the study trained (`workload_label`)."""
+    import pandas as pd  # here: `autoscale --help` needs no pandas
     return pd.DataFrame([{**r.row(), "workload": workload} for r in records], columns=list(COLUMNS))
 
 

@@ -117,6 +117,10 @@ class TuneSession:
                             hostfile=str(hostfile) if hostfile else None, script=workload,
                             numerics_gate=workload is None, impl=impl, hf_config=hf_config)
         not_measured = () if backend == "model" else tuple(dropped_choices(search_space, config.trial_space()))
+        if backend != "model":
+            from autoscale.engine.ops import check_build_locks
+
+            check_build_locks()
         check_writable(out_dir)
         from autoscale.engine.slurm import parse_slurm_args
 

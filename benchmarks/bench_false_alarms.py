@@ -38,7 +38,8 @@ from autoscale.bench.compare import compare_records
 from autoscale.bench.record import BenchRecord, CaseSamples, load_record
 from autoscale.bench.runner import run_suite
 from autoscale.bench.stats import IMPROVED
-from autoscale.bench.suite import DEFAULT_THRESHOLD, Suite, load_suite
+from autoscale.bench.defaults import DEFAULT_THRESHOLD
+from autoscale.bench.suite import Suite, load_suite
 
 TIME_METRICS = ("tokens_per_s", "step_s")
 

@@ -37,6 +37,7 @@ def tiny_ab_suite(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.nightly
 def test_a_slowed_candidate_against_the_same_interpreter_exits_1(tmp_path):
     missed = []
     for attempt in range(ATTEMPTS):
@@ -73,6 +74,7 @@ def test_a_paced_round_takes_turns_step_by_step_and_extra_work_shows_in_cpu_time
     assert values[BASELINE]["peak_bytes"] > 0 and values[BASELINE]["tokens_per_s"] > 0
 
 
+@pytest.mark.nightly
 def test_kernel_benchmarks_run_alternately_with_each_side_interpreter(tmp_path):
     """The shipped kernel benchmark (torch eager on CPU), one kernel, in 2 ABBA rounds: each side's value
     per round is the median of its pytest-benchmark rounds, and the comparison pairs them."""

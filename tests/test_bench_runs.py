@@ -71,6 +71,7 @@ def regressed_metrics(junit: ET.Element) -> set[str]:
     return {case.get("name") for case in junit.iter("testcase") if case.find("failure") is not None}
 
 
+@pytest.mark.nightly
 def test_a_saved_baseline_keeps_raw_samples_and_where_they_were_measured(saved):
     record = load_record(saved[1])
     samples = record.cases["gpt-tiny-z0"].samples
@@ -99,6 +100,7 @@ def test_the_unchanged_suite_against_its_fresh_baseline_exits_0(saved):
 SLOWDOWN_ATTEMPTS = 3
 
 
+@pytest.mark.nightly
 def test_a_thirty_percent_slowdown_is_flagged_with_exit_1(tmp_path):
     """Every timed step sleeps 30% of the baseline's median step more, on every rank: the same config,
     made slower inside the measurement, against the default 5% threshold. How often one attempt catches it
@@ -119,6 +121,7 @@ def test_a_thirty_percent_slowdown_is_flagged_with_exit_1(tmp_path):
     pytest.fail(f"a 30% slowdown was not flagged in {SLOWDOWN_ATTEMPTS} attempts: {'; '.join(missed)}")
 
 
+@pytest.mark.nightly
 def test_a_memory_growth_is_flagged_with_exit_1(saved):
     """Micro-batch 16 instead of 2 (one accumulation step): the activations, logits and their gradients
     grow 8-fold and the measured peak resident set with them; a real allocation, not a faked sample."""

@@ -88,6 +88,7 @@ def cuda_request(tmp_path, measure, name: str = "trial") -> TrialRequest:
                         seq_len=32, backend="cuda", nproc=1, workdir=tmp_path / name, measure=measure, timeout_s=60)
 
 
+@pytest.mark.nightly
 @pytest.mark.parametrize("nvml_devices", [1, -1], ids=["nvml-answers", "nvml-fails"])
 def test_the_warm_fork_server_starts_and_forks_without_initialising_cuda(tmp_path, monkeypatch, quick_measure,
                                                                         nvml_devices):

@@ -32,21 +32,25 @@ def assert_measured(result):
     assert 0 < result.launch_s < result.wall_s
 
 
+@pytest.mark.nightly
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_every_zero_stage_trains_gpt_tiny_on_two_ranks(tmp_path, quick_measure, stage):
     assert_measured(run_trial(request(tmp_path, quick_measure, zero_stage=stage)))
 
 
+@pytest.mark.nightly
 @pytest.mark.parametrize("stage, checkpointing", [(1, "full"), (3, "selective")])
 def test_bf16_with_checkpointing_trains(tmp_path, quick_measure, stage, checkpointing):
     assert_measured(run_trial(request(tmp_path, quick_measure, zero_stage=stage, precision="bf16",
                                       checkpointing=checkpointing)))
 
 
+@pytest.mark.nightly
 def test_optimizer_offload_trains(tmp_path, quick_measure):
     assert_measured(run_trial(request(tmp_path, quick_measure, zero_stage=2, offload="cpu")))
 
 
+@pytest.mark.nightly
 def test_an_offloaded_optimizer_is_deepspeed_s_cpu_adam_and_otherwise_torch_s_adamw():
     import torch
     from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -70,6 +74,7 @@ def no_rank_processes_left(workdir) -> bool:
     return not [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
 
 
+@pytest.mark.nightly
 def test_a_crashing_rank_is_a_failed_trial_with_its_reason(tmp_path, quick_measure):
     result = run_trial(request(tmp_path, quick_measure, fault="crash"))
     assert result.status == "failed" and result.reason.startswith("crash: rank0: RuntimeError: injected crash")
@@ -83,16 +88,19 @@ def test_a_hung_trial_is_killed_with_its_whole_process_group(tmp_path, quick_mea
     assert no_rank_processes_left(tmp_path)
 
 
+@pytest.mark.nightly
 def test_nan_loss_is_a_failed_trial(tmp_path, quick_measure):
     result = run_trial(request(tmp_path, quick_measure, fault="nan"))
     assert result.status == "failed" and result.reason.startswith("nan:")
 
 
+@pytest.mark.nightly
 def test_an_allocation_the_machine_cannot_hold_is_an_oom(tmp_path, quick_measure):
     result = run_trial(request(tmp_path, quick_measure, fault="oom"))
     assert result.status == "failed" and result.reason.startswith("oom:")
 
 
+@pytest.mark.nightly
 def test_a_rank_killed_by_the_kernel_reads_as_oom(tmp_path, quick_measure):
     """SIGKILL from outside (the kernel's OOM killer sends it) is classified as oom."""
     from autoscale.engine import launch

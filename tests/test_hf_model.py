@@ -99,6 +99,7 @@ def test_the_torch_kernel_swaps_match_the_unpatched_llama_s_loss_and_every_gradi
     assert_same_loss_and_grads(LLAMA, kernels="torch")
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_the_triton_kernel_swaps_match_the_unpatched_llama_s_loss_and_every_gradient():
     pytest.importorskip("triton")

@@ -269,6 +269,7 @@ def test_training_step_with_triton_set_matches_torch_set(preset):
         torch.testing.assert_close(triton_param.grad, torch_param.grad, msg=name, **TOLERANCES[torch.float32])
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::autoscale.kernels._dispatch.KernelFallbackWarning")
 @pytest.mark.parametrize("name", ["rms_norm", "swiglu", "fused_linear_cross_entropy"])

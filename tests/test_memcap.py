@@ -57,6 +57,7 @@ def test_a_warm_trial_past_its_cap_fails_as_oom_and_the_next_trial_runs(tmp_path
     assert pool.starts == 1
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_a_fresh_trial_past_its_cap_fails_as_oom(tmp_path, quick_measure):
     capped = run_trial(request(tmp_path, quick_measure, "capped", memory_cap_bytes=SMALL_CAP_BYTES))

@@ -107,12 +107,14 @@ def gated(tmp_path, reference, *, fault=None, **knobs) -> TrialRequest:
                         timeout_s=120, measure=QUICK, seed=1, reference=reference, fault=fault)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_the_reference_run_records_the_gate_s_losses_and_first_gradient_norm(gpt_reference):
     assert len(gpt_reference.losses) == GATE_STEPS and all(7 < loss < 8 for loss in gpt_reference.losses)
     assert gpt_reference.grad_norm0 > 0
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_a_zero_3_trial_with_another_accumulation_matches_the_reference(tmp_path, gpt_reference):
     result = run_trial(gated(tmp_path, gpt_reference, zero_stage=3, micro_batch=2))

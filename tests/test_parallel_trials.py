@@ -69,6 +69,7 @@ def test_model_parallel_gpt_with_zero_0_matches_the_reference_in_losses_and_firs
     assert result.grad_norm0 == pytest.approx(gpt_reference.grad_norm0, rel=norm_rel)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_bf16_zero_0_under_autotp_clips_by_a_wrong_gradient_norm_and_the_gate_catches_it(tmp_path, gpt_reference):
     """DeepSpeed 0.19.8's bf16 optimizer at ZeRO-0 reports (and clips by) a first gradient norm about
@@ -78,6 +79,7 @@ def test_bf16_zero_0_under_autotp_clips_by_a_wrong_gradient_norm_and_the_gate_ca
     assert result.grad_norm0 < 0.9 * gpt_reference.grad_norm0 and result.loss_gap < 1e-3
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [dict(tp=2), dict(sp=2)], ids=["tp2", "sp2"])
 def test_model_parallel_llama_with_zero_3_matches_the_data_parallel_reference(tmp_path, parallel):

@@ -25,6 +25,7 @@ def test_a_two_stage_gpt_with_zero_1_matches_the_reference_in_losses_and_first_g
     assert result.grad_norm0 == pytest.approx(gpt_reference.grad_norm0, rel=1e-4)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_two_stages_by_two_replicas_on_4_ranks_match_the_2_rank_reference(tmp_path, gpt_reference):
     result = trial("gpt-tiny", tmp_path, gpt_reference, nproc=4, pp=2, zero_stage=1, micro_batch=1)
@@ -33,6 +34,7 @@ def test_two_stages_by_two_replicas_on_4_ranks_match_the_2_rank_reference(tmp_pa
     assert result.grad_norm0 == pytest.approx(gpt_reference.grad_norm0, rel=1e-4)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_a_two_stage_llama_with_untied_head_and_full_recomputation_matches_its_reference(tmp_path):
     llama_reference = reference("llama-tiny", tmp_path / "reference")
@@ -41,6 +43,7 @@ def test_a_two_stage_llama_with_untied_head_and_full_recomputation_matches_its_r
     assert result.loss_gap < 1e-4
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_zero_0_pipeline_clipping_by_one_stage_s_norm_is_caught_by_the_gate(tmp_path, gpt_reference):
     """DeepSpeed 0.19.8's pipeline at ZeRO-0 clips each stage by its own gradient norm (the layout rules

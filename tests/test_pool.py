@@ -16,6 +16,7 @@ def request(tmp_path, quick_measure, name, *, nproc=2, fault=None, timeout_s=120
                         workdir=tmp_path / name, measure=quick_measure, fault=fault, timeout_s=timeout_s)
 
 
+@pytest.mark.nightly
 def test_the_same_point_after_different_predecessors_has_the_same_peak_memory(tmp_path, quick_measure):
     with WarmPool(tmp_path / "pool") as pool:
         first = pool(request(tmp_path, quick_measure, "first"))
@@ -36,6 +37,7 @@ def test_a_failed_trial_costs_only_its_own_ranks(tmp_path, quick_measure):
     assert after.ok and pool.starts == 1
 
 
+@pytest.mark.nightly
 def test_a_hung_trial_is_killed_and_the_next_trial_gets_a_fresh_pool(tmp_path, quick_measure):
     with WarmPool(tmp_path / "pool") as pool:
         hung = pool(request(tmp_path, quick_measure, "hang", fault="hang", timeout_s=20))
@@ -44,6 +46,7 @@ def test_a_hung_trial_is_killed_and_the_next_trial_gets_a_fresh_pool(tmp_path, q
     assert pool.starts == 2
 
 
+@pytest.mark.nightly
 def test_another_world_size_starts_another_pool(tmp_path, quick_measure):
     with WarmPool(tmp_path / "pool") as pool:
         two = pool(request(tmp_path, quick_measure, "two"))

@@ -58,6 +58,7 @@ def trial_in_flight(run: Path) -> Path | None:
     return None
 
 
+@pytest.mark.nightly
 def test_a_tuner_killed_mid_trial_resumes_without_losing_or_double_counting(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     args = ["tune", "--model", "gpt-tiny", "--space", "space.yaml", "--global-batch", "16", "--seq-len", "64",

@@ -43,6 +43,7 @@ def test_the_deepspeed_loop_example_is_measured_on_two_ranks(tmp_path, measured_
     assert config["zero_optimization"]["stage"] == 1 and config["train_micro_batch_size_per_gpu"] == 2
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_the_hf_trainer_example_is_measured_through_its_callback(tmp_path):
     result = run_trial(script_request(tmp_path, HF_TRAINER, "--steps", "6", config_flag="--deepspeed",
@@ -61,6 +62,7 @@ def test_a_script_study_does_not_claim_a_memory_cap_its_ranks_do_not_have(tmp_pa
     assert session.info.memory_cap is None
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_a_failing_script_is_a_failed_trial_with_its_last_log_line_and_the_study_goes_on(tmp_path):
     space = tmp_path / "space.yaml"

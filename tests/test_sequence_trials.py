@@ -54,6 +54,7 @@ def test_a_sequence_sp_does_not_divide_is_refused_rather_than_cut_short():
         SequenceTrial(split=SequenceSplit(group=None, rank=0, size=2)).local(tokens, tokens)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_sp_2_by_data_parallel_2_on_4_ranks_matches_the_reference(tmp_path, gpt_reference):
     result = trial("gpt-tiny", tmp_path, gpt_reference, nproc=4, sp=2, zero_stage=1)
@@ -62,6 +63,7 @@ def test_sp_2_by_data_parallel_2_on_4_ranks_matches_the_reference(tmp_path, gpt_
     assert result.grad_norm0 == pytest.approx(gpt_reference.grad_norm0, rel=1e-4)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_sequence_parallelism_without_the_mpu_is_diverged(tmp_path, gpt_reference):
     """Without the mpu DeepSpeed averages over the sequence ranks where the loss was scaled for a sum:
@@ -71,6 +73,7 @@ def test_sequence_parallelism_without_the_mpu_is_diverged(tmp_path, gpt_referenc
     assert result.grad_norm0 == pytest.approx(gpt_reference.grad_norm0 / 2, rel=1e-4)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [0, 3])
 def test_a_loss_scaled_for_the_other_zero_stages_is_diverged(tmp_path, gpt_reference, zero_stage):

@@ -169,6 +169,7 @@ def test_a_two_rank_trial_runs_as_one_srun_step(slurm, tmp_path, quick_measure):
     assert not slurm_task_processes(tmp_path)
 
 
+@pytest.mark.nightly
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_step_cancelled_mid_trial_is_run_again_and_nothing_is_lost_or_counted_twice(slurm, tmp_path):
@@ -201,6 +202,7 @@ def test_a_step_cancelled_mid_trial_is_run_again_and_nothing_is_lost_or_counted_
     assert not slurm_task_processes(run) and "autoscale-trial" not in autoscale_jobs()
 
 
+@pytest.mark.nightly
 @pytest.mark.slurm
 @pytest.mark.postgres
 @pytest.mark.slow

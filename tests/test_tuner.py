@@ -53,6 +53,7 @@ def test_a_study_writes_every_file_and_the_emitted_config_trains(tmp_path, quick
     assert trained.status == "ok", trained.reason
 
 
+@pytest.mark.nightly
 def test_crashing_and_hanging_trials_are_recorded_and_the_study_finishes(tmp_path, quick_measure):
     faults = iter(["crash", "hang", None])
 
@@ -68,6 +69,7 @@ def test_crashing_and_hanging_trials_are_recorded_and_the_study_finishes(tmp_pat
     assert list(frame.status) == ["failed", "failed", "ok"]
 
 
+@pytest.mark.nightly
 def test_a_resumed_study_keeps_its_earlier_trials(tmp_path, quick_measure):
     first = session(tmp_path, quick_measure, trials=2).run()
     again = session(tmp_path, quick_measure, trials=4, resume=True).run()
@@ -77,6 +79,7 @@ def test_a_resumed_study_keeps_its_earlier_trials(tmp_path, quick_measure):
     assert len({r.point for r in again.records}) == 4  # nothing measured twice
 
 
+@pytest.mark.nightly
 def test_repeated_points_are_not_rerun_and_a_small_space_ends_early(tmp_path, quick_measure):
     ran = []
 
@@ -91,6 +94,7 @@ def test_repeated_points_are_not_rerun_and_a_small_space_ends_early(tmp_path, qu
     assert outcome.stopped_because == "every point of the space was measured"
 
 
+@pytest.mark.nightly
 def test_an_existing_study_is_not_silently_reused(tmp_path, quick_measure):
     from autoscale.errors import UserError
 

@@ -81,6 +81,7 @@ def build_on_two_ranks(tmp_path, *, model: str, precision: str = "fp32", zero_st
     return torch.load(out)
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["gpt-tiny", "llama-tiny"])
 def test_a_zero_3_model_is_partitioned_from_construction_and_holds_the_whole_build_s_weights(tmp_path, model):
@@ -95,6 +96,7 @@ def test_a_zero_3_model_is_partitioned_from_construction_and_holds_the_whole_bui
         assert torch.equal(built["buffers"][name], expected), name
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_a_bf16_zero_3_model_holds_the_whole_build_s_weights_rounded(tmp_path):
     built = build_on_two_ranks(tmp_path, model="llama-tiny", precision="bf16")
@@ -102,6 +104,7 @@ def test_a_bf16_zero_3_model_holds_the_whole_build_s_weights_rounded(tmp_path):
         assert torch.equal(built["weights"][name], expected.to(torch.bfloat16)), name
 
 
+@pytest.mark.nightly
 @pytest.mark.slow
 def test_below_zero_3_every_rank_builds_the_whole_model(tmp_path):
     built = build_on_two_ranks(tmp_path, model="gpt-tiny", zero_stage=2)

@@ -2,12 +2,17 @@
 environment in the same job, with statistics that tell a real regression from a noisy machine.
 Suite -> runner (or ab) -> record -> compare -> outputs."""
 
-from autoscale.bench.compare import BenchComparison, MetricRow, compare_records
-from autoscale.bench.job import BenchOptions, BenchOutcome, run_bench
-from autoscale.bench.paired import compare_paired
-from autoscale.bench.record import BenchRecord, CaseSamples, load_record
-from autoscale.bench.stats import Comparison, compare_samples
-from autoscale.bench.suite import Suite, load_suite
+import importlib
 
-__all__ = ["BenchComparison", "BenchOptions", "BenchOutcome", "BenchRecord", "CaseSamples", "Comparison",
-           "MetricRow", "Suite", "compare_paired", "compare_records", "compare_samples", "load_record", "load_suite", "run_bench"]
+_HOMES = {"BenchComparison": "compare", "MetricRow": "compare", "compare_records": "compare",
+          "BenchOptions": "job", "BenchOutcome": "job", "run_bench": "job", "compare_paired": "paired",
+          "BenchRecord": "record", "CaseSamples": "record", "load_record": "record",
+          "Comparison": "stats", "compare_samples": "stats", "Suite": "suite", "load_suite": "suite"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    """Lazy: the CLI reads a few defaults from bench's modules without loading scipy and pandas."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'autoscale.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"autoscale.bench.{_HOMES[name]}"), name)

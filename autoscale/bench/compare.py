@@ -16,7 +16,8 @@ from autoscale.bench.metrics import METRICS
 from autoscale.bench.paired import compare_paired
 from autoscale.bench.record import BenchRecord, environment_changes, hardware_differences
 from autoscale.bench.stats import IMPROVED, INCONCLUSIVE, REGRESSED, Comparison, compare_samples
-from autoscale.bench.suite import DEFAULT_THRESHOLD, Suite
+from autoscale.bench.defaults import DEFAULT_THRESHOLD
+from autoscale.bench.suite import Suite
 
 FAILED, NEW = "failed", "new"
 STORED, AB = "stored baseline", "A/B"

@@ -12,7 +12,6 @@ from pathlib import Path
 from autoscale.bench.compare import AB, STORED, BenchComparison
 from autoscale.bench.record import BenchRecord
 
-DEFAULT_HISTORY = Path("bench-history")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from autoscale.bench.ab import Slowdown, check_kernels_for_ab, probe_interpreter, run_ab
 from autoscale.bench.compare import AB, BenchComparison, compare_records
-from autoscale.bench.history import DEFAULT_HISTORY, load_history, write_history
+from autoscale.bench.defaults import DEFAULT_HISTORY, DEFAULT_THRESHOLD
+from autoscale.bench.history import load_history, write_history
 from autoscale.bench.junit import write_junit
 from autoscale.bench.priority import DEFAULT_NICE, raised_priority
 from autoscale.bench.record import BenchRecord, check_hardware, environment, load_record
 from autoscale.bench.runner import Observer, resolve_backend_and_nproc, run_suite
-from autoscale.bench.suite import DEFAULT_THRESHOLD, Suite, load_suite
+from autoscale.bench.suite import Suite, load_suite
 from autoscale.bench.trend import write_trend
 from autoscale.errors import UserError
 

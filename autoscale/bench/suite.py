@@ -16,6 +16,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from autoscale.bench.defaults import DEFAULT_THRESHOLD
 from autoscale.bench.metrics import KERNEL_METRICS, TRIAL_METRICS
 from autoscale.ds_config import from_ds_config
 from autoscale.engine import MeasurePolicy
@@ -25,7 +26,6 @@ from autoscale.models.presets import resolve_model
 from autoscale.models.spec import ModelSpec
 from autoscale.point import FIELD_TYPES, Point
 
-DEFAULT_THRESHOLD = 0.05
 CASE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # also a folder name and a JUnit class name
 
 

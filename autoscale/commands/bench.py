@@ -10,9 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from autoscale.bench.history import DEFAULT_HISTORY
+from autoscale.bench.defaults import DEFAULT_HISTORY, DEFAULT_THRESHOLD
 from autoscale.bench.priority import DEFAULT_NICE
-from autoscale.bench.suite import DEFAULT_THRESHOLD
 from autoscale.console import make_console
 from autoscale.errors import UserError
 
