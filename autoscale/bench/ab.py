@@ -2,7 +2,8 @@
 environment's interpreter (the baseline, e.g. the last release in a second venv), in one job.
 
 Round i starts both sides' trials together and lets them take turns step by step (`run_paced_case`,
-`bench.interleave`), so the load of the moment weighs on both alike. Against an autoscale older than
+`bench.interleave`), so the load of the moment weighs on both alike. After the suite's `rounds`, rounds
+are added while a verdict is undecided (`paired.decided`), up to `max_rounds` or `budget_s`. Against an autoscale older than
 paced rounds (its `one_repeat --probe` lists no `paced` feature), round i runs one whole repeat of
 each side back to back instead (`run_ab_case`), in ABBA order over the rounds (baseline first in even
 rounds), so a load that builds up or fades during the job weighs on both sides alike. Both sides run
@@ -23,14 +24,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autoscale.bench.defaults import DEFAULT_THRESHOLD
 from autoscale.bench.interleave import paced_round, start_side
 from autoscale.bench.kernels import run_pytest_benchmark
 from autoscale.bench.load import LoadMonitor
+from autoscale.bench.metrics import METRICS
 from autoscale.bench.one_repeat import PACED, RepeatResult
+from autoscale.bench.paired import compare_paired, decided
 from autoscale.bench.record import BenchRecord, CaseSamples, new_record
 from autoscale.bench.runner import resolve_backend_and_nproc
 from autoscale.bench.suite import BenchCase, KernelSource, Suite
@@ -163,14 +168,39 @@ def run_ab_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path, r
     return cases
 
 
+def undecided_metrics(values: dict[str, list[dict]], case: BenchCase, suite: Suite,
+                      default_threshold: float) -> list[str]:
+    """The judged metrics whose paired verdict more rounds could still change (`paired.decided`)."""
+    samples = {side: _by_metric(rounds) for side, rounds in values.items()}
+    undecided = []
+    for name in sorted(set(samples[BASELINE]) & set(samples[CANDIDATE])):
+        metric = METRICS.get(name)
+        if metric is None or not metric.judged:
+            continue
+        comparison = compare_paired(samples[BASELINE][name], samples[CANDIDATE][name],
+                                    higher_is_better=metric.higher_is_better,
+                                    threshold=suite.threshold(case.name, name, default_threshold),
+                                    alpha=suite.alpha, confidence=suite.confidence)
+        if not decided(comparison):
+            undecided.append(name)
+    return undecided
+
+
 def run_paced_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path,
-                   observer: RoundObserver | None, slowdown: Slowdown) -> dict[str, CaseSamples]:
-    """`case.rounds` rounds, each starting both sides together and letting them take turns step by step
-    (`bench.interleave`); a failed round is tried again, up to `case.retries` times."""
+                   observer: RoundObserver | None, slowdown: Slowdown,
+                   default_threshold: float = DEFAULT_THRESHOLD) -> dict[str, CaseSamples]:
+    """Rounds that each start both sides together and let them take turns step by step
+    (`bench.interleave`); a failed round is tried again, up to `case.retries` times. After
+    `case.rounds` rounds, rounds are added while a judged metric's verdict is undecided, until
+    `case.max_rounds` or `case.budget_s` of wall time; a verdict still undecided then is inconclusive."""
     pythons = {BASELINE: str(Path(against).absolute()), CANDIDATE: sys.executable}
     values: dict[str, list[dict]] = {BASELINE: [], CANDIDATE: []}
     failures, flaky = {BASELINE: [], CANDIDATE: []}, {BASELINE: [], CANDIDATE: []}
-    for index in range(case.rounds):
+    started = time.monotonic()
+    for index in range(case.max_rounds):
+        if index >= case.rounds and (time.monotonic() - started > case.budget_s
+                                     or not undecided_metrics(values, case, suite, default_threshold)):
+            break
         attempts = []
         for attempt in range(case.retries + 1):
             folder = (workdir / case.name / f"round{index}-{attempt}").resolve()
@@ -192,7 +222,8 @@ def run_paced_case(case: BenchCase, suite: Suite, *, against: str, workdir: Path
             if failure is None:
                 values[side].append(measured[side])
     _, nproc = resolve_backend_and_nproc(suite, case)
-    definition = {**case.definition(), "nproc": nproc, "rounds": case.rounds, "turns": case.turns}
+    definition = {**case.definition(), "nproc": nproc, "rounds": case.rounds, "max_rounds": case.max_rounds,
+                  "budget_s": case.budget_s, "turns": case.turns}
     return {side: CaseSamples(kind="trial", definition=definition, samples=_by_metric(values[side]),
                               failures=failures[side], flaky=flaky[side]) for side in (BASELINE, CANDIDATE)}
 
@@ -250,8 +281,8 @@ def _by_metric(rounds: list[dict[str, float]]) -> dict[str, list[float]]:
 
 
 def run_ab(suite: Suite, *, against: Path, other: dict, workdir: Path, command: list[str] = (),
-           observer: RoundObserver | None = None,
-           slowdown: Slowdown = NO_SLOWDOWN) -> tuple[BenchRecord, BenchRecord]:
+           observer: RoundObserver | None = None, slowdown: Slowdown = NO_SLOWDOWN,
+           default_threshold: float = DEFAULT_THRESHOLD) -> tuple[BenchRecord, BenchRecord]:
     """(baseline record, candidate record) whose samples pair up round by round, config by config.
     `other` is `probe_interpreter(against)`; `slowdown` (test only) slows the candidate side."""
     backend, _ = resolve_backend_and_nproc(suite)
@@ -260,7 +291,7 @@ def run_ab(suite: Suite, *, against: Path, other: dict, workdir: Path, command: 
         for case in suite.cases:
             if PACED in other.get("features", ()):
                 measured = run_paced_case(case, suite, against=str(against), workdir=workdir, observer=observer,
-                                          slowdown=slowdown)
+                                          slowdown=slowdown, default_threshold=default_threshold)
             else:  # an autoscale older than paced rounds: whole repeats alternate
                 measured = run_ab_case(case, suite, against=str(against), workdir=workdir, rounds=case.rounds,
                                        observer=observer, slowdown=slowdown)

@@ -102,6 +102,8 @@ def compare_records(baseline: BenchRecord, candidate: BenchRecord, suite: Suite,
             changed.append(name)
         for metric_name in sorted(set(case.samples) | set(base_case.samples), key=list(METRICS).index):
             metric = METRICS[metric_name]
+            if not metric.judged:
+                continue
             threshold = suite.threshold(name, metric_name, default_threshold)
             base_samples, cand_samples = base_case.samples.get(metric_name, []), case.samples.get(metric_name, [])
             comparison = compare_metric(base_samples, cand_samples, higher_is_better=metric.higher_is_better,

@@ -95,7 +95,7 @@ def run_bench(options: BenchOptions, observer: Observer | None = None) -> BenchO
         if other is not None:
             baseline, record = run_ab(suite, against=options.against, other=other, workdir=workdir,
                                       command=options.command, observer=observer,
-                                      slowdown=Slowdown(options.slow_step_s))
+                                      slowdown=Slowdown(options.slow_step_s), default_threshold=options.threshold)
         else:
             record = run_suite(suite, workdir=workdir, command=options.command, observer=observer,
                                fault=options.fault, slow_step_s=options.slow_step_s)

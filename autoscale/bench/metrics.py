@@ -16,6 +16,13 @@ class Metric:
     unit: str
     higher_is_better: bool
     from_trial: Callable[[TrialResult], float | None] | None = None  # None: not a trial metric
+    derived_from: str | None = None  # another metric's measurement restated: recorded and shown, never judged
+
+    @property
+    def judged(self) -> bool:
+        """One verdict per measurement: tokens/s is tokens per step over the step time, so judging both
+        would count one measurement twice (and one noisy round would page twice)."""
+        return self.derived_from is None
 
     @property
     def load_sensitive(self) -> bool:
@@ -24,7 +31,7 @@ class Metric:
 
 
 TRIAL_METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("tokens_per_s", "throughput", "tokens/s", True, lambda r: r.tokens_per_s),
+    Metric("tokens_per_s", "throughput", "tokens/s", True, lambda r: r.tokens_per_s, derived_from="step_s"),
     Metric("step_s", "optimizer-step time (median of the timed steps)", "s", False, lambda r: r.step_s),
     Metric("step_cpu_s", "rank 0's CPU time per step (median; moves little with other jobs' load)", "s", False,
            lambda r: r.step_cpu_s),

@@ -12,11 +12,15 @@ whatever load the host had then weighed on both, and the per-round ratio cancels
   must hold across most rounds to count. Its smallest two-sided p with n rounds is 2 / 2**n: 0.031 for
   6 rounds, 0.0625 for 5, so fewer than 6 rounds can never flag anything at alpha 0.05.
 
-The verdict (`paired_verdict`) is asv's `compare` rule: the ratio past the threshold *and* the two
-sides significantly different (here p < alpha). It is looser than the stored-baseline rule
-(`stats.verdict_of`: the whole interval past the threshold), which must also absorb whatever the
-load did between two nights; paired rounds cancel the load inside each round, and the test over
-rounds already carries the launch-to-launch noise. Pure functions of the samples.
+The verdict (`paired_verdict`) asks three things of a change: the ratio past the threshold, the
+rounds' rank test significant (p < alpha), *and* the t interval clear of 1. asv's rule (the first two)
+called identical code a regression on a loaded runner: with 8 rounds, 7 leaning one way (a drift in
+load does that) give p = 0.023 while the interval still held 1 (1.066 [0.995, 1.143]). Where the
+interval is neither clear of 1 beyond the threshold nor inside the threshold band, the rounds cannot
+tell yet: `decided` says so, A/B mode adds rounds until they can or its time budget ends, and a run
+whose budget ended first is `inconclusive` (exit 0, named on the console), never `unchanged`. The
+rule was chosen from a table of unchanged and slowed A/B runs (benchmarks/bench_ab.py, docs/bench.md).
+Pure functions of the samples.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from autoscale.bench.stats import IMPROVED, NOT_COMPARABLE, REGRESSED, UNCHANGED, Comparison, unusable
+from autoscale.bench.stats import IMPROVED, INCONCLUSIVE, NOT_COMPARABLE, REGRESSED, UNCHANGED, Comparison, unusable
 from autoscale.intervals import log_t_interval
 
 PAIRED = "paired rounds: t interval of the mean log ratio, Wilcoxon signed-rank"
@@ -54,16 +58,31 @@ def compare_paired(baseline: list[float], candidate: list[float], *, higher_is_b
     low, high = log_t_interval(log_ratios, confidence)
     p_value = signed_rank_p(log_ratios)
     ratio = float(np.exp(np.mean(log_ratios)))
-    verdict = paired_verdict(ratio, p_value, higher_is_better=higher_is_better, threshold=threshold, alpha=alpha)
+    verdict = paired_verdict(ratio, (low, high), p_value, higher_is_better=higher_is_better, threshold=threshold,
+                             alpha=alpha)
     return Comparison(baseline_median=base_median, candidate_median=cand_median, ratio=ratio, ci_low=low,
                       ci_high=high, p_value=p_value, verdict=verdict, method=PAIRED)
 
 
-def paired_verdict(ratio: float, p_value: float, *, higher_is_better: bool, threshold: float, alpha: float) -> str:
-    """asv's rule: the ratio (candidate / baseline) past the threshold and the rounds' test significant."""
-    worse = 1 / ratio if higher_is_better else ratio  # above 1 is worse whichever way the metric points
-    if p_value < alpha and worse > 1 + threshold:
+def paired_verdict(ratio: float, interval: tuple[float, float], p_value: float, *, higher_is_better: bool,
+                   threshold: float, alpha: float) -> str:
+    """Regressed (improved): the ratio (candidate / baseline) past the threshold, the rounds' test
+    significant and the interval clear of 1 on the bad (good) side. Unchanged: the interval inside the
+    threshold band, so no change of the threshold's size fits the rounds. Otherwise inconclusive."""
+    low, high = interval
+    worse, worse_low, worse_high = ((1 / ratio, 1 / high, 1 / low) if higher_is_better
+                                    else (ratio, low, high))  # above 1 is worse whichever way the metric points
+    significant = p_value < alpha
+    if significant and worse > 1 + threshold and worse_low > 1:
         return REGRESSED
-    if p_value < alpha and worse < 1 / (1 + threshold):
+    if significant and worse < 1 / (1 + threshold) and worse_high < 1:
         return IMPROVED
-    return UNCHANGED
+    if 1 / (1 + threshold) < worse_low and worse_high < 1 + threshold:
+        return UNCHANGED
+    return INCONCLUSIVE
+
+
+def decided(comparison: Comparison) -> bool:
+    """Whether more rounds could still change the verdict's kind: an undecided comparison straddles the
+    threshold (or has too few rounds to compare)."""
+    return comparison.verdict in (REGRESSED, IMPROVED, UNCHANGED)

@@ -16,7 +16,9 @@ import numpy as np
 from scipy import stats
 
 REGRESSED, IMPROVED, UNCHANGED, NOT_COMPARABLE = "regressed", "improved", "unchanged", "not comparable"
-INCONCLUSIVE = "inconclusive"  # the host's load differed between the sides by more than the threshold
+# stored baseline: the host's load differed between the sides by more than the threshold; A/B: the paired
+# interval still straddled the threshold when the rounds' time budget ended (bench.paired)
+INCONCLUSIVE = "inconclusive"
 UNPAIRED = "bootstrap ratio of medians, Mann-Whitney U"
 MIN_SAMPLES = 2
 

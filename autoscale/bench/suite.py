@@ -67,10 +67,18 @@ class _ConfigFile(_Strict):
     measure: _MeasureFile | None = None
     repeats: int = Field(5, ge=2)
     rounds: int = Field(8, ge=2)
+    max_rounds: int | None = Field(None, ge=2)
+    budget_s: float = Field(240.0, gt=0)
     turns: int = Field(30, ge=1)
     retries: int = Field(1, ge=0, le=5)
     timeout_s: float = Field(600.0, gt=0)
     thresholds: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _rounds_until_sure(self):
+        if self.max_rounds is not None and self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be at least rounds ({self.rounds})")
+        return self
 
     @field_validator("thresholds")
     @classmethod
@@ -141,7 +149,9 @@ class BenchCase:
     repeats: int
     retries: int
     timeout_s: float
-    rounds: int = 8  # A/B mode (--against): paired rounds, each one launch of either side
+    rounds: int = 8  # A/B mode (--against): paired rounds, each one launch of either side; the fewest
+    max_rounds: int = 24  # A/B mode: rounds are added while a verdict is undecided (bench.paired.decided),
+    budget_s: float = 240.0  # up to `max_rounds` or until this much wall time has passed, whichever is first
     turns: int = 30  # A/B mode: timed steps per side per round, the sides taking turns step by step
     thresholds: dict[str, float] = field(default_factory=dict)
 
@@ -219,7 +229,8 @@ def _case(raw: _ConfigFile, suite_dir: Path, suite_path: Path) -> BenchCase:
                                 min_steps=raw.steps, max_steps=raw.steps, target_rse=0.0,
                                 max_measure_s=raw.timeout_s)
     return BenchCase(name=raw.name, spec=spec, point=point, ds_config=ds_config, seq_len=raw.seq_len,
-                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, rounds=raw.rounds, turns=raw.turns,
+                     nproc=raw.nproc, measure=measure, repeats=raw.repeats, rounds=raw.rounds,
+                     max_rounds=raw.max_rounds or 3 * raw.rounds, budget_s=raw.budget_s, turns=raw.turns,
                      retries=raw.retries, timeout_s=raw.timeout_s, thresholds=dict(raw.thresholds))
 
 
