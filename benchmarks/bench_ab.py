@@ -50,7 +50,7 @@ from autoscale.bench.runner import run_suite
 from autoscale.bench.stats import IMPROVED, INCONCLUSIVE, REGRESSED
 from autoscale.bench.suite import load_suite
 
-TIME_METRICS = ("tokens_per_s", "step_s", "step_cpu_s")
+TIME_METRICS = ("step_s", "step_cpu_s")  # tokens/s is step time restated and not judged
 SIZED_BY = {"sleep": "step_s", "spin": "step_cpu_s"}  # the metric a slowdown of each kind is a fraction of
 BURSTY_JOB = """
 import random, sys, time
@@ -123,7 +123,8 @@ def judge(suite, baseline: BenchRecord, base_side: BenchRecord, cand_side: Bench
     stored = compare_records(baseline, cand_side, suite)
     sized_by = SIZED_BY[condition.split()[0]] if condition != "unchanged" else "step_s"
     side_value = statistics.median(base_side.cases[suite.cases[0].name].samples[sized_by])
-    return {"run": run, "condition": condition, "nice": nice, "wall_s": wall_s, "slow_s": slow_s,
+    rounds = len(cand_side.cases[suite.cases[0].name].samples.get("step_s", []))
+    return {"run": run, "condition": condition, "nice": nice, "wall_s": wall_s, "slow_s": slow_s, "rounds": rounds,
             "ab": outcome(ab), "stored": outcome(stored), "ab_step": metric_cell(ab, "step_s"),
             "stored_step": metric_cell(stored, "step_s"),
             "ab_cpu": metric_cell(ab, "step_cpu_s"), "load": load_cell(cand_side), "effective": slow_s / side_value,
@@ -158,13 +159,14 @@ def report(results: list[dict], suite, baselines: dict[int, BenchRecord], condit
                        for nice, b in baselines.items())
     print(f"\n## Every run (suite {suite.name}; stored baselines {stored})\n")
     print("| run | nice | condition | slowdown / that run's baseline side | A/B step_s: paired ratio [95% t] p verdict "
-          "| A/B step_cpu_s: same | stored step_s: ratio [95% bootstrap] p verdict | load avg during | A/B wall time |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| A/B step_cpu_s: same | A/B rounds | stored step_s: ratio [95% bootstrap] p verdict | load avg during "
+          "| A/B wall time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['run']} | {r['nice']} | {r['condition']} | {r['effective']:.1%} | {r['ab_step']} | {r['ab_cpu']} "
-              f"| {r['stored_step']} | {r['load']} | {r['wall_s']:.0f} s |")
+              f"| {r.get('rounds', '-')} | {r['stored_step']} | {r['load']} | {r['wall_s']:.0f} s |")
 
-    print("\n## Summary (counts are runs; a time metric, tokens/s, step time or CPU time per step, decides the "
+    print("\n## Summary (counts are runs; a time metric, step time or CPU time per step, decides the "
           "run's outcome)\n")
     header = "| mode | nice | unchanged: flagged regressed | unchanged: flagged improved | unchanged: inconclusive"
     header += "".join(f" | {c}: detected | {c}: inconclusive" for c in conditions[1:])
@@ -181,8 +183,10 @@ def report(results: list[dict], suite, baselines: dict[int, BenchRecord], condit
         walls = [r["wall_s"] for r in results if r["nice"] == nice]
         loads = [float(r["load"].split(",")[0]) for r in results if r["nice"] == nice]
         if walls:
+            rounds = [r["rounds"] for r in results if r["nice"] == nice and "rounds" in r]
             print(f"\nnice {nice}: A/B run wall time median {statistics.median(walls):.0f} s, min {min(walls):.0f} s, "
-                  f"max {max(walls):.0f} s over {len(walls)} runs ({suite.cases[0].rounds} rounds per config); "
+                  f"max {max(walls):.0f} s over {len(walls)} runs; rounds per run "
+                  f"{min(rounds, default=0)}-{max(rounds, default=0)} (at least {suite.cases[0].rounds}); "
                   f"load average during {min(loads):.1f}-{max(loads):.1f}")
     print("Read the counts as counts: a rate needs 10 runs per condition.", flush=True)
 
@@ -200,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path(__file__).resolve().parents[1] / "ci/suites/cpu-smoke.yaml")
     parser.add_argument("--runs", type=int_list, default=[3], help="A/B runs per condition, one count per --nice")
+    parser.add_argument("--unchanged-runs", type=int, default=None,
+                        help="A/B runs of the unchanged condition (default: as --runs); the others stop at --runs")
     parser.add_argument("--nice", type=int_list, default=[DEFAULT_NICE],
                         help="niceness adjustments to measure at, comma-separated (autoscale bench --nice)")
     parser.add_argument("--background-jobs", type=int, default=0,
@@ -253,11 +259,12 @@ def run_levels(args, suite, other: dict, out: Path, slowdowns: list[tuple[str, f
               f"{step_ms(baseline, suite):.1f} ms, load {load_cell(baseline)}", file=sys.stderr, flush=True)
 
     results = []
-    for run in range(max(args.runs)):
+    unchanged_runs = args.unchanged_runs or 0
+    for run in range(max(*args.runs, unchanged_runs)):
         for adjustment, runs in zip(args.nice, args.runs):
-            if run >= runs:
-                continue
             for condition, (kind, fraction) in zip(conditions, [("sleep", 0.0), *slowdowns]):
+                if run >= (unchanged_runs or runs if fraction == 0 else runs):
+                    continue
                 with raised_priority(adjustment) as priority:
                     nice = priority.nice
                     label = f"run{run + 1}-nice{nice}-" + ("unchanged" if fraction == 0 else f"{kind}{fraction * 100:.0f}pct")

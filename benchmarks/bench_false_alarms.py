@@ -22,6 +22,15 @@ Injection (--injection):
     python benchmarks/bench_false_alarms.py --runs 20 --out bench-fa
     python benchmarks/bench_false_alarms.py --reuse --out bench-fa   # tables again, no new runs
     python benchmarks/bench_false_alarms.py --injection sleep --slowdowns 0.05,0.1,0.2,0.3
+
+A/B mode (`--ab`), the nightly job's mode: at each `--load-levels` count of seeded background jobs
+(default 0 and 8: load average about 0-4 and 8-16 on 2 cores), `--ab-unchanged` A/B runs of unchanged
+code and `--ab-runs` runs each of a 10% extra-work (`spin`) and a 10% waiting (`sleep`) slowdown of the
+candidate side, each one `autoscale bench --against` (`benchmarks/bench_ab.py` runs them and prints
+every run's verdict, the rounds it took and its wall time).
+
+    python benchmarks/bench_false_alarms.py --ab --out /tmp/fa-ab      # the issue's protocol: hours
+    python benchmarks/bench_false_alarms.py --ab --ab-unchanged 4 --ab-runs 2 --load-levels 0
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from autoscale.bench.stats import IMPROVED
 from autoscale.bench.defaults import DEFAULT_THRESHOLD
 from autoscale.bench.suite import Suite, load_suite
 
-TIME_METRICS = ("tokens_per_s", "step_s")
+TIME_METRICS = ("step_s",)  # tokens/s is step time restated and not judged
 
 
 def flagged(baseline: BenchRecord, candidate: BenchRecord, suite: Suite, threshold: float) -> list[str]:
@@ -102,6 +111,18 @@ def run(suite: Suite, out: Path, label: str, **fault) -> BenchRecord:
     return record
 
 
+def ab_levels(args) -> int:
+    """The A/B protocol at each load level, one bench_ab run each (its records under --out/load<N>)."""
+    import bench_ab  # beside this script
+
+    for jobs in (int(level) for level in args.load_levels.split(",")):
+        print(f"\n# A/B at {jobs} background jobs\n", flush=True)
+        bench_ab.main(["--suite", str(args.suite), "--runs", str(args.ab_runs), "--unchanged-runs",
+                       str(args.ab_unchanged), "--slowdowns", "spin:0.1,sleep:0.1", "--background-jobs", str(jobs),
+                       "--out", str(args.out / f"load{jobs}"), *(["--reuse"] if args.reuse else [])])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path("ci/suites/cpu-smoke.yaml"))
@@ -112,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sleep-runs", type=int, default=3, help="real runs per slowdown with --injection sleep")
     parser.add_argument("--out", type=Path, default=Path("bench-false-alarms"))
     parser.add_argument("--reuse", action="store_true", help="read the runs saved in --out instead of running")
+    parser.add_argument("--ab", action="store_true", help="A/B mode (above); the options below apply to it")
+    parser.add_argument("--ab-unchanged", type=int, default=20, help="A/B runs of unchanged code per load level")
+    parser.add_argument("--ab-runs", type=int, default=10, help="A/B runs of each slowdown per load level")
+    parser.add_argument("--load-levels", default="0,8", help="background jobs per level, comma-separated")
     args = parser.parse_args(argv)
+    if args.ab:
+        return ab_levels(args)
     suite = load_suite(args.suite)
     slowdowns = [float(s) for s in args.slowdowns.split(",")]
     thresholds = [float(t) for t in args.thresholds.split(",")]
