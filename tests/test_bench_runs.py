@@ -89,36 +89,27 @@ def test_the_unchanged_suite_against_its_fresh_baseline_exits_0(saved):
     drift = {"tokens_per_s": LOAD_DRIFT, "step_s": LOAD_DRIFT, "step_cpu_s": LOAD_DRIFT}
     code, junit = compare(folder, baseline, smoke_suite(folder, "same-drift.yaml", thresholds=drift), "same")
     assert code == 0 and regressed_metrics(junit) == set()
-    assert len(list(junit.iter("testcase"))) == 4  # one per metric
+    assert len(list(junit.iter("testcase"))) == 3  # one per judged metric (tokens/s is step time restated)
     assert "Plotly.newPlot" in (folder / "same.html").read_text()
 
 
-# A slowed run and the baseline it is compared with are two runs, seconds apart; on a shared runner another
-# job's load can move step time between them by more than the 30% injected (docs/bench.md), and no statistic
-# over one run's repeats can tell that from a regression. So every attempt measures a fresh baseline just
-# before its slowed run, and the test fails only if no attempt flags the slowdown.
-SLOWDOWN_ATTEMPTS = 3
-
-
 @pytest.mark.nightly
-def test_a_thirty_percent_slowdown_is_flagged_with_exit_1(tmp_path):
-    """Every timed step sleeps 30% of the baseline's median step more, on every rank: the same config,
-    made slower inside the measurement, against the default 5% threshold. How often one attempt catches it
-    on this machine is benchmarks/bench_false_alarms.py's figure, not this test's."""
-    missed = []
-    for attempt in range(SLOWDOWN_ATTEMPTS):
-        folder = tmp_path / f"attempt-{attempt}"
-        folder.mkdir()
-        baseline = folder / "baseline.json"
-        assert bench("--suite", smoke_suite(folder, "same.yaml"), "--save-baseline", baseline,
-                     "--history", folder / "history") == 0
-        median_step_s = statistics.median(load_record(baseline).cases["gpt-tiny-z0"].samples["step_s"])
-        code, junit = compare(folder, baseline, smoke_suite(folder, "same-slow.yaml"), "slower",
-                              "--test-sleep-per-step", 0.3 * median_step_s)
-        if code == 1 and {"step_s", "tokens_per_s"} <= regressed_metrics(junit):
-            return
-        missed.append(f"exit {code}, flagged {sorted(regressed_metrics(junit))}")
-    pytest.fail(f"a 30% slowdown was not flagged in {SLOWDOWN_ATTEMPTS} attempts: {'; '.join(missed)}")
+def test_a_thirty_percent_slowdown_is_flagged_or_inconclusive_never_unchanged(tmp_path):
+    """Every timed step sleeps 30% of the baseline's median step more, on every rank, against the default
+    5% threshold. A stored baseline was measured under other load, which on a shared runner can move step
+    time by more than 30% (docs/bench.md), so one run may only say "inconclusive" with the load named; it
+    must never pass the slowdown as unchanged. How often it is flagged is bench_false_alarms.py's figure."""
+    baseline = tmp_path / "baseline.json"
+    assert bench("--suite", smoke_suite(tmp_path, "same.yaml"), "--save-baseline", baseline,
+                 "--history", tmp_path / "history") == 0
+    median_step_s = statistics.median(load_record(baseline).cases["gpt-tiny-z0"].samples["step_s"])
+    code, junit = compare(tmp_path, baseline, smoke_suite(tmp_path, "same-slow.yaml"), "slower",
+                          "--test-sleep-per-step", 0.3 * median_step_s)
+    step = next(case for case in junit.iter("testcase") if case.get("name") == "step_s")
+    if code == 1:
+        assert "step_s" in regressed_metrics(junit)
+    else:
+        assert code == 0 and step.find("skipped") is not None, ET.tostring(step, encoding="unicode")
 
 
 @pytest.mark.nightly

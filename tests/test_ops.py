@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -58,24 +59,42 @@ def test_tune_refuses_a_stale_lock_before_any_trial(tmp_path, monkeypatch, capsy
     assert len(err) == 1 and str(lock) in err[0] and not (tmp_path / "runs").exists()
 
 
-def test_building_the_cpu_adam_op_is_announced_with_its_progress(tmp_path, monkeypatch):
+def stand_in_builds(monkeypatch, tmp_path, code: str) -> list[list[str]]:
+    """Builds that run `code` instead of DeepSpeed's builder, into an empty cache; returns what ran."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(ops, "_BUILD_CPU_ADAM", "import time; time.sleep(1.5)")
+    monkeypatch.setattr(ops, "_ready", set())
+    ran: list[list[str]] = []
+
+    def command(op):
+        ran.append(op.name)
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(ops.CompiledOp, "build_command", command)
+    return ran
+
+
+def test_the_ops_a_cpu_offload_trial_needs_are_built_once_and_announced_with_progress(tmp_path, monkeypatch):
+    ran = stand_in_builds(monkeypatch, tmp_path, "import time; time.sleep(1.5)")
     monkeypatch.setattr(ops, "PROGRESS_EVERY_S", 0.5)
-    monkeypatch.setattr(ops, "_ready_backends", set())
-    request = offload_request(tmp_path)
     said: list[str] = []
-    assert ops.prepare_optimizer_op(request, say=said.append) is None
-    assert said[0].startswith("building DeepSpeed's CPU Adam op") and said[-1].startswith("DeepSpeed's CPU Adam op built")
-    assert any(line.startswith("still building") for line in said[1:-1])
+    assert ops.prepare_ops(offload_request(tmp_path), say=said.append) is None
+    assert ran == ["deepspeed_shm_comm", "cpu_adam"]
+    assert said[0].startswith("building DeepSpeed's shared-memory collectives op")
+    assert any(line.startswith("building DeepSpeed's CPU Adam op") for line in said)
+    assert any(line.startswith("still building DeepSpeed's cpu_adam op") for line in said)
+    assert said[-1].startswith("DeepSpeed's cpu_adam op built")
+    assert ops.prepare_ops(offload_request(tmp_path), say=said.append) is None and len(ran) == 2
 
 
-def test_a_cached_op_is_loaded_without_a_word(tmp_path, monkeypatch):
-    (tmp_path / "py311_cpu" / "cpu_adam").mkdir(parents=True)
-    (tmp_path / "py311_cpu" / "cpu_adam" / "cpu_adam.so").touch()
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(ops, "_BUILD_CPU_ADAM", "pass")
-    monkeypatch.setattr(ops, "_ready_backends", set())
-    request = offload_request(tmp_path)
+def test_a_cached_op_needs_no_build_and_a_failed_build_fails_the_trial(tmp_path, monkeypatch):
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    for name in ("deepspeed_shm_comm", "cpu_adam"):
+        (tmp_path / f"{python}_cpu" / name).mkdir(parents=True)
+        (tmp_path / f"{python}_cpu" / name / f"{name}.so").touch()
+    ran = stand_in_builds(monkeypatch, tmp_path, "pass")
     said: list[str] = []
-    assert ops.prepare_optimizer_op(request, say=said.append) is None and said == []
+    assert ops.prepare_ops(offload_request(tmp_path), say=said.append) is None and said == [] and ran == []
+    (tmp_path / f"{python}_cpu" / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").unlink()
+    stand_in_builds(monkeypatch, tmp_path, "raise SystemExit('no compiler')")  # the build an empty cache needs
+    reason = ops.prepare_ops(offload_request(tmp_path), say=said.append)
+    assert reason == "crash: DeepSpeed's deepspeed_shm_comm op could not be built: no compiler"

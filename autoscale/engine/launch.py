@@ -116,9 +116,9 @@ def run_trial(request: TrialRequest) -> TrialResult:
 
 def run_prepared(run_once: Callable[[TrialRequest], TrialResult], request: TrialRequest) -> TrialResult:
     """Build the compiled ops the trial needs before its clock starts, then run it (`retry_startup_crash`)."""
-    from autoscale.engine.ops import prepare_optimizer_op
+    from autoscale.engine.ops import prepare_ops
 
-    reason = prepare_optimizer_op(request)
+    reason = prepare_ops(request)
     if reason is not None:
         return TrialResult.failed(reason)
     return retry_startup_crash(run_once, request)

@@ -1,10 +1,10 @@
 """DeepSpeed's compiled ops a trial needs, built before the trial starts rather than inside it.
 
-DeepSpeed compiles its CPU Adam op on first use (minutes here) into torch's extension cache; a
-trial that did so would spend its timeout compiling. So before the first offload trial of a
-process, one child process builds (or, once cached, just loads) the op with the ranks'
-environment, under its own time limit, saying so on the console; every rank then loads it from the
-cache.
+DeepSpeed compiles some ops on first use into torch's extension cache: on CPU its shared-memory
+collectives (every trial's process group) and CPU Adam (optimizer offload), minutes here. A trial
+that did so would spend its clock and timeout compiling. So before the first trial that needs an op,
+one child process builds (or, once cached, just loads) it with the ranks' environment, under its own
+time limit, saying so on the console; every rank then loads it from the cache.
 
 torch serialises those builds with a `lock` file in the op's cache folder (`FileBaton`), which a
 killed build leaves behind; every later load then waits on it until its trial times out. Such a
@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +30,7 @@ from autoscale.engine.request import TrialRequest
 
 OP_BUILD_TIMEOUT_S = 1200.0
 PROGRESS_EVERY_S = 30.0
-_BUILD_CPU_ADAM = "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load(verbose=False)"
-_ready_backends: set[str] = set()
+_ready: set[tuple[str, str]] = set()  # (op, backend) built or loaded by this process
 
 
 def _say(line: str) -> None:
@@ -46,9 +46,12 @@ def extension_build_root() -> Path:
     return Path(os.path.realpath(os.path.join(cache, "torch_extensions")))
 
 
-def is_cached(op: str, root: Path | None = None) -> bool:
+def is_cached(op: str, backend: str, root: Path | None = None) -> bool:
+    """Whether torch's cache holds `op` built for this Python and, on CPU, a CPU torch (`pyXY_cpu`; a
+    CUDA torch builds into `pyXY_cuNNN`)."""
     root = root or extension_build_root()
-    return any(root.glob(f"*/{op}/{op}.so")) or any(root.glob(f"{op}/{op}.so"))
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return any(root.glob(f"{python}_{'cpu' if backend == 'cpu' else 'cu*'}/{op}/{op}.so"))
 
 
 def _folders_in_use(root: Path) -> set[Path]:
@@ -83,20 +86,50 @@ def check_build_locks(root: Path | None = None) -> None:
                         f"that loads the op would wait on it: remove it (rm {stale[0]}) and run again")
 
 
-def prepare_optimizer_op(request: TrialRequest, say: Callable[[str], None] = _say) -> str | None:
-    """Build DeepSpeed's CPU Adam for an offload trial's backend, once per process; None when ready,
-    else the failure reason for the trial. A build (not a load from the cache) is announced and its
-    progress reported every `PROGRESS_EVERY_S`."""
-    if request.point.offload == "none" or request.backend in _ready_backends:
-        return None
-    building = not is_cached("cpu_adam")
-    if building:
-        say("building DeepSpeed's CPU Adam op for the optimizer offload (once per machine; about 3 minutes on "
-            f"2 cores), before any trial's clock starts; cached in {extension_build_root()}")
-    env = {**os.environ, **accelerator_environment(request.backend)}
+@dataclass(frozen=True)
+class CompiledOp:
+    """A DeepSpeed op that is compiled on first use: `name` is its folder in torch's extension cache."""
+
+    name: str
+    label: str
+    builder: str  # DeepSpeed's op-builder class, made by the accelerator
+    needed: Callable[[TrialRequest], bool]
+    build_time: str  # what a first build costs here, for the console
+
+    def build_command(self) -> list[str]:
+        return [sys.executable, "-c", "from deepspeed.accelerator import get_accelerator; "
+                f"get_accelerator().create_op_builder({self.builder!r}).load(verbose=False)"]
+
+
+OPS = (
+    CompiledOp("deepspeed_shm_comm", "shared-memory collectives op (every CPU trial's process group loads it)",
+               "ShareMemCommBuilder", lambda request: request.backend == "cpu", "about a minute on 2 cores"),
+    CompiledOp("cpu_adam", "CPU Adam op for the optimizer offload", "CPUAdamBuilder",
+               lambda request: request.point.offload != "none", "about 3 minutes on 2 cores"),
+)
+
+
+def prepare_ops(request: TrialRequest, say: Callable[[str], None] = _say) -> str | None:
+    """Build every compiled op the trial needs that torch's cache lacks, once per process and backend;
+    None when ready, else the failure reason for the trial."""
+    for op in OPS:
+        if op.needed(request) and (op.name, request.backend) not in _ready:
+            reason = None if is_cached(op.name, request.backend) else _build(op, request.backend, say)
+            if reason is not None:
+                return reason
+            _ready.add((op.name, request.backend))
+    return None
+
+
+def _build(op: CompiledOp, backend: str, say: Callable[[str], None]) -> str | None:
+    """One child process builds the op with the ranks' environment, announced, with its progress every
+    `PROGRESS_EVERY_S`."""
+    say(f"building DeepSpeed's {op.label} (once per machine; {op.build_time}), before any trial's clock "
+            f"starts; cached in {extension_build_root()}")
+    env = {**os.environ, **accelerator_environment(backend)}
     start = time.monotonic()
-    with subprocess.Popen([sys.executable, "-c", _BUILD_CPU_ADAM], env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as build:
+    with subprocess.Popen(op.build_command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as build:
         while True:
             try:
                 _, stderr = build.communicate(timeout=PROGRESS_EVERY_S)
@@ -105,12 +138,9 @@ def prepare_optimizer_op(request: TrialRequest, say: Callable[[str], None] = _sa
                 elapsed = time.monotonic() - start
                 if elapsed > OP_BUILD_TIMEOUT_S:
                     build.kill()
-                    return f"crash: DeepSpeed's CPU Adam op was not built within {OP_BUILD_TIMEOUT_S:.0f} s"
-                if building:
-                    say(f"still building DeepSpeed's CPU Adam op ({elapsed:.0f} s)")
+                    return f"crash: DeepSpeed's {op.name} op was not built within {OP_BUILD_TIMEOUT_S:.0f} s"
+                say(f"still building DeepSpeed's {op.name} op ({elapsed:.0f} s)")
     if build.returncode != 0:
-        return f"crash: DeepSpeed's CPU Adam op could not be built: {last_line_of(stderr)}"
-    if building:
-        say(f"DeepSpeed's CPU Adam op built in {time.monotonic() - start:.0f} s")
-    _ready_backends.add(request.backend)
+        return f"crash: DeepSpeed's {op.name} op could not be built: {last_line_of(stderr)}"
+    say(f"DeepSpeed's {op.name} op built in {time.monotonic() - start:.0f} s")
     return None
