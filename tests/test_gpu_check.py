@@ -46,6 +46,7 @@ def test_a_record_missing_a_field_or_with_an_unknown_stage_status_fails_the_sche
     assert report.check(record) == ["gpu: not str or NoneType", "memory: missing", "stage study: status 'maybe'"]
 
 
+@pytest.mark.nightly  # 340 s, and its stages' time limits are sized for a GPU machine, not a loaded 2-core runner
 @pytest.mark.slow
 def test_the_dry_run_writes_the_json_the_markdown_and_the_logs_with_every_stage(tmp_path):
     finished = run_script("--dry-run", out=tmp_path, timeout_s=400)
