@@ -178,6 +178,13 @@ def test_failure_kind_reads_the_reason_prefix():
     assert data.failure_kind("ok", "") == ""
 
 
+def test_a_trial_that_failed_the_numerics_gate_is_filed_as_diverged_with_a_style_of_its_own():
+    reason = "diverged: loss gap 3.10e-03 exceeds the fp32 band 1e-04 over the first 3 steps"
+    assert data.failure_kind("failed", reason) == "diverged"
+    assert figures.FAILURE_STYLE["diverged"] != figures.FAILURE_STYLE["other"]
+    assert set(figures.FAILURE_STYLE) == {*data.FAILURE_KINDS, "other"}
+
+
 def test_pareto_front_keeps_only_unbeaten_trials():
     front = data.pareto_front(small_frame())
     assert front["number"].tolist() == [0, 1, 4]

@@ -18,11 +18,11 @@ import pandas as pd
 from autoscale.budget import within
 from autoscale.engine.numerics import NUMERICS_FILE
 from autoscale.errors import UserError
+from autoscale.failures import FailureKind, failure_kind_of
 from autoscale.point import INTEGER_FIELDS, Point
 from autoscale.results import COLUMNS, KNOB_COLUMNS, METRIC_COLUMNS
 
-FAILURE_KINDS = ("oom", "timeout", "crash", "nan", "interrupted", "preempted", "node-failure", "cancelled", "pruned",
-                 "invalid")
+FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 NUMERIC_COLUMNS = ("number", *INTEGER_FIELDS, *METRIC_COLUMNS, "pred_peak_bytes", "pred_tokens_per_s")
 MIN_TRIALS_FOR_IMPORTANCE = 4  # PED-ANOVA compares the top quantile with the rest: fewer says nothing
 
@@ -120,9 +120,9 @@ def _truthy(value) -> bool:
 
 def failure_kind(status: str, reason: str) -> str:
     """The kind named by `reason`'s prefix (`oom: ...` -> oom); "" for an ok trial."""
-    prefix = reason.split(":", 1)[0].strip().lower() if ":" in reason else ""
-    if prefix in FAILURE_KINDS:
-        return prefix
+    kind = failure_kind_of(reason)
+    if kind is not None:
+        return kind.value
     if status == "ok":
         return ""
     return "pruned" if status == "pruned" else "other"

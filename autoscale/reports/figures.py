@@ -25,6 +25,7 @@ FAILURE_STYLE = {  # kind -> (label, symbol, colour)
     "timeout": ("timeout", "hourglass", "#d97706"),
     "crash": ("crash", "bowtie", "#7c2d12"),
     "nan": ("NaN loss", "cross", "#db2777"),
+    "diverged": ("diverged from the reference", "star-triangle-up-open", "#be185d"),
     "interrupted": ("interrupted (Ctrl-C)", "circle-open", "#6b7280"),
     "preempted": ("preempted (Slurm)", "diamond-open", "#6b7280"),
     "node-failure": ("node failure (Slurm)", "diamond-x", "#6b7280"),
