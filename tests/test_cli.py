@@ -11,7 +11,7 @@ OPTIONS = {
              "--launcher", "--hostfile", "--confirm-rounds", "--workers", "--slurm-args", "--script",
              "--script-config-flag", "--impl"},
     "models": set(),
-    "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json",
+    "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json", "--target",
                  *(knob.flag for knob in KNOBS)},
     "calibrate": {"--out"},
     "report": {"--out"},

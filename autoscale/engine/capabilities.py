@@ -3,7 +3,7 @@
 The engine trains data-parallel (ZeRO) trials in fp32, bf16 or fp16, tensor-parallel ones
 through DeepSpeed's AutoTP (`engine.parallel`) and sequence-parallel ones through DeepSpeed-Ulysses
 (`engine.sequence_trial`), each with every ZeRO stage, and pipeline-parallel ones through DeepSpeed's
-pipeline engine (`engine.pipeline_trial`) at ZeRO-1 without tp (`layout.check_pipeline_engine`).
+pipeline engine (`engine.pipeline_trial`) at ZeRO-1 without tp (`layout_targets.TRIAL_ENGINE`).
 fp8 and the other sequence-splitting knobs are known to the cost model, plans
 (`--backend model`) and `estimate`, and a space that asks a real backend for them gets them dropped
 by name (`SearchSpace.for_backend`), never measured as something they are not.
