@@ -108,13 +108,26 @@ SEQUENCES_PER_RANK = 8
 """The default global batch per rank, in sequences, for every command that takes --global-batch."""
 
 DEFAULT_SEQ_LEN = 1024
-"""The default sequence length, capped by the model's maximum, for every command that takes --seq-len."""
+"""The default sequence length on CPUs, capped by the model's maximum: trials there take seconds."""
+
+GPU_SEQ_LEN = 8192
+"""The default sequence length on GPUs, capped by the model's maximum: the pre-training length of the
+models planned for (Llama 3: 8192, Dubey et al. 2024 Sec. 3.4; Llama 2: 4096), not a long-context stage."""
 
 
-def resolve_seq_len(spec: "ModelSpec", seq_len: int | None) -> int:
-    """--seq-len, or the default: the same for `tune`, `estimate` and plans, so one model gives one figure."""
+def default_seq_len(spec: "ModelSpec", *, on_gpu: bool) -> tuple[int, str]:
+    """The sequence length when --seq-len is not given, and why, for the console's first line."""
+    cap, where = (GPU_SEQ_LEN, "GPUs") if on_gpu else (DEFAULT_SEQ_LEN, "CPU trials")
+    seq_len = min(spec.max_seq_len, cap)
+    return seq_len, (f"seq {seq_len}: the default on {where} ({spec.name}'s maximum {spec.max_seq_len}, at most "
+                     f"{cap}); change it with --seq-len")
+
+
+def resolve_seq_len(spec: "ModelSpec", seq_len: int | None, *, on_gpu: bool = False) -> int:
+    """--seq-len, or the default: the same for `tune`, `estimate` and plans, so one model on one kind of
+    device gives one figure."""
     if seq_len is None:
-        return min(spec.max_seq_len, DEFAULT_SEQ_LEN)
+        return default_seq_len(spec, on_gpu=on_gpu)[0]
     if not 0 < seq_len <= spec.max_seq_len:
         raise UserError(f"--seq-len {seq_len} is outside 1..{spec.max_seq_len}, {spec.name}'s maximum")
     return seq_len

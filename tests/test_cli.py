@@ -9,7 +9,7 @@ OPTIONS = {
     "tune": {"--model", "--trials", "--space", "--global-batch", "--seq-len", "--backend", "--nproc", "--out",
              "--study-name", "--timeout-per-trial", "--storage", "--resume", "--seed", "--hardware", "--gpus",
              "--launcher", "--hostfile", "--confirm-rounds", "--workers", "--slurm-args", "--script",
-             "--script-config-flag", "--impl"},
+             "--script-config-flag", "--impl", "--target"},
     "models": set(),
     "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json", "--target",
                  *(knob.flag for knob in KNOBS)},

@@ -36,7 +36,7 @@ def estimate_point(*, model: str, hardware: str, gpus: int, seq_len: Optional[in
     if gpus <= 0:
         raise UserError(f"--gpus must be positive, got {gpus}")
     spec, device = resolve_model(model), get_hardware(hardware)
-    return estimate_spec(spec, device, gpus=gpus, seq_len=resolve_seq_len(spec, seq_len),
+    return estimate_spec(spec, device, gpus=gpus, seq_len=resolve_seq_len(spec, seq_len, on_gpu=device.name != "cpu"),
                          global_batch=resolve_global_batch(global_batch, world_size=gpus), fixed=fixed,
                          target=get_layout_target(target) if target else TRIAL_ENGINE)
 
@@ -128,7 +128,7 @@ def estimate(
     hardware: str = typer.Option(..., help="Hardware catalog name (a100-40gb ... cpu) or a YAML file."),
     gpus: int = typer.Option(1, help="Devices (ranks) in total."),
     global_batch: Optional[int] = typer.Option(None, help="Sequences per optimizer step. Default: 8 per rank."),
-    seq_len: Optional[int] = typer.Option(None, help="Tokens per sequence. Default: the model's, at most 1024."),
+    seq_len: Optional[int] = typer.Option(None, help="Tokens per sequence. Default: the model's, at most 8192 on GPUs and 1024 on CPUs."),
     target: Optional[str] = typer.Option(None, help="Knobs left open are chosen among the layouts this engine "
                                          "runs (deepspeed, megatron-deepspeed, megatron, torchtitan, hf-trainer, "
                                          "...). Default: deepspeed, autoscale's trials."),

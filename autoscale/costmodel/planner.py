@@ -59,13 +59,14 @@ CP_CANDIDATES = (1, 2, 4, 8)
 SEQUENCE_SPLITTING = ("sp", "cp")  # tried only when nothing fits without them (`plan_cluster`)
 
 # a point that sets each knob off its default, for asking a target whether it sets that knob at all
-_PROBES = {"sp": {"sp": 2}, "cp": {"cp": 2}, "vpp": {"pp": 2, "vpp": 2, "zero_stage": 1, "grad_accum": 4},
+_PROBES = {"sp": {"sp": 2}, "cp": {"cp": 2}, "vpp": {"pp": 2, "vpp": 2, "grad_accum": 4},
            "megatron_sp": {"tp": 2, "megatron_sp": True}}
 
 
 def target_sets(target: LayoutTarget | None, knob: str) -> bool:
-    """Whether `target` (None: any engine) trains some point with `knob` off its default."""
-    return target is None or target.refusal(Point(**_PROBES[knob])) is None
+    """Whether `target` (None: any engine) trains some point with `knob` off its default, at some ZeRO stage."""
+    return target is None or any(target.refusal(Point(**_PROBES[knob], zero_stage=stage)) is None
+                                 for stage in (0, 1, 2, 3))
 
 
 def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int,
@@ -103,18 +104,19 @@ class ClusterPlan:
 
 def plan_cluster(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int, seq_len: int,
                  fixed: Mapping[str, object] | None = None, params: EfficiencyParams | None = None,
-                 target: LayoutTarget | None = TRIAL_ENGINE) -> ClusterPlan:
+                 target: LayoutTarget | None = TRIAL_ENGINE, choices: Mapping[str, list] | None = None) -> ClusterPlan:
     """Every layout of `global_batch` sequences on `gpus` devices with the `fixed` knobs held that
-    `target` runs, predicted. Sequences are split (sp, cp) only when nothing fits whole: splitting
-    costs communication, and a plan that needs none should not pay it.
+    `target` runs, predicted. `choices` (knob -> values; default `candidate_values`) is what is tried.
+    Sequences are split (sp, cp) only when nothing fits whole: splitting costs communication, and a
+    plan that needs none should not pay it.
 
     Raises UserError only when no point can be laid out at all, naming the rules that refused them.
     """
     fixed = dict(fixed or {})
-    values = candidate_values(spec, hardware, gpus, global_batch=global_batch, target=target)
+    values = dict(choices or candidate_values(spec, hardware, gpus, global_batch=global_batch, target=target))
     for name, value in fixed.items():
         values[name] = [value]
-    whole = {**values, **{knob: [1] for knob in SEQUENCE_SPLITTING if knob not in fixed}}
+    whole = {**values, **{knob: [1] for knob in SEQUENCE_SPLITTING if knob not in fixed and 1 in values[knob]}}
     params = params or load_params(hardware.name)
 
     def ranked_and_skipped(choices: Mapping[str, list]) -> tuple[list, Counter]:
