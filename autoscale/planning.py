@@ -29,7 +29,7 @@ WIDENED = ("tp", "pp", "vpp", "megatron_sp", "sp", "cp")
 (sp and cp only when nothing fits without them: `plan_cluster`)."""
 
 
-def _choices_for_cluster(space: SearchSpace, spec, hardware: Hardware, gpus: int, global_batch: int,
+def choices_for_cluster(space: SearchSpace, spec, hardware: Hardware, gpus: int, global_batch: int,
                          target: LayoutTarget) -> dict[str, list]:
     choices = {knob: list(values) for knob, values in space.choices.items()}
     candidates = candidate_values(spec, hardware, gpus, global_batch=global_batch, target=target)
@@ -50,7 +50,7 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
     try:
         cluster = plan_cluster(spec, hardware, gpus, global_batch=global_batch, seq_len=seq_len, params=params,
                                target=target,
-                               choices=_choices_for_cluster(space, spec, hardware, gpus, global_batch, target))
+                               choices=choices_for_cluster(space, spec, hardware, gpus, global_batch, target))
     except UserError as error:
         raise UserError(f"space {space.name!r}: {error}") from None
     ranked, skipped = cluster.ranked, cluster.skipped

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{_verdict(met):>6}] {text}")
     for p in not_fit:
         print(f"  predicted not to fit: {p.run.source} {p.run.label} at {p.point.short()}: "
-              f"{p.prediction.memory.peak_bytes / GIB:.1f} GiB against {p.prediction.memory_limit_bytes / GIB:.1f} GiB")
+              f"{p.prediction.memory.peak_bytes / GIB:.1f} GiB against {p.prediction.budget.usable_bytes / GIB:.1f} GiB usable")
     return 0
 
 

@@ -31,7 +31,22 @@ def test_the_loader_reads_every_row_once(runs):
     megatron = _rows(DATA / "published_runs.csv")
     assert len(runs) == len(published) + len(foundry) + len(megatron)
     assert {run.source for run in runs} == set(SOURCES)
-    assert all(run.candidates and run.measured_tokens_per_s_per_gpu > 0 for run in runs)
+    assert all(run.measured_tokens_per_s_per_gpu > 0 for run in runs)
+
+
+def test_only_the_arithmetic_refuses_a_published_layout_and_says_why(runs):
+    # BLOOM's pp 72 on 70 layers: Megatron-DeepSpeed gives its embeddings stages of their own,
+    # which a ModelSpec's layers do not count
+    refused = [(run.label, run.refusals[0]) for run in runs if not run.candidates]
+    assert [label for label, _ in refused] == ["BLOOM-176B 288g tp1 pp72 cp1"]
+    assert "pp 72 exceeds the 70 layers" in refused[0][1]
+
+
+def test_each_run_keeps_its_published_layout_under_its_engine(runs):
+    titan_3d = [run for run in runs if run.source == "torchtitan" and "tp8 pp8" in run.label]
+    assert titan_3d and all(p.zero_stage == 3 and p.pp == 8 for run in titan_3d for p in run.candidates)
+    bloom = [run for run in runs if run.source == "bloom" and run.candidates]
+    assert any(p.tp > 1 and p.pp > 1 for run in bloom for p in run.candidates)
 
 
 def test_every_candidate_lays_the_run_out_on_its_gpu_count(runs):
