@@ -75,6 +75,9 @@ def _no(knob: str, value, what: str) -> Rule:
 NO_CP = _no("cp", 1, "context (ring-attention) parallelism")
 NO_VPP = _no("vpp", 1, "interleaved pipeline schedule")
 NO_MEGATRON_SP = _no("megatron_sp", False, "Megatron sequence parallelism")
+NO_PER_OP_CHECKPOINTING = Rule(
+    "no per-op checkpointing", lambda p: p.checkpointing == "op",
+    lambda p: f"it has no per-operator checkpointing policy (torchtitan's): change {knob_ref('checkpointing')}")
 NO_FP8 = Rule("no fp8", lambda p: p.precision == "fp8",
               lambda p: f"it has no fp8 training (Transformer Engine is the model code's): change {knob_ref('precision')}")
 
@@ -112,7 +115,7 @@ class LayoutTarget:
         return None
 
 
-_DS_CONFIG_ONLY = (NO_CP, NO_VPP, NO_MEGATRON_SP, NO_FP8)
+_DS_CONFIG_ONLY = (NO_CP, NO_VPP, NO_MEGATRON_SP, NO_FP8, NO_PER_OP_CHECKPOINTING)
 LAYOUT_TARGETS: dict[str, LayoutTarget] = {target.name: target for target in (
     LayoutTarget("deepspeed", "DeepSpeed's pipeline engine (autoscale's trials)",
                  (PIPELINE_WITH_ZERO_2_3, TP_WITH_SP, TP_WITH_PP, SP_WITH_PP, PIPELINE_WITH_ZERO_0,
@@ -121,15 +124,17 @@ LAYOUT_TARGETS: dict[str, LayoutTarget] = {target.name: target for target in (
     # engine, ZeRO-1 under the pipeline (3D parallelism). Fewer micro-batches than stages run, idling
     # (BLOOM's batch-size ramp-up did); autoscale's trials refuse them as a waste of a measurement
     LayoutTarget("megatron-deepspeed", "Megatron-DeepSpeed",
-                 (PIPELINE_WITH_ZERO_2_3, TP_WITH_SP, SP_WITH_PP, PIPELINE_WITH_ZERO_0, NO_CP, NO_VPP, NO_FP8)),
+                 (PIPELINE_WITH_ZERO_2_3, TP_WITH_SP, SP_WITH_PP, PIPELINE_WITH_ZERO_0, NO_CP, NO_VPP, NO_FP8,
+                  NO_PER_OP_CHECKPOINTING)),
     # Megatron-LM / Megatron-Bridge: tp, pp, vpp, cp, sequence parallelism, the distributed optimizer (ZeRO-1)
-    LayoutTarget("megatron", "Megatron-LM", (ZERO_ABOVE_1, NO_ULYSSES)),
+    LayoutTarget("megatron", "Megatron-LM", (ZERO_ABOVE_1, NO_ULYSSES, NO_PER_OP_CHECKPOINTING)),
     # torchtitan: FSDP2 (ZeRO-2/3, or replicas) with tp, pp (any schedule), cp, float8; its export table
     # refuses what its TOML cannot say (ZeRO-1, fp16, optimizer-only offload)
     LayoutTarget("torchtitan", "torchtitan", (NO_ULYSSES,), export="torchtitan"),
     # llm-foundry's published runs: Composer on PyTorch FSDP (ZeRO-2/3), Transformer Engine fp8, no model parallelism
     LayoutTarget("composer", "llm-foundry (Composer, FSDP)",
-                 (_no("tp", 1, "tensor parallelism"), _no("pp", 1, "pipeline parallelism"), NO_ULYSSES, NO_CP)),
+                 (_no("tp", 1, "tensor parallelism"), _no("pp", 1, "pipeline parallelism"), NO_ULYSSES, NO_CP,
+                  NO_PER_OP_CHECKPOINTING)),
     # HF Trainer, Accelerate and Lightning through DeepSpeed: ZeRO only (their export tables say what else)
     *(LayoutTarget(name, label, (), export=name) for name, label in (
         ("hf-trainer", "HF Trainer"), ("accelerate", "Accelerate"), ("lightning", "Lightning"))),

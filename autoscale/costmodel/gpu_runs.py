@@ -174,6 +174,10 @@ def _published_row(row: dict) -> PublishedRun | None:
     seq_len = int(row["seq_len"])
     precision = _precision(row["precision"])
     checkpointing = _checkpointing(row["checkpointing"])
+    if source == "torchtitan" and checkpointing == "selective" and "layer)" not in notes:
+        # torchtitan's selective mode with its default selective_ac_option "op" is its per-operator
+        # policy; the rows that ran option "layer" (every other block whole) stay the nearest, selective
+        checkpointing = "op"
     zero_stage = int(row["zero_stage"])
     micro = _number(row["micro_batch"])
     global_batch = int(float(row["global_batch"])) if row["global_batch"] else None

@@ -20,6 +20,7 @@ from autoscale.ds_config import DS_CONFIG_KNOBS
 SCRIPT_KNOBS: tuple[str, ...] = tuple(knob for knob in DS_CONFIG_KNOBS if knob not in ("tp", "pp", "sp"))
 
 TRIAL_CHOICES: dict[str, tuple] = {
+    "checkpointing": ("none", "selective", "full"),  # no per-operator policy (torchtitan's "op")
     "precision": ("fp32", "bf16", "fp16"),
     "tp": (1, 2, 4, 8),  # within a node: AutoTP all-reduces twice per block
     "pp": (1, 2, 4),  # DeepSpeed's pipeline engine (engine.pipeline_trial)
