@@ -346,3 +346,13 @@ def test_fsdp_under_a_pipeline_costs_what_zero_1_costs():
     without_pipeline = predict(LLAMA_70B, point(zero_stage=3, precision="bf16", tp=8, grad_accum=16), H100,
                                world_size=64, seq_len=8192)
     assert without_pipeline.memory.params < zero3.memory.params
+
+
+def test_the_nvlink_domain_is_the_systems_gb200_nvl72_keeps_72_gpus_off_the_network():
+    rack = get_hardware("gb200-nvl72")
+    assert rack.gpus_per_node == 72
+    eight_gpu_domains = replace(rack, gpus_per_node=8)
+    knobs = point(zero_stage=1, precision="bf16", grad_accum=2)
+    in_rack, across_nodes = (predict(LLAMA_70B, knobs, hardware, world_size=72, seq_len=8192)
+                             for hardware in (rack, eight_gpu_domains))
+    assert in_rack.time.comm_s < across_nodes.time.comm_s
