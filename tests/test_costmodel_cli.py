@@ -95,3 +95,20 @@ def test_a_plan_skips_layouts_that_cannot_make_the_batch_and_counts_them(tmp_pat
     assert code == 0 and summary["best"]["point"]["tp"] >= 2  # dp 512 cannot make a batch of 256
     assert summary["evaluated"]["skipped_by_rule"]["global batch not a multiple of micro-batch x data-parallel"] >= 1
     assert "layouts skipped by rule" in out
+
+
+def test_a_128k_token_llama_on_8_gpus_is_planned_with_its_sequences_split(capsys):
+    assert main(["estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8", "--seq-len", "131072",
+                 "--global-batch", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fits"] and result["point"]["sp"] * result["point"]["cp"] > 1
+
+
+def test_gpu_estimates_default_to_the_pre_training_length_and_cpu_ones_stay_short(capsys):
+    knobs = ["--zero-stage", "3", "--micro-batch", "1", "--precision", "bf16", "--checkpointing", "full",
+             "--offload", "none", "--kernels", "torch", "--attention", "model", "--tp", "1", "--pp", "1", "--sp", "1",
+             "--cp", "1", "--vpp", "1", "--no-megatron-sp", "--json"]
+    assert main(["estimate", "--model", "llama-3.1-8b", "--hardware", "h100-sxm", "--gpus", "8", *knobs]) == 0
+    assert json.loads(capsys.readouterr().out)["seq_len"] == 8192  # Llama-3.1's 131072 maximum capped
+    assert main(["estimate", "--model", "llama-3.1-8b", "--hardware", "cpu", "--gpus", "2", *knobs]) == 0
+    assert json.loads(capsys.readouterr().out)["seq_len"] == 1024

@@ -85,3 +85,25 @@ def test_a_fit_recovers_the_efficiency_that_generated_its_runs(runs):
                  for run in a100]
     fitted = gpu_fit.fit_family(synthetic, start=GPU_FAMILY_DEFAULTS["a100"])
     assert max(abs(gpu_fit.predict_run(run, fitted).error) for run in synthetic) < 0.01
+
+
+def test_validate_gpu_reports_to_its_end_naming_each_run_predicted_not_to_fit(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validate_gpu.py"
+    spec = importlib.util.spec_from_file_location("validate_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([]) == 0
+    out = capsys.readouterr().out
+    assert "== goals ==" in out and "each source weighing the same" in out
+    not_fit = [line for line in out.splitlines() if line.startswith("  predicted not to fit:")]
+    assert all("GiB usable" in line for line in not_fit)
+
+
+def test_every_published_gpu_row_is_read_with_its_engine(runs):
+    from autoscale.costmodel.gpu_runs import published_gpu_table
+
+    table = published_gpu_table(GPU_DATA / "published_gpu_runs.csv")
+    assert len(table) == len(_rows(GPU_DATA / "published_gpu_runs.csv"))
+    assert {run.target.name for run in table} == {"megatron", "megatron-deepspeed", "torchtitan", "composer"}
