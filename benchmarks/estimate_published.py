@@ -22,8 +22,7 @@ from pathlib import Path
 
 from autoscale.commands.estimate import estimate_spec
 from autoscale.costmodel import plan_cluster
-from autoscale.costmodel.gpu_runs import PublishedRun, _narayanan_row, published_gpu_table
-from autoscale.costmodel.published import read_published
+from autoscale.costmodel.gpu_runs import PublishedRun, megatron_runs, published_gpu_table
 from autoscale.errors import UserError
 from autoscale.hardware import get_hardware
 from autoscale.layout_targets import LAYOUT_TARGETS
@@ -114,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print("published measurements by their authors (sources in the data's SOURCES.md), not ours")
     published_table("published_gpu_runs.csv", published_gpu_table(args.data / "published_gpu_runs.csv"))
-    published_table("Megatron-LM (Narayanan et al. 2021)",
-                    [_narayanan_row(row) for row in read_published(args.megatron_csv)])
+    published_table("Megatron-LM (Narayanan et al. 2021)", megatron_runs(args.megatron_csv))
     for target in (None, "megatron", "torchtitan", "megatron-deepspeed"):
         plan_table(target)
     return 0

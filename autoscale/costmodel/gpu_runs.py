@@ -293,13 +293,16 @@ def published_gpu_table(path: Path) -> list[PublishedRun]:
             for row in rows]
 
 
+def megatron_runs(path: Path) -> list[PublishedRun]:
+    """Narayanan et al. 2021's rows (`published_runs.csv`), under Megatron-LM's rules."""
+    with path.open(newline="") as handle:
+        return [_narayanan_row(row) for row in csv.DictReader(handle)]
+
+
 def load_published_runs(directory: Path, megatron_csv: Path | None = None) -> list[PublishedRun]:
     """Every usable row of the two CSVs in `directory` and of Narayanan et al.'s `megatron_csv`
     (rows with CPU activation offload, which the cost model does not model, are left out)."""
-    runs = []
-    if megatron_csv is not None:
-        with megatron_csv.open(newline="") as handle:
-            runs += [_narayanan_row(row) for row in csv.DictReader(handle)]
+    runs = megatron_runs(megatron_csv) if megatron_csv is not None else []
     with (directory / "published_gpu_runs.csv").open(newline="") as handle:
         runs += [run for run in map(_published_row, csv.DictReader(handle)) if run is not None]
     with (directory / "llmfoundry_all.csv").open(newline="") as handle:
