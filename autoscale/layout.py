@@ -1,10 +1,11 @@
 """The rules that lay a point out on a world of ranks and a model, and the one way to build points.
 
 `Point` checks what a point alone can get wrong; here live the rules that also need the world size,
-the global batch or the model: model-parallel degrees that divide the ranks and the model, what
-DeepSpeed's engines combine, and the gradient accumulation that keeps the global batch fixed. Every
-command reaches them through `build_point` or `check_layout`, so each rule has one message, naming
-the flag or space key to change. Enumerating a space skips the points a rule refuses and counts them
+the global batch or the model and hold for every engine: model-parallel degrees that divide the
+ranks and the model, and the gradient accumulation that keeps the global batch fixed. What an engine
+can combine is its own (`autoscale.layout_targets`): `build_point` applies one target's rules after
+these. Every command reaches them through `build_point` or `check_layout`, so each rule has one
+message, naming the flag or space key to change. Enumerating a space skips the points a rule refuses and counts them
 by rule (`enumerate_points`).
 """
 
@@ -16,6 +17,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from autoscale.errors import RuleError, UserError
+from autoscale.layout_targets import TRIAL_ENGINE, LayoutTarget
 from autoscale.point import KNOB_NAMES, Point, knob_ref
 
 if TYPE_CHECKING:
@@ -37,15 +39,6 @@ def check_layout(point: Point, *, world_size: int, spec: "ModelSpec | None" = No
         raise RuleError("sp x cp does not divide the sequence",
                         f"sp {point.sp} x cp {point.cp} does not divide the sequence length {seq_len}: change "
                         f"{knob_ref('sp')}, {knob_ref('cp')} or --seq-len")
-    if point.pp > 1 and point.zero_stage >= 2:
-        raise RuleError("pipeline with ZeRO-2/3",
-                        f"DeepSpeed's pipeline engine runs ZeRO stage 0 or 1 only, got ZeRO {point.zero_stage} "
-                        f"with pp {point.pp}: change {knob_ref('zero_stage')} or {knob_ref('pp')}")
-    if point.tp > 1 and point.sp > 1:
-        raise RuleError("tp with sp",
-                        f"DeepSpeed-Ulysses' sequence groups (parallel_state_sp) cannot be combined with AutoTP's "
-                        f"tensor-parallel groups, got tp {point.tp} with sp {point.sp}: change {knob_ref('tp')} or "
-                        f"{knob_ref('sp')}")
     if spec is None:
         return
     if spec.n_heads % (point.tp * point.sp):
@@ -78,53 +71,29 @@ def grad_accum_for(point: Point, *, global_batch: int, world_size: int) -> int:
     return global_batch // per_micro_step
 
 
-def check_pipeline_engine(point: Point) -> None:
-    """Raise RuleError when DeepSpeed's pipeline engine would train `point` (grad_accum derived) badly.
-
-    These bind what autoscale runs and writes ds_configs for, not the published runs the cost model
-    is checked against (Megatron-LM clips by the whole model's norm), so `check_layout` leaves them out."""
-    if point.pp == 1:
-        return
-    if point.tp > 1:
-        raise RuleError("tp with pp",
-                        f"tp {point.tp} with pp {point.pp}: DeepSpeed's AutoTP training replaces the engine's "
-                        f"process groups with its own tensor-parallel mesh, which its pipeline engine's grid "
-                        f"cannot share: change {knob_ref('tp')} or {knob_ref('pp')}")
-    if point.sp > 1:
-        raise RuleError("sp with pp",
-                        f"sp {point.sp} with pp {point.pp}: the pipeline trial's stages run whole sequences (its "
-                        f"layers take no sequence-parallel group): change {knob_ref('sp')} or {knob_ref('pp')}")
-    if point.zero_stage == 0:
-        raise RuleError("pipeline with ZeRO-0",
-                        f"DeepSpeed's pipeline engine at ZeRO-0 clips each stage's gradients by that stage's own "
-                        f"norm (gradient_clipping), not the model's, and trains something else: change "
-                        f"{knob_ref('zero_stage')} to 1 or {knob_ref('pp')}")
-    if point.grad_accum < point.pp:
-        raise RuleError("fewer micro-batches than pipeline stages",
-                        f"{point.grad_accum} micro-batches per step cannot keep pp {point.pp} stages busy (1F1B "
-                        f"needs at least one per stage): lower {knob_ref('micro_batch')} or {knob_ref('pp')}, "
-                        f"or raise --global-batch")
-
-
-def build_point(knobs: Mapping, *, global_batch: int, world_size: int, spec: "ModelSpec | None" = None) -> Point:
-    """The point for these knob values, its gradient accumulation derived; RuleError when a rule refuses it."""
+def build_point(knobs: Mapping, *, global_batch: int, world_size: int, spec: "ModelSpec | None" = None,
+                target: LayoutTarget | None = TRIAL_ENGINE) -> Point:
+    """The point for these knob values, its gradient accumulation derived; RuleError when a rule refuses it:
+    the arithmetic's, then `target`'s (None: the arithmetic alone, as `estimate` predicts a given point)."""
     point = Point(**knobs, grad_accum=1)  # the point's own rules first: their messages are the most specific
     check_layout(point, world_size=world_size, spec=spec)
     point = replace(point, grad_accum=grad_accum_for(point, global_batch=global_batch, world_size=world_size))
-    check_pipeline_engine(point)
+    if target is not None:
+        target.check(point)
     return point
 
 
 def enumerate_points(choices: Mapping[str, Sequence], *, global_batch: int, world_size: int,
-                     spec: "ModelSpec | None" = None) -> tuple[list[Point], Counter]:
+                     spec: "ModelSpec | None" = None,
+                     target: LayoutTarget | None = TRIAL_ENGINE) -> tuple[list[Point], Counter]:
     """Every point of the product of `choices` (knob -> values; knobs left out take their defaults)
-    that can be laid out, in product order, and how many each rule skipped."""
+    that can be laid out and `target` runs, in product order, and how many each rule skipped."""
     names = [name for name in KNOB_NAMES if name in choices]
     points, skipped = [], Counter()
     for values in itertools.product(*(choices[name] for name in names)):
         try:
             points.append(build_point(dict(zip(names, values)), global_batch=global_batch,
-                                      world_size=world_size, spec=spec))
+                                      world_size=world_size, spec=spec, target=target))
         except RuleError as error:
             skipped[error.rule] += 1
     return points, skipped
@@ -139,13 +108,26 @@ SEQUENCES_PER_RANK = 8
 """The default global batch per rank, in sequences, for every command that takes --global-batch."""
 
 DEFAULT_SEQ_LEN = 1024
-"""The default sequence length, capped by the model's maximum, for every command that takes --seq-len."""
+"""The default sequence length on CPUs, capped by the model's maximum: trials there take seconds."""
+
+GPU_SEQ_LEN = 8192
+"""The default sequence length on GPUs, capped by the model's maximum: the pre-training length of the
+models planned for (Llama 3: 8192, Dubey et al. 2024 Sec. 3.4; Llama 2: 4096), not a long-context stage."""
 
 
-def resolve_seq_len(spec: "ModelSpec", seq_len: int | None) -> int:
-    """--seq-len, or the default: the same for `tune`, `estimate` and plans, so one model gives one figure."""
+def default_seq_len(spec: "ModelSpec", *, on_gpu: bool) -> tuple[int, str]:
+    """The sequence length when --seq-len is not given, and why, for the console's first line."""
+    cap, where = (GPU_SEQ_LEN, "GPUs") if on_gpu else (DEFAULT_SEQ_LEN, "CPU trials")
+    seq_len = min(spec.max_seq_len, cap)
+    return seq_len, (f"seq {seq_len}: the default on {where} ({spec.name}'s maximum {spec.max_seq_len}, at most "
+                     f"{cap}); change it with --seq-len")
+
+
+def resolve_seq_len(spec: "ModelSpec", seq_len: int | None, *, on_gpu: bool = False) -> int:
+    """--seq-len, or the default: the same for `tune`, `estimate` and plans, so one model on one kind of
+    device gives one figure."""
     if seq_len is None:
-        return min(spec.max_seq_len, DEFAULT_SEQ_LEN)
+        return default_seq_len(spec, on_gpu=on_gpu)[0]
     if not 0 < seq_len <= spec.max_seq_len:
         raise UserError(f"--seq-len {seq_len} is outside 1..{spec.max_seq_len}, {spec.name}'s maximum")
     return seq_len

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoscale.costmodel import Prediction, load_params, predict, rank_predictions, worth_the_risk
+from autoscale.costmodel import Prediction, load_params, plan_cluster, predict, worth_the_risk
 from autoscale.costmodel.planner import candidate_values
 from autoscale.engine.request import TrialResult
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
-from autoscale.layout import describe_skipped
-from autoscale.point import baseline_point
+from autoscale.layout_targets import TRIAL_ENGINE, LayoutTarget
+from autoscale.point import baseline_point, get_knob
 from autoscale.provenance import utc_now
 from autoscale.results import RunInfo, TrialRecord, write_summary, write_trials_csv
 from autoscale.space import SearchSpace
@@ -24,13 +24,19 @@ from autoscale.space import SearchSpace
 MAX_ROWS = 500  # fitting points kept in trials.csv, fastest first; the rest are counted
 
 
-def _space_for_cluster(space: SearchSpace, spec, hardware: Hardware, gpus: int, global_batch: int) -> SearchSpace:
-    choices = dict(space.choices)
-    candidates = candidate_values(spec, hardware, gpus, global_batch=global_batch)
-    for knob in ("tp", "pp"):
-        if choices[knob] == (1,):
-            choices[knob] = tuple(candidates[knob])
-    return SearchSpace(space.name, choices)
+WIDENED = ("tp", "pp", "vpp", "megatron_sp", "sp", "cp")
+"""The layout knobs a space that leaves at their default gets every value of, where the target runs them
+(sp and cp only when nothing fits without them: `plan_cluster`)."""
+
+
+def choices_for_cluster(space: SearchSpace, spec, hardware: Hardware, gpus: int, global_batch: int,
+                         target: LayoutTarget) -> dict[str, list]:
+    choices = {knob: list(values) for knob, values in space.choices.items()}
+    candidates = candidate_values(spec, hardware, gpus, global_batch=global_batch, target=target)
+    for knob in WIDENED:
+        if choices[knob] == [get_knob(knob).default]:
+            choices[knob] = list(candidates[knob])
+    return choices
 
 
 def predicted_result(prediction: Prediction) -> TrialResult:
@@ -39,18 +45,19 @@ def predicted_result(prediction: Prediction) -> TrialResult:
 
 
 def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batch: int, seq_len: int,
-         info: RunInfo, out_dir) -> tuple[list[TrialRecord], dict]:
+         info: RunInfo, out_dir, target: LayoutTarget = TRIAL_ENGINE) -> tuple[list[TrialRecord], dict]:
     params = load_params(hardware.name)
-    space = _space_for_cluster(space, spec, hardware, gpus, global_batch)
-    points, skipped = space.enumerate(global_batch=global_batch, world_size=gpus, spec=spec)
-    if not points:
-        raise UserError(f"no point of space {space.name!r} can be laid out for global batch {global_batch} on "
-                        f"{gpus} devices (skipped: {describe_skipped(skipped)})")
+    try:
+        cluster = plan_cluster(spec, hardware, gpus, global_batch=global_batch, seq_len=seq_len, params=params,
+                               target=target,
+                               choices=choices_for_cluster(space, spec, hardware, gpus, global_batch, target))
+    except UserError as error:
+        raise UserError(f"space {space.name!r}: {error}") from None
+    ranked, skipped = cluster.ranked, cluster.skipped
 
     def predictor(point) -> Prediction:
         return predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
 
-    ranked = rank_predictions(points, predictor)
     fitting = [(p, pr) for p, pr in ranked if pr.fits]
     pruned = sorted(((p, pr) for p, pr in ranked if not pr.fits), key=lambda pair: pair[1].peak_bytes)
     now = utc_now()
@@ -71,7 +78,7 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
                                        pred_tokens_per_s=prediction.tokens_per_s, started_at=now, finished_at=now))
     write_trials_csv(records, out_dir / "trials.csv")
     info = replace(info, predicted=True, evaluated={
-        "points": len(points), "fitting": len(fitting), "predicted_oom": len(pruned),
+        "layout_target": target.name, "points": len(ranked), "fitting": len(fitting), "predicted_oom": len(pruned),
         "borderline_faster": len(worth_the_risk(ranked)), "skipped_by_rule": dict(skipped)})
     summary = write_summary(info, records, out_dir / "summary.json")
     return records, summary

@@ -31,8 +31,10 @@ class Point:
                                                           "global batch, never searched)."})
     precision: str = knob("fp32", choices=("fp32", "bf16", "fp16", "fp8"),
                           help="Training precision (fp8: fp8 matmuls in the blocks, bf16 elsewhere).")
-    checkpointing: str = knob("none", choices=("none", "selective", "full"),
-                              help="Activation recomputation: none, the attention core (selective), every block.")
+    checkpointing: str = knob("none", choices=("none", "selective", "op", "full"),
+                              help="Activation recomputation: none, the attention core (selective), torchtitan's "
+                                   "per-operator policy (op: keeps the attention output and every other matmul's), "
+                                   "every block (full).")
     offload: str = knob("none", choices=("none", "cpu"), help="Where ZeRO keeps the optimizer states.")
     kernels: str = knob("torch", choices=None, help="Kernel set (see autoscale/kernels/registry.py).")
     attention: str = knob("model", choices=("model", *ATTENTIONS),

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from autoscale.backend import default_nproc, resolve_backend
 from autoscale.budget import MemoryBudget
-from autoscale.ds_config import to_ds_config, write_ds_config
+from autoscale.ds_config import to_ds_config, unexpressed, write_ds_config
 from autoscale.engine.launchers import selectable_launchers
 from autoscale.engine.memcap import memory_cap_record
 from autoscale.errors import UserError
-from autoscale.layout import describe_skipped, resolve_global_batch, resolve_seq_len
+from autoscale.layout import default_seq_len, describe_skipped, resolve_global_batch, resolve_seq_len
+from autoscale.layout_targets import TRIAL_ENGINE, LayoutTarget, get_layout_target
 from autoscale.models import resolve_model
 from autoscale.provenance import utc_now
 from autoscale.results import RunInfo, best_record
@@ -61,6 +62,7 @@ class TuneSession:
     slurm_args: tuple[str, ...] = ()  # --slurm-args: options for srun and sbatch
     not_measured: tuple[str, ...] = ()  # the space's choices this backend drops (`dropped_choices`), for the headline
     notes: tuple[str, ...] = ()  # lines for the headline: how the flags were taken
+    layout_target: "LayoutTarget" = TRIAL_ENGINE  # --backend model: the engine whose layouts are ranked (--target)
 
     @classmethod
     def from_flags(cls, *, model: str, trials: int, space: str | None, global_batch: int | None, seq_len: int | None,
@@ -70,7 +72,8 @@ class TuneSession:
                    gpus: int | None = None, launcher: str = "warm",
                    hostfile: Path | None = None, confirm_rounds: int = 3, workers: int = 0,
                    slurm_args: str | None = None, script: Path | None = None, script_args: tuple[str, ...] = (),
-                   script_config_flag: str = DEFAULT_CONFIG_FLAG, impl: str = "own") -> "TuneSession":
+                   script_config_flag: str = DEFAULT_CONFIG_FLAG, impl: str = "own",
+                   target: str | None = None) -> "TuneSession":
         from autoscale.hardware import detect, get_hardware
         from autoscale.models.hf_model import workload_config
 
@@ -86,27 +89,34 @@ class TuneSession:
                                                         launcher=launcher, hostfile=hostfile, seq_len=seq_len)
             search_space.check_scriptable()
         check_slurm_flags(launcher=launcher, workers=workers, storage=storage, slurm_args=slurm_args)
+        if target is not None and backend != "model":
+            raise UserError("--target names the engine a plan is for: use it with --backend model (trials run "
+                            "autoscale's own DeepSpeed engine)")
+        layout_target = get_layout_target(target or TRIAL_ENGINE.name)
         if backend == "model":
             if hardware is None:
                 raise UserError("--backend model plans for a cluster: name it with --hardware (and --gpus)")
-            target = get_hardware(hardware)
-            nproc = gpus or nproc or target.gpus_per_node
+            target_hardware = get_hardware(hardware)
+            nproc = gpus or nproc or target_hardware.gpus_per_node
         elif hardware is not None or gpus is not None:
             raise UserError("--hardware and --gpus describe a cluster to plan for: use them with --backend model")
         else:
-            target = detect(backend)
+            target_hardware = detect(backend)
             nproc = nproc or default_nproc(backend)
         if hostfile is not None:
             from autoscale.engine.multinode import read_hostfile, select_hosts
 
             nproc = select_hosts(read_hostfile(hostfile))[1]  # the whole hostfile: one rank per slot
             launcher = "hostfile"
-        seq_len = seq_len if workload else resolve_seq_len(spec, seq_len)
+        on_gpu = backend == "model" and target_hardware.name != "cpu"  # a plan for GPUs; trials keep short sequences
+        if seq_len is None and not workload:
+            notes = (*notes, default_seq_len(spec, on_gpu=on_gpu)[1])
+        seq_len = seq_len if workload else resolve_seq_len(spec, seq_len, on_gpu=on_gpu)
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
         study_name = study_name or (f"{Path(workload.path).stem}-{backend}" if workload else
                                     f"{spec.name}-{backend}" if impl == "own" else f"{spec.name}-{impl}-{backend}")
         out_dir = out or Path("runs") / study_name
-        hardware = target
+        hardware = target_hardware
         budget = MemoryBudget.for_hardware(hardware, nproc)
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
                             backend=backend, nproc=nproc, trials=trials, out_dir=out_dir, study_name=study_name,
@@ -125,7 +135,8 @@ class TuneSession:
         from autoscale.engine.slurm import parse_slurm_args
 
         return cls(config, cls._run_info(config, hardware, command), hardware, workers=workers,
-                   slurm_args=parse_slurm_args(slurm_args), not_measured=not_measured, notes=notes)
+                   slurm_args=parse_slurm_args(slurm_args), not_measured=not_measured, notes=notes,
+                   layout_target=layout_target)
 
     @classmethod
     def for_worker(cls, *, storage: str, study_name: str, out: Path | None, command: list[str]) -> "TuneSession":
@@ -168,7 +179,8 @@ class TuneSession:
 
     def headline(self) -> str:
         c = self.config
-        where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}" if c.backend == "model"
+        where = (f"PREDICTED by the cost model for {c.nproc} x {self.hardware.name}, the layouts "
+                 f"{self.layout_target.engine} runs (--target)" if c.backend == "model"
                  else f"{c.trials} trials on {c.nproc} {c.backend} rank(s)")
         model = c.spec.name + (" (transformers)" if c.impl == "transformers" else "")
         what = (f"script {shlex.join([c.script.path, *c.script.args])}" if c.script else
@@ -196,7 +208,8 @@ class TuneSession:
             from autoscale.planning import plan
 
             records, summary = plan(spec=c.spec, space=c.space, hardware=self.hardware, gpus=c.nproc,
-                                    global_batch=c.global_batch, seq_len=c.seq_len, info=self.info, out_dir=c.out_dir)
+                                    global_batch=c.global_batch, seq_len=c.seq_len, info=self.info, out_dir=c.out_dir,
+                                    target=self.layout_target)
             evaluated = summary["evaluated"]
             stopped = f"every point predicted ({evaluated['points']} points)"
             if evaluated["skipped_by_rule"]:
@@ -221,10 +234,16 @@ class TuneSession:
         """Write the best ds_config and the report; return what to tell the user."""
         lines = []
         best = best_record(outcome.records, self.config.usable_bytes_per_rank, outcome.confirmation)
-        if best is not None:
+        refusal = unexpressed(best.point) if best is not None else None
+        if best is not None and refusal is None:
             path = self.config.out_dir / "ds_config.json"
             write_ds_config(to_ds_config(best.point, world_size=self.config.nproc), path)
             lines.append(f"wrote {path}")
+        elif best is not None:
+            target = self.layout_target
+            lines.append(f"no ds_config.json: the best point is for {target.engine}, and {refusal}"
+                         + (f"; write its files with `autoscale export {self.config.out_dir} --to {target.export}`"
+                            if target.export else ""))
         lines.append(build_report_or_say_why(self.config.out_dir))
         return lines
 

@@ -325,3 +325,34 @@ def test_the_attention_knob_overrides_the_model_s_and_model_keeps_it():
     assert predictions["model"] == predictions["sdpa"]  # the preset's attention is SDPA
     assert predictions["eager"].memory.activations_bytes > predictions["sdpa"].memory.activations_bytes
     assert predictions["eager"].tokens_per_s < predictions["sdpa"].tokens_per_s
+
+
+def test_per_op_checkpointing_keeps_less_than_selective_and_recomputes_half_the_matmuls():
+    spec, tokens = PRESETS["llama-3.1-8b"], 8192
+    per_layer = {ckpt: layer_activation_bytes(spec, tokens=tokens, seq_len=tokens, element=2, checkpointing=ckpt)
+                 for ckpt in ("none", "selective", "op", "full")}
+    assert per_layer["full"] < per_layer["op"] < per_layer["selective"] < per_layer["none"]
+    h100 = get_hardware("h100-sxm")
+    steps = {ckpt: predict(spec, point(zero_stage=3, precision="bf16", checkpointing=ckpt), h100, world_size=8,
+                           seq_len=8192).time.compute_s for ckpt in ("none", "op", "full")}
+    assert steps["none"] < steps["op"] < steps["full"]
+
+
+def test_fsdp_under_a_pipeline_costs_what_zero_1_costs():
+    # torchtitan keeps a stage's parameters gathered and its gradients whole across micro-batches
+    zero3, zero1 = (predict(LLAMA_70B, point(zero_stage=stage, precision="bf16", tp=8, pp=4, grad_accum=16), H100,
+                            world_size=64, seq_len=8192) for stage in (3, 1))
+    assert zero3.peak_bytes == zero1.peak_bytes and zero3.time.step_s == zero1.time.step_s
+    without_pipeline = predict(LLAMA_70B, point(zero_stage=3, precision="bf16", tp=8, grad_accum=16), H100,
+                               world_size=64, seq_len=8192)
+    assert without_pipeline.memory.params < zero3.memory.params
+
+
+def test_the_nvlink_domain_is_the_systems_gb200_nvl72_keeps_72_gpus_off_the_network():
+    rack = get_hardware("gb200-nvl72")
+    assert rack.gpus_per_node == 72
+    eight_gpu_domains = replace(rack, gpus_per_node=8)
+    knobs = point(zero_stage=1, precision="bf16", grad_accum=2)
+    in_rack, across_nodes = (predict(LLAMA_70B, knobs, hardware, world_size=72, seq_len=8192)
+                             for hardware in (rack, eight_gpu_domains))
+    assert in_rack.time.comm_s < across_nodes.time.comm_s

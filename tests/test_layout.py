@@ -6,13 +6,14 @@ import pytest
 
 from autoscale.errors import RuleError, UserError
 from autoscale.layout import build_point, check_layout, enumerate_points
+from autoscale.layout_targets import LAYOUT_TARGETS, describe_who_runs, get_layout_target, who_runs
 from autoscale.models.presets import resolve_model
 from autoscale.point import KNOB_NAMES, KNOBS, Point
 from autoscale.space import _SpaceFile
 
 
 def test_pipeline_with_zero_3_names_the_rule_and_the_knobs_to_change():
-    with pytest.raises(RuleError, match=r"pipeline engine runs ZeRO stage 0 or 1 only.*zero_stage \(--zero-stage\)"):
+    with pytest.raises(RuleError, match=r"DeepSpeed's pipeline engine .*: its pipeline runs ZeRO stage 0 or 1 only.*zero_stage \(--zero-stage\)"):
         build_point({"zero_stage": 3, "pp": 2}, global_batch=8, world_size=2)
 
 
@@ -53,8 +54,9 @@ def test_model_rules_need_the_model():
 def test_enumeration_skips_what_the_rules_refuse_and_counts_it_by_rule():
     choices = {"zero_stage": (0, 2), "micro_batch": (1, 3), "offload": ("none", "cpu"), "pp": (1, 2)}
     points, skipped = enumerate_points(choices, global_batch=8, world_size=2)
-    assert skipped == {"offload needs ZeRO >= 1": 4, "pipeline with ZeRO-2/3": 4, "pipeline with ZeRO-0": 1,
-                       "global batch not a multiple of micro-batch x data-parallel": 4}
+    # the arithmetic first (the global batch), then the engine's rules
+    assert skipped == {"offload needs ZeRO >= 1": 4, "pipeline with ZeRO-2/3": 2, "pipeline with ZeRO-0": 1,
+                       "global batch not a multiple of micro-batch x data-parallel": 6}
     assert len(points) + sum(skipped.values()) == math.prod(len(v) for v in choices.values())
     assert all(p.global_batch(2) == 8 for p in points)
 
@@ -75,3 +77,41 @@ def test_a_csv_row_reads_back_with_each_fields_type_and_defaults_for_missing_col
     row["tp"] = float("nan")
     assert Point.from_row(row) == point
     assert all(k.default == getattr(Point(), k.name) for k in KNOBS)
+
+
+def test_tp_with_pp_is_the_trial_engines_rule_not_the_arithmetics():
+    knobs = {"zero_stage": 1, "tp": 2, "pp": 2, "micro_batch": 1}
+    with pytest.raises(RuleError, match=r"^DeepSpeed's pipeline engine \(autoscale's trials\): tp 2 with pp 2"):
+        build_point(knobs, global_batch=8, world_size=4)
+    for name in ("megatron", "megatron-deepspeed"):
+        assert build_point(knobs, global_batch=8, world_size=4, target=LAYOUT_TARGETS[name]).tp == 2
+    assert build_point(knobs, global_batch=8, world_size=4, target=None).pp == 2
+
+
+def test_fsdp_under_a_pipeline_is_torchtitans_and_refused_by_megatron_naming_it():
+    knobs = {"zero_stage": 3, "tp": 2, "pp": 2, "precision": "bf16"}
+    assert build_point(knobs, global_batch=8, world_size=8, target=LAYOUT_TARGETS["torchtitan"]).zero_stage == 3
+    with pytest.raises(RuleError, match=r"^Megatron-LM: .*ZeRO-1.*zero_stage \(--zero-stage\)"):
+        build_point(knobs, global_batch=8, world_size=8, target=LAYOUT_TARGETS["megatron"])
+
+
+def test_a_target_with_an_export_refuses_what_its_export_cannot_write():
+    with pytest.raises(RuleError, match=r"^torchtitan: zero_stage \(--zero-stage\) 1: FSDP2 cannot shard"):
+        build_point({"zero_stage": 1, "precision": "bf16"}, global_batch=8, world_size=2,
+                    target=LAYOUT_TARGETS["torchtitan"])
+    with pytest.raises(RuleError, match=r"^HF Trainer: tp"):
+        build_point({"zero_stage": 1, "tp": 2}, global_batch=8, world_size=2, target=LAYOUT_TARGETS["hf-trainer"])
+
+
+def test_who_runs_names_each_engine_and_the_rule_it_refuses_by():
+    point = Point(zero_stage=1, tp=8, pp=4, vpp=2, micro_batch=1, grad_accum=8, precision="bf16", megatron_sp=True)
+    runs = who_runs(point)
+    assert runs["deepspeed"] == "tp with pp" and runs["megatron"] is None
+    assert runs["megatron-deepspeed"] == "no interleaved pipeline schedule" and runs["hf-trainer"] is not None
+    line = describe_who_runs(runs)
+    assert "DeepSpeed's pipeline engine (autoscale's trials): no (tp with pp)" in line and "Megatron-LM: yes" in line
+
+
+def test_an_unknown_target_names_the_flag_and_the_choices():
+    with pytest.raises(UserError, match=r"unknown target 'nemo' \(--target\): choose one of deepspeed, "):
+        get_layout_target("nemo")

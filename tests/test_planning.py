@@ -36,3 +36,43 @@ def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_set
     faster = summary["evaluated"]["borderline_faster"]
     assert faster > 0  # llama-7b on 8 x 40 GB: its fastest layouts crowd the memory margin
     assert f"{faster} more predicted faster than the best" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_plan_for_megatron_ranks_tp_with_pp_and_the_console_names_the_engine(tmp_path, capsys):
+    out = tmp_path / "plan"
+    code = main(["tune", "--backend", "model", "--hardware", "h100-sxm", "--gpus", "64", "--model", "llama-3.1-70b",
+                 "--global-batch", "128", "--target", "megatron", "--out", str(out)])
+    assert code == 0
+    console = " ".join(capsys.readouterr().out.split())
+    assert "the layouts Megatron-LM runs (--target)" in console
+    assert "seq 8192: the default on GPUs" in console  # Llama-3.1's pre-training length, not its 128K maximum
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluated"]["layout_target"] == "megatron" and "tp with pp" not in summary["evaluated"]["skipped_by_rule"]
+    ok = pd.read_csv(out / "trials.csv").query("status == 'ok'")
+    assert ((ok["tp"] > 1) & (ok["pp"] > 1)).any() and (ok["vpp"] > 1).any() and ok["zero_stage"].max() <= 1
+
+
+def test_a_plan_defaults_to_the_trial_engine_which_never_combines_tp_with_pp(tmp_path, capsys):
+    out = tmp_path / "plan"
+    assert main(["tune", "--backend", "model", "--hardware", "h100-sxm", "--gpus", "16", "--model", "llama-7b",
+                 "--global-batch", "64", "--out", str(out)]) == 0
+    assert "DeepSpeed's pipeline engine (autoscale's trials) runs (--target)" in " ".join(capsys.readouterr().out.split())
+    ok = pd.read_csv(out / "trials.csv").query("status == 'ok'")
+    assert not ((ok["tp"] > 1) & (ok["pp"] > 1)).any()
+
+
+def test_target_is_for_plans_only(capsys):
+    assert main(["tune", "--backend", "cpu", "--target", "megatron"]) == 2
+    assert "--target names the engine a plan is for" in capsys.readouterr().err
+
+
+def test_a_torchtitan_plans_winner_is_exported_to_torchtitan(tmp_path, capsys):
+    out = tmp_path / "plan"
+    assert main(["tune", "--backend", "model", "--hardware", "h100-sxm", "--gpus", "64", "--model", "llama-3.1-70b",
+                 "--global-batch", "128", "--target", "torchtitan", "--out", str(out)]) == 0
+    best = Point.from_dict(json.loads((out / "summary.json").read_text())["best"]["point"])
+    assert best.zero_stage in (0, 2, 3) and best.precision != "fp16" and best.sp == 1
+    capsys.readouterr()
+    assert main(["export", str(out), "--to", "torchtitan", "--out", str(tmp_path / "titan")]) == 0
+    toml = next((tmp_path / "titan").glob("*.toml")).read_text()
+    assert f"tensor_parallel_degree = {best.tp}" in toml and f"pipeline_parallel_degree = {best.pp}" in toml

@@ -31,7 +31,7 @@ LISTED = (  # a sweep over tp, pp and micro-batch that skipped most combinations
     Point(micro_batch=2, grad_accum=2, precision="bf16", tp=2),
     Point(micro_batch=4, grad_accum=2, precision="bf16", tp=4, megatron_sp=True),
     Point(zero_stage=1, micro_batch=1, grad_accum=12, precision="bf16", tp=2, pp=3),
-    Point(zero_stage=1, micro_batch=2, grad_accum=6, precision="fp16", pp=6),
+    Point(zero_stage=1, micro_batch=2, grad_accum=4, precision="fp16", pp=4),
     Point(micro_batch=4, grad_accum=1, precision="bf16"),  # global batch 48: its layout cannot make 24
 )
 TOKENS_PER_S = (100.0, 140.0, 90.0, 120.0, 60.0, 150.0)
@@ -141,8 +141,10 @@ def test_a_grid_table_keeps_the_grid_of_its_space_and_replays_as_the_table_in_me
 
 
 def _run(sweep: str, point: Point, tokens_per_s: float, *, world_size: int = WORLD_SIZE) -> PublishedRun:
+    knobs = {name: value for name, value in point.as_dict().items() if name != "grad_accum"}
     return PublishedRun(source="bloom", label=point.short(), spec=SPEC, hardware=HARDWARE, world_size=world_size,
-                        seq_len=128, candidates=(point,), measured_tokens_per_s_per_gpu=tokens_per_s, sweep=sweep)
+                        seq_len=128, global_batch=point.global_batch(world_size), candidate_knobs=(knobs,),
+                        measured_tokens_per_s_per_gpu=tokens_per_s, sweep=sweep)
 
 
 def test_a_sweep_group_keeps_a_layout_that_cannot_make_its_batch_and_leaves_out_one_that_could():

@@ -31,7 +31,22 @@ def test_the_loader_reads_every_row_once(runs):
     megatron = _rows(DATA / "published_runs.csv")
     assert len(runs) == len(published) + len(foundry) + len(megatron)
     assert {run.source for run in runs} == set(SOURCES)
-    assert all(run.candidates and run.measured_tokens_per_s_per_gpu > 0 for run in runs)
+    assert all(run.measured_tokens_per_s_per_gpu > 0 for run in runs)
+
+
+def test_only_the_arithmetic_refuses_a_published_layout_and_says_why(runs):
+    # BLOOM's pp 72 on 70 layers: Megatron-DeepSpeed gives its embeddings stages of their own,
+    # which a ModelSpec's layers do not count
+    refused = [(run.label, run.refusals[0]) for run in runs if not run.candidates]
+    assert [label for label, _ in refused] == ["BLOOM-176B 288g tp1 pp72 cp1"]
+    assert "pp 72 exceeds the 70 layers" in refused[0][1]
+
+
+def test_each_run_keeps_its_published_layout_under_its_engine(runs):
+    titan_3d = [run for run in runs if run.source == "torchtitan" and "tp8 pp8" in run.label]
+    assert titan_3d and all(p.zero_stage == 3 and p.pp == 8 for run in titan_3d for p in run.candidates)
+    bloom = [run for run in runs if run.source == "bloom" and run.candidates]
+    assert any(p.tp > 1 and p.pp > 1 for run in bloom for p in run.candidates)
 
 
 def test_every_candidate_lays_the_run_out_on_its_gpu_count(runs):
@@ -70,3 +85,25 @@ def test_a_fit_recovers_the_efficiency_that_generated_its_runs(runs):
                  for run in a100]
     fitted = gpu_fit.fit_family(synthetic, start=GPU_FAMILY_DEFAULTS["a100"])
     assert max(abs(gpu_fit.predict_run(run, fitted).error) for run in synthetic) < 0.01
+
+
+def test_validate_gpu_reports_to_its_end_naming_each_run_predicted_not_to_fit(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validate_gpu.py"
+    spec = importlib.util.spec_from_file_location("validate_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([]) == 0
+    out = capsys.readouterr().out
+    assert "== goals ==" in out and "each source weighing the same" in out
+    not_fit = [line for line in out.splitlines() if line.startswith("  predicted not to fit:")]
+    assert all("GiB usable" in line for line in not_fit)
+
+
+def test_every_published_gpu_row_is_read_with_its_engine(runs):
+    from autoscale.costmodel.gpu_runs import published_gpu_table
+
+    table = published_gpu_table(GPU_DATA / "published_gpu_runs.csv")
+    assert len(table) == len(_rows(GPU_DATA / "published_gpu_runs.csv"))
+    assert {run.target.name for run in table} == {"megatron", "megatron-deepspeed", "torchtitan", "composer"}

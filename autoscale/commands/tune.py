@@ -138,7 +138,7 @@ def tune(
     space: Optional[str] = typer.Option(None, help="Search space: a name in search_spaces/ or a YAML path. "
                                         "Default: default (script with --script)."),
     global_batch: Optional[int] = typer.Option(None, min=1, help="Sequences per optimizer step, held fixed. Default: 8 per rank."),
-    seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence. Default: the model's, at most 1024."),
+    seq_len: Optional[int] = typer.Option(None, min=1, help="Tokens per sequence. Default: the model's, at most 8192 in a plan for GPUs (--backend model) and 1024 for trials."),
     backend: Literal["auto", "cpu", "cuda", "model"] = typer.Option("auto", help="auto, cpu, cuda (auto: cuda when a GPU is visible), or model: "
                                 "plan on the cost model for --hardware x --gpus, nothing launched."),
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
@@ -151,6 +151,9 @@ def tune(
     seed: int = typer.Option(0, help="Seed of the sampler and of the synthetic data."),
     hardware: Optional[str] = typer.Option(None, help="--backend model: a catalog name (h100-sxm, a100-80gb, ...) or a YAML file."),
     gpus: Optional[int] = typer.Option(None, min=1, help="--backend model: devices in the cluster."),
+    target: Optional[str] = typer.Option(None, help="--backend model: rank the layouts this engine runs "
+                                         "(deepspeed, megatron-deepspeed, megatron, torchtitan, hf-trainer, ...). "
+                                         "Default: deepspeed, the engine autoscale's trials measure with."),
     launcher: str = typer.Option("warm", help="warm: ranks kept as fork servers across trials (fast); "
                                  "fresh: new processes for every trial; slurm: an srun job step per trial."),
     hostfile: Optional[Path] = typer.Option(None, help="Trials span the nodes of this DeepSpeed hostfile "
@@ -178,7 +181,7 @@ def tune(
                                      hardware=hardware, gpus=gpus, launcher=launcher, hostfile=hostfile,
                                      confirm_rounds=confirm_rounds, workers=workers, slurm_args=slurm_args,
                                      script=script, script_args=tuple(ctx.args), script_config_flag=script_config_flag,
-                                     impl=impl)
+                                     impl=impl, target=target)
     run_session(session, console)
 
 

@@ -54,7 +54,10 @@ class RunPrediction:
 
 
 def layout_refusal(run: PublishedRun) -> str | None:
-    """Why `predict` cannot lay the run out (None when it can): such runs are reported, not scored."""
+    """Why the run cannot be laid out (None when it can): its engine or the arithmetic refused every
+    candidate (`PublishedRun.refusals`), or `predict` cannot place it. Such runs are reported, not scored."""
+    if not run.candidates:
+        return run.refusals[0] if run.refusals else "no candidate layout"
     try:
         predict(run.spec, run.candidates[0], run.hardware, world_size=run.world_size, seq_len=run.seq_len)
     except UserError as error:

@@ -15,10 +15,10 @@ llm-foundry flash_attn; BLOOM's ALiBi has no parameters (position "rotary" count
 the "compile" kernel set; llm-foundry's fused cross-entropy keeps no fp32 logits, which the
 "triton" kernel set's fused loss models (it undercounts the one bf16 logits buffer llm-foundry
 keeps); async TP and fp8 scaling recipes are implementation details the model does not
-distinguish. FSDP or ZeRO-2/3 combined with pipeline parallelism (Llama 3, torchtitan's 3D and 4D
-runs) is predicted as ZeRO-1, Megatron's distributed optimizer, the nearest layout DeepSpeed's
-pipeline engine runs (`costmodel.predict.check_layout`): it over-counts their parameter and
-gradient memory.
+distinguish. Each run's candidates are built by `layout.build_point`, the function `estimate` and
+plans use, under the engine that trained it (`TARGETS`, `layout_targets`): its published layout is
+kept as it is (FSDP under a pipeline stays ZeRO-3), and a candidate its engine refuses is dropped
+with the engine's reason.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ import csv
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+from autoscale.errors import RuleError
 from autoscale.hardware import Hardware, get_hardware
+from autoscale.layout import build_point
+from autoscale.layout_targets import LAYOUT_TARGETS, LayoutTarget
 from autoscale.models.presets import PRESETS
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
@@ -40,9 +44,16 @@ MICRO_BATCH_CANDIDATES = (1, 2, 4, 8)
 VPP_CANDIDATES = (1, 2, 4)
 
 
+TARGETS = {"narayanan": "megatron", "korthikanti": "megatron", "bloom": "megatron-deepspeed",
+           "llama3": "torchtitan", "torchtitan": "torchtitan", "llm-foundry": "composer"}
+"""The engine (`layout_targets`) each source trained with. Llama 3's is Meta's own (FSDP with tp, pp
+and cp, Dubey et al. 2024 Sec. 3.3.2); torchtitan is the public engine that combines the same."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class PublishedRun:
-    """One published measurement: the setting, the candidate points, and the measured figures."""
+    """One published measurement: the setting, the candidate layouts (knobs the source prints, and
+    each value of those it does not), and the measured figures."""
 
     source: str  # one of SOURCES
     label: str
@@ -50,11 +61,37 @@ class PublishedRun:
     hardware: Hardware
     world_size: int
     seq_len: int
-    candidates: tuple[Point, ...]
+    global_batch: int
+    candidate_knobs: tuple[dict, ...]
     measured_tokens_per_s_per_gpu: float
     measured_peak_bytes: float | None = None
     sweep: str = ""  # rows sharing a sweep differ only in layout
     notes: str = field(default="", compare=False)
+
+    @property
+    def target(self) -> LayoutTarget:
+        return LAYOUT_TARGETS[TARGETS[self.source]]
+
+    @cached_property
+    def _built(self) -> tuple[tuple[Point, ...], tuple[str, ...]]:
+        points, refusals = [], []
+        for knobs in self.candidate_knobs:
+            try:
+                points.append(build_point(knobs, global_batch=self.global_batch, world_size=self.world_size,
+                                          spec=self.spec, target=self.target))
+            except RuleError as error:
+                refusals.append(str(error))
+        return tuple(points), tuple(refusals)
+
+    @property
+    def candidates(self) -> tuple[Point, ...]:
+        """The candidate layouts that can be laid out and that the run's engine runs (`layout.build_point`)."""
+        return self._built[0]
+
+    @property
+    def refusals(self) -> tuple[str, ...]:
+        """Why each candidate left out of `candidates` was refused, naming the rule's engine."""
+        return self._built[1]
 
 
 def source_of(text: str) -> str:
@@ -110,20 +147,13 @@ def mpt_spec(size: str, seq_len: int) -> ModelSpec:
                      max_seq_len=seq_len, bias=False, attention="flash", source="llm-foundry mpt yamls")
 
 
-def _points(*, zero_stage: int, precision: str, checkpointing: str, tp: int, pp: int, cp: int, dp: int,
-            global_batch: int, micro_batches, vpps, megatron_sp: bool, kernels: str = "torch") -> tuple[Point, ...]:
-    if pp > 1:
-        zero_stage = min(zero_stage, 1)
-    points = []
-    for micro_batch in micro_batches:
-        if global_batch % (micro_batch * dp):
-            continue
-        for vpp in (vpps if pp > 1 else (1,)):
-            points.append(Point(zero_stage=zero_stage, micro_batch=micro_batch,
-                                grad_accum=global_batch // (micro_batch * dp), precision=precision,
-                                checkpointing=checkpointing, tp=tp, pp=pp, cp=cp, vpp=vpp, kernels=kernels,
-                                megatron_sp=megatron_sp and tp > 1))
-    return tuple(points)
+def _knobs(*, zero_stage: int, precision: str, checkpointing: str, tp: int, pp: int, cp: int,
+           micro_batches, vpps, megatron_sp: bool, kernels: str = "torch") -> tuple[dict, ...]:
+    """One knob set per candidate micro-batch and interleaving, the rest as published."""
+    return tuple({"zero_stage": zero_stage, "micro_batch": micro_batch, "precision": precision,
+                  "checkpointing": checkpointing, "tp": tp, "pp": pp, "cp": cp, "vpp": vpp, "kernels": kernels,
+                  "megatron_sp": megatron_sp and tp > 1}
+                 for micro_batch in micro_batches for vpp in (vpps if pp > 1 else (1,)))
 
 
 def _peak_bytes(notes: str) -> float | None:
@@ -144,6 +174,10 @@ def _published_row(row: dict) -> PublishedRun | None:
     seq_len = int(row["seq_len"])
     precision = _precision(row["precision"])
     checkpointing = _checkpointing(row["checkpointing"])
+    if source == "torchtitan" and checkpointing == "selective" and "layer)" not in notes:
+        # torchtitan's selective mode with its default selective_ac_option "op" is its per-operator
+        # policy; the rows that ran option "layer" (every other block whole) stay the nearest, selective
+        checkpointing = "op"
     zero_stage = int(row["zero_stage"])
     micro = _number(row["micro_batch"])
     global_batch = int(float(row["global_batch"])) if row["global_batch"] else None
@@ -167,9 +201,9 @@ def _published_row(row: dict) -> PublishedRun | None:
                    or (source == "llama3"))
     if source == "korthikanti":  # "present work" is selective recompute with sequence parallelism
         megatron_sp = checkpointing == "selective"
-    candidates = _points(zero_stage=zero_stage, precision=precision, checkpointing=checkpointing, tp=tp, pp=pp,
-                         cp=cp, dp=dp, global_batch=global_batch, micro_batches=micro_batches, vpps=vpps,
-                         megatron_sp=megatron_sp, kernels="compile" if "compile" in notes else "torch")
+    candidates = _knobs(zero_stage=zero_stage, precision=precision, checkpointing=checkpointing, tp=tp, pp=pp,
+                        cp=cp, micro_batches=micro_batches, vpps=vpps, megatron_sp=megatron_sp,
+                        kernels="compile" if "compile" in notes else "torch")
     tokens = seq_len * global_batch
     measured = _number(row["measured_tokens_per_s_per_gpu"])
     iteration_s = _number(row["measured_iter_s"])
@@ -184,7 +218,7 @@ def _published_row(row: dict) -> PublishedRun | None:
         sweep = f"bloom {spec.name.split(' ')[0]} L{spec.n_layers} h{spec.hidden} a{spec.n_heads} {precision}"
     return PublishedRun(source=source, label=f"{row['model']} {gpus}g tp{tp} pp{pp} cp{cp}", spec=spec,
                         hardware=get_hardware("a100-80gb-jean-zay" if source == "bloom" else row["gpu"]),
-                        world_size=gpus, seq_len=seq_len, candidates=candidates,
+                        world_size=gpus, seq_len=seq_len, global_batch=global_batch, candidate_knobs=candidates,
                         measured_tokens_per_s_per_gpu=measured, measured_peak_bytes=_peak_bytes(notes),
                         sweep=sweep, notes=notes)
 
@@ -209,12 +243,12 @@ def _foundry_row(row: dict) -> PublishedRun | None:
     micro, accum = int(row["MicroBatchSize"]), int(row["GradAccum"])
     precision = "fp8" if "fp8" in row["Precision"] else "bf16"
     zero_stage = 3 if row["Sharding Strategy"] == "FULL_SHARD" else 2
-    point = Point(zero_stage=zero_stage, micro_batch=micro, grad_accum=accum, precision=precision,
-                  checkpointing="full" if row["Activation Checkpointing"] == "True" else "none", kernels="triton")
+    knobs = {"zero_stage": zero_stage, "micro_batch": micro, "precision": precision, "kernels": "triton",
+             "checkpointing": "full" if row["Activation Checkpointing"] == "True" else "none"}
     gpu = {"h100_80gb": "h100-sxm", "a100_80gb": "a100-80gb", "a100_40gb": "a100-40gb"}[row["GPU"]]
     return PublishedRun(source="llm-foundry", label=f"mpt-{size} s{seq_len} {gpus}g {gpu} {precision}",
                         spec=mpt_spec(size, seq_len), hardware=get_hardware(gpu), world_size=gpus,
-                        seq_len=seq_len, candidates=(point,),
+                        seq_len=seq_len, global_batch=micro * accum * gpus, candidate_knobs=(knobs,),
                         measured_tokens_per_s_per_gpu=float(row["Throughput (T/s/GPU)"]),
                         sweep=f"llm-foundry mpt-{size} {gpu} {precision} s{seq_len}")
 
@@ -227,22 +261,48 @@ def _narayanan_row(row: dict) -> PublishedRun:
     spec = row_spec(row)
     gpus, tp, pp, seq_len = int(row["gpus"]), int(row["tp"]), int(row["pp"]), int(row["seq_len"])
     vpp = interleave_chunks(math.ceil(spec.n_layers / pp), pp)
-    candidates = _points(zero_stage=0, precision="fp16", checkpointing="full", tp=tp, pp=pp, cp=1,
-                         dp=gpus // (tp * pp), global_batch=int(row["global_batch"]), micro_batches=MICRO_BATCHES,
-                         vpps=(vpp,), megatron_sp=False)
+    candidates = _knobs(zero_stage=0, precision="fp16", checkpointing="full", tp=tp, pp=pp, cp=1,
+                        micro_batches=MICRO_BATCHES, vpps=(vpp,), megatron_sp=False)
     measured = float(row["tflops_per_gpu"]) * 1e12 / spec.train_flops_per_token(seq_len, recompute=True)
     return PublishedRun(source="narayanan", label=f"{spec.name} {gpus}g tp{tp} pp{pp}", spec=spec,
                         hardware=get_hardware(row["gpu"]), world_size=gpus, seq_len=seq_len,
-                        candidates=candidates, measured_tokens_per_s_per_gpu=measured)
+                        global_batch=int(row["global_batch"]), candidate_knobs=candidates,
+                        measured_tokens_per_s_per_gpu=measured)
+
+
+def _foundry_published_row(row: dict) -> PublishedRun:
+    """An llm-foundry row of `published_gpu_runs.csv` (the same runs as `llmfoundry_all.csv`'s, in
+    that table's columns)."""
+    size, seq_len, gpus = row["model"].split("-", 1)[1].lower(), int(row["seq_len"]), int(row["gpus"])
+    precision = _precision(row["precision"])
+    knobs = {"zero_stage": int(row["zero_stage"]), "micro_batch": int(float(row["micro_batch"])),
+             "precision": precision, "checkpointing": _checkpointing(row["checkpointing"]), "kernels": "triton"}
+    return PublishedRun(source="llm-foundry", label=f"mpt-{size} s{seq_len} {gpus}g {row['gpu']} {precision}",
+                        spec=mpt_spec(size, seq_len), hardware=get_hardware(row["gpu"]), world_size=gpus,
+                        seq_len=seq_len, global_batch=int(float(row["global_batch"])), candidate_knobs=(knobs,),
+                        measured_tokens_per_s_per_gpu=float(row["measured_tokens_per_s_per_gpu"]),
+                        notes=row["notes"])
+
+
+def published_gpu_table(path: Path) -> list[PublishedRun]:
+    """Every row of `published_gpu_runs.csv`, llm-foundry's included (`load_published_runs` reads
+    those from `llmfoundry_all.csv`, which holds them and more)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [_foundry_published_row(row) if source_of(row["source"]) == "llm-foundry" else _published_row(row)
+            for row in rows]
+
+
+def megatron_runs(path: Path) -> list[PublishedRun]:
+    """Narayanan et al. 2021's rows (`published_runs.csv`), under Megatron-LM's rules."""
+    with path.open(newline="") as handle:
+        return [_narayanan_row(row) for row in csv.DictReader(handle)]
 
 
 def load_published_runs(directory: Path, megatron_csv: Path | None = None) -> list[PublishedRun]:
     """Every usable row of the two CSVs in `directory` and of Narayanan et al.'s `megatron_csv`
     (rows with CPU activation offload, which the cost model does not model, are left out)."""
-    runs = []
-    if megatron_csv is not None:
-        with megatron_csv.open(newline="") as handle:
-            runs += [_narayanan_row(row) for row in csv.DictReader(handle)]
+    runs = megatron_runs(megatron_csv) if megatron_csv is not None else []
     with (directory / "published_gpu_runs.csv").open(newline="") as handle:
         runs += [run for run in map(_published_row, csv.DictReader(handle)) if run is not None]
     with (directory / "llmfoundry_all.csv").open(newline="") as handle:

@@ -154,6 +154,8 @@ def layer_activation_bytes(spec: ModelSpec, *, tokens: int, seq_len: int, elemen
     replicated_share = 1 / tp if sequence_parallel else 1.0
     if checkpointing == "full":
         return tokens * h * element * replicated_share
+    if checkpointing == "op":
+        return per_op_layer_bytes(spec, tokens=tokens, element=element, tp=tp, replicated_share=replicated_share)
     kv = h if spec.n_kv_heads != spec.n_heads else spec.kv_hidden  # repeat_interleave materialises
     replicated = tokens * (4 * h * element + (2 * h if dropout else 0))
     mlp_hidden = (3 if spec.activation == "swiglu" else 2) * f
@@ -167,6 +169,19 @@ def layer_activation_bytes(spec: ModelSpec, *, tokens: int, seq_len: int, elemen
         else:
             core = tokens * a * seq_len * (element + (1 + element if dropout else 0))
     return replicated * replicated_share + (split + core) / tp
+
+
+def per_op_layer_bytes(spec: ModelSpec, *, tokens: int, element: int, tp: int, replicated_share: float) -> float:
+    """What torchtitan's per-operator checkpointing keeps of one block: its input, the attention
+    core's output and log-sum-exp, and every other matmul's output (its policy saves aten.mm outputs
+    at odd counts of a counter running over the whole forward, so blocks alternate between
+    {q, v, up, down} and {k, out, gate}: on average half of q, k, v, out, gate, up, down); norms and
+    activations are recomputed (torchtitan `activation_checkpoint`'s `_save_list`)."""
+    h, kv = spec.hidden, spec.kv_hidden
+    mlp = (2 if spec.activation == "swiglu" else 1) * spec.ffn_hidden
+    matmul_outputs = h + 2 * kv + h + mlp + h  # q, k, v, out, the MLP's up (and gate), down
+    kept = tokens * element * (h + matmul_outputs / 2) + tokens * spec.n_heads * 4
+    return tokens * h * element * replicated_share + kept / tp
 
 
 def logits_bytes(spec: ModelSpec, *, tokens: int, precision: str, kernels: str, tp: int) -> float:

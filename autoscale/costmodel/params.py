@@ -118,9 +118,9 @@ GPU_MEMORY_ERROR = 0.20
 """Relative error of the predicted peak on the published GPU runs whose peak memory is printed and
 whose recompute policy the model describes (`benchmarks/validate_gpu.py` prints the derivation
 under its memory table: BLOOM's 177B variant and torchtitan's full-recompute runs, 13 rows,
-median |error| 10.8%, largest 19.0%, rounded up). torchtitan's per-op selective checkpointing keeps
-far less than the model's "selective" (Korthikanti et al.'s attention-core recompute) and
-is left out. A CUDA point predicted past the margin by less than this may still fit."""
+median |error| 10.8%, largest 19.0%, rounded up). The runs at torchtitan's per-operator
+checkpointing (checkpointing "op", `memory.per_op_layer_bytes`) are scored apart, out of sample.
+A CUDA point predicted past the margin by less than this may still fit."""
 CPU_DEFAULTS = EfficiencyParams(
     gemm_efficiency_max=0.45, gemm_half_width=64.0, gemm_half_tokens=64.0, half_precision_speed=1.0,
     link_efficiency=0.5,

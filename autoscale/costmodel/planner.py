@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from autoscale.costmodel.params import EfficiencyParams, load_params
 from autoscale.costmodel.predict import Prediction, Predictor, point_predictor, predict
-from autoscale.ds_config import unexpressed
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware
 from autoscale.layout import describe_skipped, enumerate_points
+from autoscale.layout_targets import TRIAL_ENGINE, LayoutTarget
 from autoscale.models.spec import ModelSpec
 from autoscale.point import KNOBS, Point, knob_ref
 
@@ -54,11 +54,28 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int) -> dict[str, list]:
+VPP_CANDIDATES = (1, 2, 4)
+CP_CANDIDATES = (1, 2, 4, 8)
+SEQUENCE_SPLITTING = ("sp", "cp")  # tried only when nothing fits without them (`plan_cluster`)
+
+# a point that sets each knob off its default, for asking a target whether it sets that knob at all
+_PROBES = {"sp": {"sp": 2}, "cp": {"cp": 2}, "vpp": {"pp": 2, "vpp": 2, "grad_accum": 4},
+           "megatron_sp": {"tp": 2, "megatron_sp": True}}
+
+
+def target_sets(target: LayoutTarget | None, knob: str) -> bool:
+    """Whether `target` (None: any engine) trains some point with `knob` off its default, at some ZeRO stage."""
+    return target is None or any(target.refusal(Point(**_PROBES[knob], zero_stage=stage)) is None
+                                 for stage in (0, 1, 2, 3))
+
+
+def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int,
+                     target: LayoutTarget | None = TRIAL_ENGINE) -> dict[str, list]:
     """Every value the planner tries per knob on this cluster: a knob's own choices, the micro-batches
     up to the global batch, the model-parallel degrees the cluster and the model allow, the precisions
     the hardware has, torch kernels (a kernel set's speed is for a trial to measure) and the model's own
-    attention core (another is the model's implementation, not a training configuration)."""
+    attention core (another is the model's implementation, not a training configuration); the
+    interleaved schedule, Megatron sequence parallelism and sequence splitting where `target` runs them."""
     node = gpus if hardware.name == "cpu" else min(hardware.gpus_per_node, gpus)
     values = {k.name: list(k.choices) if k.choices is not None else [k.default] for k in KNOBS}
     values.update(
@@ -67,18 +84,12 @@ def candidate_values(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_b
         pp=[p for p in _divisors(spec.n_layers) if gpus % p == 0],
         precision=[p for p in values["precision"] if p == "fp32" or hardware.peak_tflops.get(p, 0) > 0
                    or hardware.name == "cpu"],
-        kernels=["torch"], attention=["model"])
+        kernels=["torch"], attention=["model"],
+        sp=[s for s in _divisors(node) if spec.n_kv_heads % s == 0 and gpus % s == 0] if target_sets(target, "sp") else [1],
+        cp=[c for c in CP_CANDIDATES if gpus % c == 0] if target_sets(target, "cp") else [1],
+        vpp=list(VPP_CANDIDATES) if target_sets(target, "vpp") else [1],
+        megatron_sp=[False, True] if target_sets(target, "megatron_sp") else [False])
     return values
-
-
-NOT_IN_DS_CONFIG = "not expressible in a DeepSpeed config"
-
-
-def _deepspeed_can_carry(fixed: Mapping[str, object]) -> bool:
-    try:
-        return unexpressed(Point(**fixed)) is None
-    except UserError:
-        return True
 
 
 @dataclass(frozen=True)
@@ -92,26 +103,35 @@ class ClusterPlan:
 
 
 def plan_cluster(spec: ModelSpec, hardware: Hardware, gpus: int, *, global_batch: int, seq_len: int,
-                 fixed: Mapping[str, object] | None = None, params: EfficiencyParams | None = None) -> ClusterPlan:
-    """Every layout of `global_batch` sequences on `gpus` devices with the `fixed` knobs held, predicted.
+                 fixed: Mapping[str, object] | None = None, params: EfficiencyParams | None = None,
+                 target: LayoutTarget | None = TRIAL_ENGINE, choices: Mapping[str, list] | None = None) -> ClusterPlan:
+    """Every layout of `global_batch` sequences on `gpus` devices with the `fixed` knobs held that
+    `target` runs, predicted. `choices` (knob -> values; default `candidate_values`) is what is tried.
+    Sequences are split (sp, cp) only when nothing fits whole: splitting costs communication, and a
+    plan that needs none should not pay it.
 
     Raises UserError only when no point can be laid out at all, naming the rules that refused them.
     """
     fixed = dict(fixed or {})
-    values = candidate_values(spec, hardware, gpus, global_batch=global_batch)
+    values = dict(choices or candidate_values(spec, hardware, gpus, global_batch=global_batch, target=target))
     for name, value in fixed.items():
         values[name] = [value]
-    points, skipped = enumerate_points(values, global_batch=global_batch, world_size=gpus, spec=spec)
-    if _deepspeed_can_carry(fixed):  # the planner never picks what a ds_config cannot carry; the user may
-        expressible = [p for p in points if unexpressed(p) is None]
-        if len(expressible) < len(points):
-            skipped[NOT_IN_DS_CONFIG] += len(points) - len(expressible)
-        points = expressible
-    if not points:
-        given = ", ".join(f"{knob_ref(k)} {v}" for k, v in fixed.items()) or "no fixed knob"
-        raise UserError(f"no layout of global batch {global_batch} on {gpus} devices with {given} "
-                        f"(skipped: {describe_skipped(skipped)})")
+    whole = {**values, **{knob: [1] for knob in SEQUENCE_SPLITTING if knob not in fixed and 1 in values[knob]}}
     params = params or load_params(hardware.name)
-    ranked = rank_predictions(points, lambda point: predict(spec, point, hardware, world_size=gpus, seq_len=seq_len,
-                                                            params=params))
+
+    def ranked_and_skipped(choices: Mapping[str, list]) -> tuple[list, Counter]:
+        points, skipped = enumerate_points(choices, global_batch=global_batch, world_size=gpus, spec=spec,
+                                           target=target)
+        ranked = rank_predictions(points, point_predictor(spec, hardware, world_size=gpus, seq_len=seq_len,
+                                                          params=params))
+        return ranked, skipped
+
+    ranked, skipped = ranked_and_skipped(whole)
+    if not any(prediction.fits for _, prediction in ranked) and whole != values:
+        ranked, skipped = ranked_and_skipped(values)
+    if not ranked:
+        given = ", ".join(f"{knob_ref(k)} {v}" for k, v in fixed.items()) or "no fixed knob"
+        on = f" that {target.engine} runs" if target is not None else ""
+        raise UserError(f"no layout of global batch {global_batch} on {gpus} devices with {given}{on} "
+                        f"(skipped: {describe_skipped(skipped)}; another engine may run it: --target)")
     return ClusterPlan(ranked=ranked, skipped=skipped)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from typing import Callable
 
@@ -70,6 +70,18 @@ class Prediction:
                 "mfu": self.time.mfu}
 
 
+def costed_point(point: Point) -> Point:
+    """The point whose memory and traffic `point` has. ZeRO-2/3 under a pipeline costs what ZeRO-1
+    costs: the engine that runs it (torchtitan, `layout_targets`) keeps each stage's parameters
+    gathered from forward to backward (FSDP2's reshard_after_forward is off by default when pp > 1,
+    torchtitan's `parallelize`) and its gradients whole until the last micro-batch
+    (`torch.distributed.pipelining` turns gradient sync and resharding after backward off before it),
+    so only the optimizer states stay sharded, and each step gathers and reduces once."""
+    if point.pp > 1 and point.zero_stage >= 2:
+        return replace(point, zero_stage=1)
+    return point
+
+
 def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: int, seq_len: int,
             params: EfficiencyParams | None = None) -> Prediction:
     """Predicted memory per rank and step time of `point` on `world_size` ranks of `hardware`.
@@ -84,8 +96,9 @@ def predict(spec: ModelSpec, point: Point, hardware: Hardware, *, world_size: in
     params = params or load_params(hardware.name)
     on_cpu = hardware.name == "cpu"
     placement = Placement(ranks_per_node=world_size if on_cpu else hardware.gpus_per_node, shared_device=on_cpu)
-    memory = memory_breakdown(spec, point, world_size=world_size, seq_len=seq_len, on_cpu=on_cpu, params=params)
-    time = time_breakdown(spec, point, hardware, world_size=world_size, seq_len=seq_len, placement=placement,
+    costed = costed_point(point)
+    memory = memory_breakdown(spec, costed, world_size=world_size, seq_len=seq_len, on_cpu=on_cpu, params=params)
+    time = time_breakdown(spec, costed, hardware, world_size=world_size, seq_len=seq_len, placement=placement,
                           params=params)
     return Prediction(memory=memory, time=time, budget=MemoryBudget.for_hardware(hardware, world_size),
                       memory_error=MEMORY_ERROR if on_cpu else GPU_MEMORY_ERROR)

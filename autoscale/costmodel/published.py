@@ -3,6 +3,7 @@
 Rows of `published_runs.csv` (see its README: Narayanan et al. 2021 Table 1; A100 80 GB, fp16,
 full recomputation, no ZeRO, interleaved pipeline where pp > 1, attention before flash kernels)
 become a ModelSpec and a Point;
+each point is built by `layout.build_point` under Megatron-LM's rules (`layout_targets`);
 the micro-batch is the fastest that fits (the paper does not list it), and the interleaved
 schedule uses v = the largest divisor of the layers per stage not above `MAX_CHUNKS`. Published
 TFLOP/s count hardware FLOPs, recomputation included (96·B·s·l·h²(1 + s/6h + V/16lh)), which is
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from autoscale.costmodel.params import EfficiencyParams, default_params
 from autoscale.costmodel.predict import Prediction, predict
+from autoscale.errors import RuleError
 from autoscale.hardware import get_hardware
+from autoscale.layout import build_point
+from autoscale.layout_targets import LAYOUT_TARGETS
 from autoscale.models.spec import ModelSpec
-from autoscale.point import Point
 
 MAX_CHUNKS = 4
 MICRO_BATCHES = (1, 2, 4, 8, 16)
@@ -65,14 +68,15 @@ def predict_row(row: dict, params: EfficiencyParams) -> PublishedComparison:
     spec, hardware = row_spec(row), get_hardware(row["gpu"])
     gpus, tp, pp = int(row["gpus"]), int(row["tp"]), int(row["pp"])
     seq_len, global_batch = int(row["seq_len"]), int(row["global_batch"])
-    dp = gpus // (tp * pp)
     chunks = interleave_chunks(math.ceil(spec.n_layers / pp), pp)
     best = None
     for micro_batch in MICRO_BATCHES:
-        if global_batch % (micro_batch * dp):
+        try:
+            point = build_point({"zero_stage": 0, "micro_batch": micro_batch, "precision": "fp16",
+                                 "checkpointing": "full", "tp": tp, "pp": pp, "vpp": chunks}, global_batch=global_batch,
+                                world_size=gpus, spec=spec, target=LAYOUT_TARGETS["megatron"])
+        except RuleError:  # this micro-batch cannot make the global batch
             continue
-        point = Point(zero_stage=0, micro_batch=micro_batch, grad_accum=global_batch // (micro_batch * dp),
-                      precision="fp16", checkpointing="full", tp=tp, pp=pp, vpp=chunks)
         prediction = predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
         if prediction.fits and (best is None or prediction.time.tokens_per_s > best[1].time.tokens_per_s):
             best = (point, prediction)

@@ -94,13 +94,18 @@ def gemm_efficiency(spec: ModelSpec, point: Point, *, seq_len: int, params: Effi
 def attention_flops_per_token(spec: ModelSpec, point: Point, *, seq_len: int) -> float:
     """FLOPs the attention core runs per token, forward, backward and recompute (module docstring)."""
     forward = spec.n_layers * 4 * seq_len * spec.hidden * (1.0 if point.attention_for(spec) == "eager" else 0.5)
-    passes = 3 + (1 if point.checkpointing in ("full", "selective") else 0)
+    passes = 3 + (1 if point.checkpointing in ("full", "selective") else 0)  # "op" keeps the core's output
     return forward * passes
+
+
+RECOMPUTED_MATMUL_SHARE = {"none": 0.0, "selective": 0.0, "op": 0.5, "full": 1.0}
+"""The share of the blocks' forward matmuls each checkpointing value runs again in backward
+(torchtitan's per-op policy recomputes every other matmul: `_save_list` and its mm counter)."""
 
 
 def matmul_flops_per_token(spec: ModelSpec, point: Point) -> tuple[float, float]:
     """(blocks' linears, logit layer) FLOPs per token, forward, backward and full recompute."""
-    blocks = 2 * spec.n_layers * spec.layer_matmul_params() * (4 if point.checkpointing == "full" else 3)
+    blocks = 2 * spec.n_layers * spec.layer_matmul_params() * (3 + RECOMPUTED_MATMUL_SHARE[point.checkpointing])
     return blocks, 6 * spec.hidden * spec.vocab_size
 
 
@@ -110,6 +115,8 @@ def hardware_flops_per_token(spec: ModelSpec, point: Point, *, seq_len: int) -> 
     flops = spec.train_flops_per_token(seq_len, recompute=point.checkpointing == "full")
     if point.checkpointing == "selective":
         flops += spec.n_layers * 4 * seq_len * spec.hidden
+    if point.checkpointing == "op":
+        flops += RECOMPUTED_MATMUL_SHARE["op"] * 2 * spec.n_layers * spec.layer_matmul_params()
     return flops
 
 

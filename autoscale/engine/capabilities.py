@@ -3,7 +3,7 @@
 The engine trains data-parallel (ZeRO) trials in fp32, bf16 or fp16, tensor-parallel ones
 through DeepSpeed's AutoTP (`engine.parallel`) and sequence-parallel ones through DeepSpeed-Ulysses
 (`engine.sequence_trial`), each with every ZeRO stage, and pipeline-parallel ones through DeepSpeed's
-pipeline engine (`engine.pipeline_trial`) at ZeRO-1 without tp (`layout.check_pipeline_engine`).
+pipeline engine (`engine.pipeline_trial`) at ZeRO-1 without tp (`layout_targets.TRIAL_ENGINE`).
 fp8 and the other sequence-splitting knobs are known to the cost model, plans
 (`--backend model`) and `estimate`, and a space that asks a real backend for them gets them dropped
 by name (`SearchSpace.for_backend`), never measured as something they are not.
@@ -20,6 +20,7 @@ from autoscale.ds_config import DS_CONFIG_KNOBS
 SCRIPT_KNOBS: tuple[str, ...] = tuple(knob for knob in DS_CONFIG_KNOBS if knob not in ("tp", "pp", "sp"))
 
 TRIAL_CHOICES: dict[str, tuple] = {
+    "checkpointing": ("none", "selective", "full"),  # no per-operator policy (torchtitan's "op")
     "precision": ("fp32", "bf16", "fp16"),
     "tp": (1, 2, 4, 8),  # within a node: AutoTP all-reduces twice per block
     "pp": (1, 2, 4),  # DeepSpeed's pipeline engine (engine.pipeline_trial)

@@ -185,6 +185,9 @@ CHECKPOINTING_IN_MODEL = {
     "selective": InUserCode("recompute only the attention core softmax(QK^T)V in backward with "
                             "torch.utils.checkpoint and keep the linear layers' outputs "
                             "(selective recomputation, Korthikanti et al. 2022, as autoscale's model does)"),
+    "op": InUserCode("checkpoint each block with torch.utils.checkpoint and a selective-checkpoint policy "
+                     "(torch.utils.checkpoint.create_selective_checkpoint_contexts) that saves the attention "
+                     "output and every other matmul's output and recomputes the rest (torchtitan's \"op\" policy)"),
 }
 ATTENTION_AT_LOAD = {"model": Mapped(), ANY: InUserCode(
     "load the model with this attn_implementation (transformers' names: sdpa, eager, flash_attention_2 for "

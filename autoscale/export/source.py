@@ -8,10 +8,10 @@ Point's defaults, which is what that config ran with if autoscale did not write 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from autoscale.ds_config import DS_CONFIG_KNOBS, from_ds_config
+from autoscale.ds_config import DS_CONFIG_KNOBS, from_ds_config, to_ds_config
 from autoscale.errors import UserError
 from autoscale.userfiles import read_user_json
 from autoscale.point import Point
@@ -65,6 +65,8 @@ def load_source(path: Path) -> ExportSource:
 
 def _from_run_folder(folder: Path) -> ExportSource:
     summary = _read_json(folder / "summary.json")
+    if not (folder / "ds_config.json").exists() and (summary.get("evaluated") or {}).get("layout_target"):
+        return _from_plan_without_ds_config(folder, summary)
     config = _read_json(folder / "ds_config.json")
     best = summary.get("best")
     if not best:
@@ -84,3 +86,19 @@ def _from_run_folder(folder: Path) -> ExportSource:
     return ExportSource(point=point, world_size=world_size, ds_config=config, path=folder,
                         seq_len=summary.get("seq_len"), model_name=(summary.get("model") or {}).get("name"),
                         study_name=summary.get("study_name"))
+
+
+def _from_plan_without_ds_config(folder: Path, summary: dict) -> ExportSource:
+    """A plan for another engine (`tune --backend model --target`) whose best point a ds_config cannot
+    carry wrote none. The settings a ds_config holds beside those knobs (gradient clipping) are the
+    ones autoscale writes for every point, so they come from `to_ds_config` of the point without them;
+    a target that reads the knobs a ds_config cannot carry refuses them by its own table."""
+    best = summary.get("best")
+    if not best or "point" not in best or not isinstance(summary.get("world_size"), int):
+        raise UserError(f"{folder}: summary.json has no best point or world_size; nothing to export")
+    point, world_size = Point.from_dict(best["point"]), summary["world_size"]
+    plain = replace(point, precision="bf16" if point.precision == "fp8" else point.precision,
+                    megatron_sp=False, cp=1, vpp=1)
+    return ExportSource(point=point, world_size=world_size, ds_config=to_ds_config(plain, world_size=world_size),
+                        path=folder, seq_len=summary.get("seq_len"),
+                        model_name=(summary.get("model") or {}).get("name"), study_name=summary.get("study_name"))

@@ -42,6 +42,8 @@ class HfTrainerTarget(Target):
             "full": Mapped({"args.gradient_checkpointing": True}),
             "selective": Refuse("TrainingArguments.gradient_checkpointing recomputes whole layers; the "
                                 "Trainer has no attention-only (selective) recomputation"),
+            "op": Refuse("TrainingArguments.gradient_checkpointing recomputes whole layers; the Trainer has no "
+                         "per-operator checkpointing policy"),
         },
         "kernels": {
             "torch": Mapped(),

@@ -52,7 +52,10 @@ class TorchtitanTarget(Target):
             "selective": Mapped({"toml.activation_checkpoint.mode": "selective",
                                  "toml.activation_checkpoint.selective_ac_option": "op"},
                                 note="torchtitan's per-op policy saves attention outputs and recomputes every "
-                                     "other matmul; autoscale's recomputes the attention core: memory differs"),
+                                     "other matmul; autoscale's recomputes the attention core: memory differs "
+                                     "(tune with checkpointing op for torchtitan's own)"),
+            "op": Mapped({"toml.activation_checkpoint.mode": "selective",
+                          "toml.activation_checkpoint.selective_ac_option": "op"}),
         },
         "offload": {"none": Mapped(),
                     "cpu": Refuse("training.enable_cpu_offload moves parameters and gradients to CPU too "
