@@ -156,7 +156,8 @@ class TuneSession:
                        backend=config.backend, world_size=config.nproc, global_batch=config.global_batch,
                        seq_len=config.seq_len,
                        hardware={"name": hardware.name, "description": hardware.description,
-                                 "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops},
+                                 "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops,
+                                 "gpus_per_node": hardware.gpus_per_node},
                        device_bytes_per_rank=MemoryBudget.for_hardware(hardware, config.nproc).device_bytes,
                        usable_bytes_per_rank=config.usable_bytes_per_rank, command=list(command),
                        memory_cap=None if script else memory_cap_record(config.memory_cap_bytes_per_rank),  # a script's ranks run uncapped

@@ -16,7 +16,7 @@ OPTIONS = {
     "calibrate": {"--out"},
     "report": {"--out"},
     "compare": {"--out"},
-    "export": {"--to", "--out"},
+    "export": {"--to", "--out", "--gpus-per-node"},
     "bench": {"--suite", "--baseline", "--save-baseline", "--threshold", "--history", "--junit", "--html",
               "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step", "--against", "--nice"},
     "worker": {"--storage", "--study-name", "--out"},

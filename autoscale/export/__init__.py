@@ -6,6 +6,7 @@ mapping table) plus one `register(...)` line below.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -41,13 +42,17 @@ def default_out_dir(source_path: Path, target: str) -> Path:
     return (source_path if source_path.is_dir() else Path.cwd()) / "export" / target
 
 
-def export(source_path: Path, target: str, out_dir: Path | None = None) -> tuple[Export, Path]:
+def export(source_path: Path, target: str, out_dir: Path | None = None, *,
+           gpus_per_node: int | None = None) -> tuple[Export, Path]:
     """Read the source, build the target's files and write them; return them and the folder.
 
     The target is resolved before the source is read, so a bad name fails first and cheaply.
+    `gpus_per_node` splits the ranks over nodes (default: the study's hardware entry, else one node).
     """
     chosen = get_target(target)
     source = load_source(Path(source_path))
+    if gpus_per_node is not None:
+        source = dataclasses.replace(source, gpus_per_node=gpus_per_node)
     folder = Path(out_dir or default_out_dir(source_path, target)).resolve()
     result = build_export(chosen, source, folder)
     folder.mkdir(parents=True, exist_ok=True)
