@@ -3,7 +3,9 @@
 Every point of the space is predicted (tensor- and pipeline-parallel degrees included: a space
 that leaves them at 1 gets every degree the cluster can lay out), predicted OOMs are recorded as
 pruned, and the fastest fitting point becomes `ds_config.json`. Every figure written is a
-prediction and says so: `summary.json` has `"predicted": true`, and the console prints it.
+prediction and says so: `summary.json` has `"predicted": true` and its `provenance` line, trials.csv's
+fitting points have status `predicted` with their figures only in the pred_* columns, the report
+carries a banner, and the console prints it.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
             records.append(TrialRecord(number=None, point=baseline, status="ok", is_baseline=True,
                                        result=predicted_result(prediction), pred_peak_bytes=prediction.peak_bytes,
                                        pred_tokens_per_s=prediction.tokens_per_s, started_at=now, finished_at=now))
-    write_trials_csv(records, out_dir / "trials.csv")
+    write_trials_csv(records, out_dir / "trials.csv", predicted=True)
     info = replace(info, predicted=True, evaluated={
         "points": len(points), "fitting": len(fitting), "predicted_oom": len(pruned),
         "borderline_faster": len(worth_the_risk(ranked)), "skipped_by_rule": dict(skipped)})

@@ -10,6 +10,7 @@ import pytest
 
 from autoscale.costmodel import load_params, predict
 from autoscale.costmodel.calibrate import calibrate_run
+from autoscale.errors import UserError
 from autoscale.costmodel.params import CPU_DEFAULTS, MIB, calibration_path, save_params
 from autoscale.hardware import get_hardware
 from autoscale.models import PRESETS
@@ -66,3 +67,14 @@ def test_calibration_recovers_the_parameters_that_generated_the_trials(tmp_path,
     assert fit.throughput_error_after < 0.01 and fit.memory_error_after < 0.01
     for name in ("gemm_efficiency_max", "layer_overhead_s", "half_precision_speed", "host_baseline_bytes"):
         assert getattr(fit.params, name) == pytest.approx(getattr(truth, name), rel=0.1), name
+
+
+def test_calibrate_refuses_a_plan(tmp_path):
+    from autoscale.cli import main
+
+    plan = tmp_path / "plan"
+    assert main(["tune", "--backend", "model", "--hardware", "h100-sxm", "--gpus", "8", "--model", "gpt-125m",
+                 "--out", str(plan)]) == 0
+    with pytest.raises(UserError, match="is a plan"):
+        calibrate_run(plan, output=tmp_path / "cal.yaml")
+    assert not (tmp_path / "cal.yaml").exists()

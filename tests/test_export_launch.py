@@ -246,3 +246,24 @@ def test_cli_export_splits_ranks_over_nodes_as_asked(tmp_path, capsys):
     line = capsys.readouterr().out.split("launch: ")[1].splitlines()[0]
     words = shlex.split(line)
     assert words[words.index("--nnodes") + 1] == "4" and words[words.index("--nproc_per_node") + 1] == "4"
+
+
+# --- provenance ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_exported_file_that_holds_comments_says_the_plan_was_predicted_by_which_study_and_commit(tmp_path, target):
+    _, folder = multinode_export(tmp_path, target)
+    for path in folder.iterdir():
+        if path.suffix == ".json" and path.name != "lightning.json":
+            continue  # ds_config.json and training_args.json are read by libraries that refuse unknown keys
+        if path.name.startswith("."):
+            continue
+        text = path.read_text()
+        assert "PREDICTED by the cost model" in text and "'gpt-tiny-study'" in text and "0123abc" in text, path.name
+
+
+def test_an_export_of_a_measured_study_says_measured(tmp_path):
+    run = make_run(tmp_path / "run", ZERO3_BF16, backend="cuda")
+    _, folder = export(run, "deepspeed")
+    assert "# written by `autoscale export` from" in (folder / "launch.sh").read_text()
+    assert "; measured, study 'gpt-tiny-study'" in (folder / "launch.sh").read_text()

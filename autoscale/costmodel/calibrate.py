@@ -71,6 +71,9 @@ def read_study(run_dir: Path) -> Study:
         if not path.exists():
             raise UserError(f"{str(run_dir)!r} is not a run folder: {path.name} is missing")
     summary = json.loads(summary_path.read_text())
+    if summary.get("predicted"):
+        raise UserError(f"{str(run_dir)!r} is a plan (tune --backend model): its figures are the cost model's own "
+                        "predictions, and fitting the model to them teaches it nothing; calibrate from a measured study")
     try:
         spec = resolve_model(summary["model"]["name"])
         hardware = get_hardware(summary["hardware"]["name"])

@@ -83,10 +83,10 @@ def deepspeed(cluster: Cluster) -> list[str]:
     return words + ["--num_gpus", str(cluster.gpus_per_node), "--master_port", MASTER_PORT]
 
 
-def hostfile(cluster: Cluster) -> str:
+def hostfile(cluster: Cluster, header: str) -> str:
     """DeepSpeed's hostfile: one line per node with its slots. Under --no_ssh only the counts are
     read (each node starts its own ranks), so the names are placeholders."""
-    return ("# DeepSpeed hostfile: with --no_ssh each node runs launch.sh itself; only the slot counts matter\n"
+    return (header + "# DeepSpeed hostfile: with --no_ssh each node runs launch.sh itself; only the slot counts matter\n"
             + "".join(f"node-{rank} slots={cluster.gpus_per_node}\n" for rank in range(cluster.nodes)))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from autoscale.ds_config import check_with_deepspeed
 from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, InUserCode,
                                    KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, Refuse,
-                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, ULYSSES_IN_USER_CODE, Target)
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, ULYSSES_IN_USER_CODE, Target, header)
 from autoscale.export import launch
 from autoscale.export.source import ExportSource
 from autoscale.workload import DEFAULT_CONFIG_FLAG
@@ -51,7 +51,7 @@ class DeepSpeedTarget(Target):
         command = [*launch.deepspeed(cluster), launch.TRAIN_SCRIPT, DEFAULT_CONFIG_FLAG, "ds_config.json"]
         files = {"ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}
         if cluster.nodes > 1:
-            files[launch.HOSTFILE] = launch.hostfile(cluster)
+            files[launch.HOSTFILE] = launch.hostfile(cluster, header(source))
         return files, command
 
 

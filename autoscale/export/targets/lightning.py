@@ -68,7 +68,8 @@ class LightningTarget(Target):
         snippet = SNIPPET.format(header=header(source).rstrip("\n"),
                                  strategy=pprint.pformat(documents["strategy"], sort_dicts=False),
                                  trainer=pprint.pformat(documents["trainer"], sort_dicts=False))
-        files = {"lightning.json": json.dumps(documents, indent=2) + "\n", "lightning_trainer.py": snippet}
+        settings = {**documents, "provenance": source.provenance}
+        files = {"lightning.json": json.dumps(settings, indent=2) + "\n", "lightning_trainer.py": snippet}
         return files, [*launch.torchrun(source.cluster), launch.TRAIN_SCRIPT]
 
 
