@@ -90,7 +90,10 @@ class TuneSession:
             if hardware is None:
                 raise UserError("--backend model plans for a cluster: name it with --hardware (and --gpus)")
             target = get_hardware(hardware)
-            nproc = gpus or nproc or target.gpus_per_node
+            nproc = gpus or nproc
+            if nproc is None:
+                raise UserError(f"--backend model plans for a cluster of --gpus devices: give --gpus (e.g. --gpus "
+                                f"{target.gpus_per_node}, one node of {target.name})")
         elif hardware is not None or gpus is not None:
             raise UserError("--hardware and --gpus describe a cluster to plan for: use them with --backend model")
         else:
@@ -104,8 +107,11 @@ class TuneSession:
         seq_len = seq_len if workload else resolve_seq_len(spec, seq_len)
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
         study_name = study_name or (f"{Path(workload.path).stem}-{backend}" if workload else
+                                    plan_name(spec.name, target, nproc, seq_len) if backend == "model" else
                                     f"{spec.name}-{backend}" if impl == "own" else f"{spec.name}-{impl}-{backend}")
         out_dir = out or Path("runs") / study_name
+        if backend == "model" and not resume:
+            refuse_an_earlier_plan(out_dir)
         hardware = target
         budget = MemoryBudget.for_hardware(hardware, nproc)
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
@@ -174,6 +180,10 @@ class TuneSession:
         line = (f"tuning {what}, {where}: global batch {c.global_batch}{tokens}, space {c.space.name!r} -> "
                 f"{c.out_dir}")
         line += "".join(f"\n{note}" for note in self.notes)
+        if c.backend == "model":
+            from autoscale.costmodel.params import calibration_in_use
+
+            line += f"\n{calibration_in_use(self.hardware.name)}"
         if self.not_measured:
             line += (f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): "
                      f"{', '.join(self.not_measured)}")
@@ -224,6 +234,19 @@ class TuneSession:
             lines.append(f"wrote {path}")
         lines.append(build_report_or_say_why(self.config.out_dir))
         return lines
+
+
+def plan_name(model: str, hardware, gpus: int, seq_len: int) -> str:
+    """A plan's default study (and folder) name: model, hardware, GPU count and sequence length, so
+    plans of one model for other clusters never share a folder."""
+    return f"{model}-{hardware.name}-{gpus}gpu-seq{seq_len}"
+
+
+def refuse_an_earlier_plan(out_dir: Path) -> None:
+    """A plan writes its files without a study to resume, so an earlier one would be overwritten."""
+    if (out_dir / "summary.json").exists() or (out_dir / "trials.csv").exists():
+        raise UserError(f"{out_dir} already holds a study: pass --resume to plan into it again, or choose "
+                        "another --out or --study-name")
 
 
 def script_workload(script: Path | None, script_args: tuple[str, ...], config_flag: str, *, backend: str,

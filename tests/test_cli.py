@@ -13,7 +13,7 @@ OPTIONS = {
     "models": set(),
     "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json",
                  *(knob.flag for knob in KNOBS)},
-    "calibrate": {"--out"},
+    "calibrate": {"--out", "--apply", "--reset"},
     "report": {"--out"},
     "compare": {"--out"},
     "export": {"--to", "--out", "--gpus-per-node"},

@@ -14,7 +14,8 @@ from autoscale.models import PRESETS
 from autoscale.point import Point
 
 
-def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_settle(tmp_path, capsys):
+def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_settle(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AUTOSCALE_CALIBRATION_DIR", str(tmp_path / "no-calibration"))
     out = tmp_path / "plan"
     code = main(["tune", "--backend", "model", "--hardware", "a100-40gb", "--gpus", "8", "--model", "llama-7b",
                  "--global-batch", "256", "--seq-len", "2048", "--out", str(out)])
@@ -39,4 +40,22 @@ def test_a_plan_says_what_it_pruned_and_which_faster_points_only_a_trial_can_set
 
     faster = summary["evaluated"]["borderline_faster"]
     assert faster > 0  # llama-7b on 8 x 40 GB: its fastest layouts crowd the memory margin
-    assert f"{faster} more predicted faster than the best" in " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{faster} more predicted faster than the best" in out
+    assert "calibration: none for a100-40gb (default parameters)" in out  # a plan says which parameters it used
+
+
+def test_a_plans_default_folder_names_model_hardware_gpus_and_sequence_and_is_not_overwritten(tmp_path, monkeypatch,
+                                                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    plan = ["tune", "--backend", "model", "--model", "gpt-125m", "--seq-len", "512"]
+    assert main([*plan, "--hardware", "H100-SXM", "--gpus", "16"]) == 0
+    assert main([*plan, "--hardware", "a100-80gb", "--gpus", "16"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["gpt-125m-a100-80gb-16gpu-seq512",
+                                                                     "gpt-125m-h100-sxm-16gpu-seq512"]
+    first = (tmp_path / "runs" / "gpt-125m-h100-sxm-16gpu-seq512" / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main([*plan, "--hardware", "h100-sxm", "--gpus", "16"]) == 2
+    assert "already holds a study: pass --resume" in capsys.readouterr().err
+    assert (tmp_path / "runs" / "gpt-125m-h100-sxm-16gpu-seq512" / "summary.json").read_bytes() == first
+    assert main([*plan, "--hardware", "h100-sxm", "--gpus", "16", "--resume"]) == 0
