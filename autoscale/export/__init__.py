@@ -13,6 +13,7 @@ from pathlib import Path
 from autoscale.errors import UserError
 from autoscale.export.base import Export, Target, build_export
 from autoscale.export.source import ExportSource, load_source
+from autoscale.userfiles import writing_to
 from autoscale.export.targets import accelerate, deepspeed, hf_trainer, lightning, torchtitan
 
 TARGETS: dict[str, Target] = {}
@@ -55,12 +56,16 @@ def export(source_path: Path, target: str, out_dir: Path | None = None, *,
         source = dataclasses.replace(source, gpus_per_node=gpus_per_node)
     folder = Path(out_dir or default_out_dir(source_path, target)).resolve()
     result = build_export(chosen, source, folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_earlier_export(folder, keep=set(result.files))
-    for name, text in result.files.items():
-        (folder / name).write_text(text)
-    (folder / "launch.sh").chmod(0o755)
-    (folder / MANIFEST).write_text(json.dumps(sorted(result.files)) + "\n")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {str(folder)!r} is a file: give a folder for the exported files")
+    with writing_to(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_earlier_export(folder, keep=set(result.files))
+        for name, text in result.files.items():
+            (folder / name).write_text(text)
+        for script in ("launch.sh", "sbatch.sh"):
+            (folder / script).chmod(0o755)
+        (folder / MANIFEST).write_text(json.dumps(sorted(result.files)) + "\n")
     return result, folder
 
 

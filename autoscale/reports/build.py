@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from autoscale.results import KNOB_COLUMNS
+from autoscale.userfiles import writing_to
 from autoscale.reports import data, figures
 
 COMPACT_COLUMNS = ("number", "status", "tokens_per_s", "peak_bytes", "mfu", "config", "reason")
@@ -32,7 +33,9 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     """Render `run_dir`'s report to `out` (default `run_dir/report.html`) and return the path."""
     run = data.load_run(Path(run_dir))
     out = Path(out) if out is not None else run.path / "report.html"
-    out.write_text(render_report(run), encoding="utf-8")
+    page = render_report(run)
+    with writing_to(out):
+        out.write_text(page, encoding="utf-8")
     return out
 
 
@@ -42,7 +45,9 @@ def compare_reports(run_a: Path, run_b: Path, out: Path) -> tuple[Path, str | No
     runs = [data.load_run(Path(run_a)), data.load_run(Path(run_b))]
     caveat = data.comparison_caveat(runs)
     out = Path(out)
-    out.write_text(render_compare(runs), encoding="utf-8")
+    page = render_compare(runs)
+    with writing_to(out):
+        out.write_text(page, encoding="utf-8")
     return out, caveat
 
 

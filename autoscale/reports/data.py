@@ -241,6 +241,7 @@ def param_importances(run_dir: Path, study_name: str | None) -> Importances:
                              if len({repr(u.params[name]) for u in complete if name in u.params}) > 1})
             if not varied:
                 return Importances({}, "no knob took more than one value")
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" in the console
             study = optuna.create_study(directions=stored.directions)
             study.add_trials(complete)
             values = optuna.importance.get_param_importances(study, params=varied)
