@@ -123,6 +123,8 @@ class TuneSession:
                             hostfile=str(hostfile) if hostfile else None, script=workload,
                             numerics_gate=workload is None, impl=impl, hf_config=hf_config)
         not_measured = () if backend == "model" else tuple(dropped_choices(search_space, config.trial_space()))
+        if backend != "model" and workload is None:
+            cls._refuse_trials_past_the_timeout(config, hardware)
         check_writable(out_dir)
         from autoscale.engine.slurm import parse_slurm_args
 
@@ -151,6 +153,17 @@ class TuneSession:
                                           memory_cap_bytes_per_rank=budget.cap_bytes(backend))
         return cls(config, cls._run_info(config, hardware, command), hardware,
                    not_measured=tuple(dropped_choices(config.space, config.trial_space())))
+
+    @staticmethod
+    def _refuse_trials_past_the_timeout(config: TuneConfig, hardware) -> None:
+        from autoscale.costmodel import point_predictor
+        from autoscale.trial_time import refuse_trials_past_the_timeout
+
+        points = config.trial_space().points(global_batch=config.global_batch, world_size=config.nproc, spec=config.spec)
+        predictor = point_predictor(config.spec, hardware, world_size=config.nproc, seq_len=config.seq_len,
+                                    warm_ranks=config.launcher == "warm")
+        refuse_trials_past_the_timeout(points, predictor, measure=config.measure, timeout_s=config.timeout_per_trial_s,
+                                       global_batch=config.global_batch)
 
     @staticmethod
     def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
@@ -208,6 +221,8 @@ class TuneSession:
             stopped = f"every point predicted ({evaluated['points']} points)"
             if evaluated["skipped_by_rule"]:
                 stopped += f"; layouts skipped by rule: {describe_skipped(Counter(evaluated['skipped_by_rule']))}"
+            if evaluated.get("fp16_same_as_bf16"):
+                stopped += f"; {evaluated['fp16_same_as_bf16']} fp16 points predicted as their bf16 twins left out"
             if evaluated["borderline_faster"]:
                 stopped += (f"; {evaluated['borderline_faster']} more predicted faster than the best lie past the "
                             "memory margin by less than the model's error: only a trial can tell whether they fit")

@@ -59,3 +59,18 @@ def test_a_plans_default_folder_names_model_hardware_gpus_and_sequence_and_is_no
     assert "already holds a study: pass --resume" in capsys.readouterr().err
     assert (tmp_path / "runs" / "gpt-125m-h100-sxm-16gpu-seq512" / "summary.json").read_bytes() == first
     assert main([*plan, "--hardware", "h100-sxm", "--gpus", "16", "--resume"]) == 0
+
+
+def test_an_h100_plan_leaves_out_fp16_points_predicted_as_their_bf16_twins(tmp_path, capsys):
+    out = tmp_path / "plan"
+    assert main(["tune", "--backend", "model", "--model", "gpt-1.3b", "--hardware", "h100-sxm", "--gpus", "64",
+                 "--out", str(out)]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    predicted = trials[trials["status"] == "predicted"]
+    knobs = [c for c in ("zero_stage", "micro_batch", "grad_accum", "checkpointing", "offload", "kernels", "attention",
+                         "tp", "pp", "sp", "cp", "vpp", "megatron_sp")]
+    twins = predicted.groupby(knobs + ["pred_tokens_per_s", "pred_peak_bytes"])["precision"].nunique()
+    assert (twins == 1).all()  # no point listed twice as fp16 and bf16 with one prediction
+    summary = json.loads((out / "summary.json").read_text())
+    dropped = summary["evaluated"]["fp16_same_as_bf16"]
+    assert dropped > 0 and f"{dropped} fp16 points predicted as their bf16 twins left out" in capsys.readouterr().out

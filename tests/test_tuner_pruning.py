@@ -201,7 +201,7 @@ def test_the_console_counts_pruned_and_repeated_points_instead_of_printing_them_
     observer.trial_finished(TrialRecord(number=7, point=second, status="pruned", reason="pruned: x"), 1)
     observer.trial_finished(TrialRecord(number=9, point=second, status="ok", result=engine_result()), 2)
     text = console.export_text()
-    assert "trial   2 #9" in text and "pruned" not in text and "repeat" not in text
+    assert "[2/3] trial #9" in text and "pruned" not in text and "repeat" not in text
     assert observer.settled_lines() == ["pruned 1 points predicted not to fit, never launched (reasons in trials.csv)",
                                         "skipped 3 suggestions of points already measured or being measured"]
 

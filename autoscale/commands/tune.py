@@ -37,6 +37,7 @@ class ConsoleObserver:
     def __init__(self, total: int, progress: Progress, usable_bytes: int | None = None):
         self.progress, self.usable_bytes = progress, usable_bytes
         self.task = progress.add_task("trials", total=total)
+        self.total = total
         self.pruned = 0
         self.repeats = 0
 
@@ -61,7 +62,8 @@ class ConsoleObserver:
             self.pruned += 1
             self.progress.update(self.task, description=f"{self.pruned} pruned: predicted not to fit")
             return
-        label = f"trial {counted:>3} #{record.number:<3}"  # launched so far; #: trials.csv's number, trials/<#>/
+        width = len(str(self.total))  # [launched so far/budget] and the trial's one name: trials.csv's number, trials/<#>/
+        label = f"[{counted:>{width}}/{self.total}] trial #{record.number:<3}"
         config = escape(record.point.short() + self.marks(record))
         if record.status == "ok":
             r = record.result

@@ -200,8 +200,12 @@ def calibrate_run(run_dir: Path, *, output: Path | None = None, apply: str | Non
     if apply is not None and apply.lower() != study.hardware.name:
         raise UserError(f"--apply {apply}: this study ran on {study.hardware.name}, so its calibration can only "
                         f"apply to {study.hardware.name} (--apply {study.hardware.name})")
-    fit = fit_study(study)
     path = calibration_path(study.hardware.name) if apply else (output or Path(run_dir) / CALIBRATION_FILE)
+    with writing_to(path):  # before the fit: a path that cannot be written fails at once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+    fit = fit_study(study)
     note = (f"fitted to {len(study.observations)} trials of {study.spec.name} in {run_dir} "
             f"({study.world_size} ranks, seq {study.seq_len})")
     with writing_to(path):
