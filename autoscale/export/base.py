@@ -161,10 +161,10 @@ def build_export(target: Target, source: ExportSource, out_dir: Path) -> Export:
     documents = target.documents(source, out_dir)
     notes = apply_table(target, source, documents)
     files, command = target.render(documents, source, out_dir)
-    cluster = source.cluster
-    files["launch.sh"] = launch.launch_script(command, cluster, header(source, notes),
-                                              uses_train_script=launch.TRAIN_SCRIPT in command)
-    files["sbatch.sh"] = launch.sbatch_script(cluster, header(source), job_name=f"autoscale-{target.name}")
+    cluster, uses_train_script = source.cluster, launch.TRAIN_SCRIPT in command
+    files["launch.sh"] = launch.launch_script(command, cluster, header(source, notes), uses_train_script=uses_train_script)
+    files["sbatch.sh"] = launch.sbatch_script(cluster, header(source), job_name=f"autoscale-{target.name}",
+                                              uses_train_script=uses_train_script)
     return Export(target=target.name, files=files, command=command, notes=notes)
 
 

@@ -126,7 +126,7 @@ def launch_script(command: list[str], cluster: Cluster, header: str, *, uses_tra
     return "\n".join(lines) + "\n"
 
 
-def sbatch_script(cluster: Cluster, header: str, job_name: str) -> str:
+def sbatch_script(cluster: Cluster, header: str, job_name: str, *, uses_train_script: bool = True) -> str:
     """`sbatch.sh`: one task per node, each running launch.sh, which starts that node's ranks."""
     return "\n".join([
         "#!/bin/bash",
@@ -135,7 +135,8 @@ def sbatch_script(cluster: Cluster, header: str, job_name: str) -> str:
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --gpus-per-node={cluster.gpus_per_node}",
         header.rstrip("\n"),
-        "# submit from this folder: sbatch sbatch.sh (TRAIN_SCRIPT=path/to/yours.py sbatch sbatch.sh)",
+        "# submit from this folder: " + ("TRAIN_SCRIPT=path/to/yours.py sbatch sbatch.sh" if uses_train_script
+                                          else "sbatch sbatch.sh"),
         "set -e",
         '[ -f launch.sh ] || { echo "sbatch.sh: submit it from its own folder (cd <folder> && sbatch sbatch.sh)" >&2; '
         "exit 2; }",
