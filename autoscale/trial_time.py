@@ -9,6 +9,8 @@ hours later, so the run is refused before the first launch, with the predicted t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from autoscale.engine.request import MeasurePolicy
 from autoscale.errors import UserError
 
@@ -16,6 +18,23 @@ from autoscale.errors import UserError
 def least_trial_s(step_s: float, measure: MeasurePolicy) -> float:
     """The shortest a trial can be: its warm-up and its fewest timed steps."""
     return (measure.warmup_steps + measure.min_steps) * step_s
+
+
+@dataclass(frozen=True)
+class TrialTimeLimit:
+    """--timeout-per-trial against the least a trial takes: a point predicted past it is pruned with
+    its predicted time instead of launched and killed at the timeout."""
+
+    timeout_s: float
+    measure: MeasurePolicy
+
+    def too_slow(self, step_s: float) -> bool:
+        return least_trial_s(step_s, self.measure) > self.timeout_s
+
+    def pruned_reason(self, step_s: float) -> str:
+        steps = self.measure.warmup_steps + self.measure.min_steps
+        return (f"pruned: predicted to take {human_duration(least_trial_s(step_s, self.measure))} for its {steps} "
+                f"steps, past --timeout-per-trial {self.timeout_s:g} s")
 
 
 def human_duration(seconds: float) -> str:
