@@ -146,7 +146,8 @@ def tune(
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
     out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
     study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend> (with --impl transformers: "
-                                             "<model>-transformers-<backend>)."),
+                                             "<model>-transformers-<backend>; a plan: "
+                                             "<model>-<hardware>-<gpus>gpu-seq<seq-len>)."),
     timeout_per_trial: float = typer.Option(300.0, min=1, help="Seconds before a trial is killed as hung."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL. Default: sqlite in the study's folder."),
     resume: bool = typer.Option(False, help="Continue an existing study; measured points are kept."),
