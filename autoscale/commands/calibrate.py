@@ -39,8 +39,8 @@ def calibrate(
     if run_dir is None:
         raise UserError("give a run folder to calibrate on (runs/<study>), or --reset")
     fit, path = calibrate_run(run_dir, output=out, apply=apply)
-    console.print(f"fitted {len(fit.fitted)} parameters to {fit.observations} trials: {', '.join(fit.fitted)}",
-                  highlight=False)
+    console.print(f"fitted {', '.join(fit.fitted)} to {fit.observations} trials (throughput and memory apart, "
+                  f"each with at most {fit.observations - 1} free parameters)", highlight=False)
     console.print(f"median |error|, each trial predicted by a fit to the others (leave-one-out): throughput "
                   f"{fit.throughput_error_before:.1%} -> {fit.throughput_error_after:.1%}, peak memory "
                   f"{fit.memory_error_before:.1%} -> {fit.memory_error_after:.1%}", highlight=False)
