@@ -11,6 +11,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
+from autoscale.console import quiet_library_loggers
 from autoscale.errors import UserError
 
 COMMANDS = ("tune", "models", "estimate", "calibrate", "report", "export", "bench", "worker")
@@ -38,6 +39,7 @@ for _name in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_loggers()
     try:
         code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code in this mode
     except UserError as error:

@@ -3,7 +3,9 @@
 Every point of the space is predicted (tensor- and pipeline-parallel degrees included: a space
 that leaves them at 1 gets every degree the cluster can lay out), predicted OOMs are recorded as
 pruned, and the fastest fitting point becomes `ds_config.json`. Every figure written is a
-prediction and says so: `summary.json` has `"predicted": true`, and the console prints it.
+prediction and says so: `summary.json` has `"predicted": true` and its `provenance` line, trials.csv's
+fitting points have status `predicted` with their figures only in the pred_* columns, the report
+carries a banner, and the console prints it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def predicted_result(prediction: Prediction) -> TrialResult:
                        mfu=prediction.time.mfu, peak_bytes=prediction.peak_bytes, step_s=prediction.time.step_s)
 
 
+def without_fp16_twins(ranked: list[tuple]) -> tuple[list[tuple], int]:
+    """Drop each fp16 point predicted exactly as its bf16 twin (same knobs otherwise): on hardware
+    where both run at one rate the model cannot tell them apart, and bf16 needs no loss scaling, so
+    the twin would only fill the plan's top list with a duplicate. Returns the rest and the count."""
+    predicted = {point: (prediction.tokens_per_s, prediction.peak_bytes) for point, prediction in ranked}
+    kept = [(point, prediction) for point, prediction in ranked
+            if point.precision != "fp16" or predicted.get(replace(point, precision="bf16")) != predicted[point]]
+    return kept, len(ranked) - len(kept)
+
+
 def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batch: int, seq_len: int,
          info: RunInfo, out_dir, target: LayoutTarget = TRIAL_ENGINE) -> tuple[list[TrialRecord], dict]:
     params = load_params(hardware.name)
@@ -58,6 +70,7 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
     def predictor(point) -> Prediction:
         return predict(spec, point, hardware, world_size=gpus, seq_len=seq_len, params=params)
 
+    ranked, fp16_twins = without_fp16_twins(ranked)
     fitting = [(p, pr) for p, pr in ranked if pr.fits]
     pruned = sorted(((p, pr) for p, pr in ranked if not pr.fits), key=lambda pair: pair[1].peak_bytes)
     now = utc_now()
@@ -76,9 +89,10 @@ def plan(*, spec, space: SearchSpace, hardware: Hardware, gpus: int, global_batc
             records.append(TrialRecord(number=None, point=baseline, status="ok", is_baseline=True,
                                        result=predicted_result(prediction), pred_peak_bytes=prediction.peak_bytes,
                                        pred_tokens_per_s=prediction.tokens_per_s, started_at=now, finished_at=now))
-    write_trials_csv(records, out_dir / "trials.csv")
+    write_trials_csv(records, out_dir / "trials.csv", predicted=True)
     info = replace(info, predicted=True, evaluated={
-        "layout_target": target.name, "points": len(ranked), "fitting": len(fitting), "predicted_oom": len(pruned),
-        "borderline_faster": len(worth_the_risk(ranked)), "skipped_by_rule": dict(skipped)})
+        "layout_target": target.name, "points": len(ranked) + fp16_twins, "fitting": len(fitting),
+        "predicted_oom": len(pruned), "borderline_faster": len(worth_the_risk(ranked)),
+        "skipped_by_rule": dict(skipped), "fp16_same_as_bf16": fp16_twins})
     summary = write_summary(info, records, out_dir / "summary.json")
     return records, summary

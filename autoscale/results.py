@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 KNOB_COLUMNS = POINT_FIELDS
 METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
+PREDICTED = "predicted"  # trials.csv's status of a plan's fitting point: predicted to run, never run
 OWN_WORKLOAD = "autoscale"  # trials.csv's workload when trials ran autoscale's own training loop
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
            "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at", "workload")
@@ -53,12 +54,15 @@ class TrialRecord:
         data["result"] = TrialResult.from_dict(data["result"]) if data.get("result") else None
         return cls(**data)
 
-    def row(self) -> dict:
+    def row(self, *, predicted: bool = False) -> dict:
+        """trials.csv's row. `predicted` (a plan): nothing ran, so a fitting point's status is
+        `predicted` and its figures are only in the pred_* columns, never in the measured ones."""
         row = {"number": self.number, **self.point.as_dict()}
-        metrics = self.result.as_dict() if self.result else {}
+        metrics = self.result.as_dict() if self.result and not predicted else {}
         for column in METRIC_COLUMNS:
             row[column] = metrics.get(column) if self.status == "ok" or column == "wall_s" else None
-        row.update(status=self.status, reason=self.reason, is_baseline=self.is_baseline,
+        status = PREDICTED if predicted and self.status == "ok" else self.status
+        row.update(status=status, reason=self.reason, is_baseline=self.is_baseline,
                    pred_peak_bytes=self.pred_peak_bytes, pred_tokens_per_s=self.pred_tokens_per_s,
                    started_at=self.started_at, finished_at=self.finished_at)
         return row
@@ -81,10 +85,11 @@ def baseline_record(records: list[TrialRecord]) -> TrialRecord | None:
     return next((r for r in records if r.is_baseline and r.status == "ok"), None)
 
 
-def trials_frame(records: list[TrialRecord], workload: str = OWN_WORKLOAD) -> pd.DataFrame:
-    """One row per record; `workload` is what every trial of the study trained (`workload_label`)."""
+def trials_frame(records: list[TrialRecord], workload: str = OWN_WORKLOAD, *, predicted: bool = False) -> pd.DataFrame:
+    """One row per record; `workload` is what every trial of the study trained (`workload_label`);
+    `predicted`: the records are a plan's (`TrialRecord.row`)."""
     import pandas as pd  # here: `autoscale --help` needs no pandas
-    return pd.DataFrame([{**r.row(), "workload": workload} for r in records], columns=list(COLUMNS))
+    return pd.DataFrame([{**r.row(predicted=predicted), "workload": workload} for r in records], columns=list(COLUMNS))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -93,9 +98,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_trials_csv(records: list[TrialRecord], path: Path, *, workload: str = OWN_WORKLOAD) -> None:
-    """`workload`: what every trial trained (`workload_label`)."""
-    atomic_write_text(path, trials_frame(records, workload).to_csv(index=False))
+def write_trials_csv(records: list[TrialRecord], path: Path, *, workload: str = OWN_WORKLOAD,
+                     predicted: bool = False) -> None:
+    """`workload`: what every trial trained (`workload_label`); `predicted`: a plan's records."""
+    atomic_write_text(path, trials_frame(records, workload, predicted=predicted).to_csv(index=False))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +138,12 @@ def workload_label(info: RunInfo) -> str:
     return "transformers" if info.model.get("impl") == "transformers" else OWN_WORKLOAD
 
 
+def provenance(info: RunInfo) -> str:
+    """One line every consumer can show: were these figures measured or predicted, by which study and commit."""
+    how = "PREDICTED by the cost model, nothing was run" if info.predicted else "measured"
+    return f"{how}; study {info.study_name!r}, autoscale commit {info.git_commit or 'unknown'}"
+
+
 def _entry(record: TrialRecord | None) -> dict | None:
     if record is None:
         return None
@@ -153,7 +165,7 @@ def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict |
     data["storage"] = mask_password(info.storage)
     data["command"] = [mask_password(arg) for arg in info.command]  # `--storage URL` is in the command line
     data.update(best=_entry(best), baseline=_entry(baseline), speedup=speedup, counts=counts,
-                finished_at=utc_now())
+                finished_at=utc_now(), provenance=provenance(info))
     if confirmation is not None:
         data["best"]["confirmation"] = confirmation
     return data

@@ -97,7 +97,10 @@ class TuneSession:
             if hardware is None:
                 raise UserError("--backend model plans for a cluster: name it with --hardware (and --gpus)")
             target_hardware = get_hardware(hardware)
-            nproc = gpus or nproc or target_hardware.gpus_per_node
+            nproc = gpus or nproc
+            if nproc is None:
+                raise UserError(f"--backend model plans for a cluster of --gpus devices: give --gpus (e.g. --gpus "
+                                f"{target_hardware.gpus_per_node}, one node of {target_hardware.name})")
         elif hardware is not None or gpus is not None:
             raise UserError("--hardware and --gpus describe a cluster to plan for: use them with --backend model")
         else:
@@ -114,8 +117,11 @@ class TuneSession:
         seq_len = seq_len if workload else resolve_seq_len(spec, seq_len, on_gpu=on_gpu)
         global_batch = resolve_global_batch(global_batch, world_size=nproc)
         study_name = study_name or (f"{Path(workload.path).stem}-{backend}" if workload else
+                                    plan_name(spec.name, target_hardware, nproc, seq_len) if backend == "model" else
                                     f"{spec.name}-{backend}" if impl == "own" else f"{spec.name}-{impl}-{backend}")
         out_dir = out or Path("runs") / study_name
+        if backend == "model" and not resume:
+            refuse_an_earlier_plan(out_dir)
         hardware = target_hardware
         budget = MemoryBudget.for_hardware(hardware, nproc)
         config = TuneConfig(spec=spec, space=search_space, global_batch=global_batch, seq_len=seq_len,
@@ -131,6 +137,8 @@ class TuneSession:
             from autoscale.engine.ops import check_build_locks
 
             check_build_locks()
+        if backend != "model" and workload is None:
+            cls._refuse_trials_past_the_timeout(config, hardware)
         check_writable(out_dir)
         from autoscale.engine.slurm import parse_slurm_args
 
@@ -162,6 +170,17 @@ class TuneSession:
                    not_measured=tuple(dropped_choices(config.space, config.trial_space())))
 
     @staticmethod
+    def _refuse_trials_past_the_timeout(config: TuneConfig, hardware) -> None:
+        from autoscale.costmodel import point_predictor
+        from autoscale.trial_time import refuse_trials_past_the_timeout
+
+        points = config.trial_space().points(global_batch=config.global_batch, world_size=config.nproc, spec=config.spec)
+        predictor = point_predictor(config.spec, hardware, world_size=config.nproc, seq_len=config.seq_len,
+                                    warm_ranks=config.launcher == "warm")
+        refuse_trials_past_the_timeout(points, predictor, measure=config.measure, timeout_s=config.timeout_per_trial_s,
+                                       global_batch=config.global_batch)
+
+    @staticmethod
     def _run_info(config: TuneConfig, hardware, command: list[str]) -> RunInfo:
         spec, script = config.spec, config.script
         model = ({"name": script.name, "params": None, "train_flops_per_token": None} if script else
@@ -171,7 +190,8 @@ class TuneSession:
                        backend=config.backend, world_size=config.nproc, global_batch=config.global_batch,
                        seq_len=config.seq_len,
                        hardware={"name": hardware.name, "description": hardware.description,
-                                 "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops},
+                                 "memory_bytes": hardware.memory_bytes, "peak_tflops": hardware.peak_tflops,
+                                 "gpus_per_node": hardware.gpus_per_node},
                        device_bytes_per_rank=MemoryBudget.for_hardware(hardware, config.nproc).device_bytes,
                        usable_bytes_per_rank=config.usable_bytes_per_rank, command=list(command),
                        memory_cap=None if script else memory_cap_record(config.memory_cap_bytes_per_rank),  # a script's ranks run uncapped
@@ -189,6 +209,10 @@ class TuneSession:
         line = (f"tuning {what}, {where}: global batch {c.global_batch}{tokens}, space {c.space.name!r} -> "
                 f"{c.out_dir}")
         line += "".join(f"\n{note}" for note in self.notes)
+        if c.backend == "model":
+            from autoscale.costmodel.params import calibration_in_use
+
+            line += f"\n{calibration_in_use(self.hardware.name)}"
         if self.not_measured:
             line += (f"\nnot measured on {c.backend} (unavailable or cannot make the global batch): "
                      f"{', '.join(self.not_measured)}")
@@ -214,6 +238,8 @@ class TuneSession:
             stopped = f"every point predicted ({evaluated['points']} points)"
             if evaluated["skipped_by_rule"]:
                 stopped += f"; layouts skipped by rule: {describe_skipped(Counter(evaluated['skipped_by_rule']))}"
+            if evaluated.get("fp16_same_as_bf16"):
+                stopped += f"; {evaluated['fp16_same_as_bf16']} fp16 points predicted as their bf16 twins left out"
             if evaluated["borderline_faster"]:
                 stopped += (f"; {evaluated['borderline_faster']} more predicted faster than the best lie past the "
                             "memory margin by less than the model's error: only a trial can tell whether they fit")
@@ -246,6 +272,19 @@ class TuneSession:
                             if target.export else ""))
         lines.append(build_report_or_say_why(self.config.out_dir))
         return lines
+
+
+def plan_name(model: str, hardware, gpus: int, seq_len: int) -> str:
+    """A plan's default study (and folder) name: model, hardware, GPU count and sequence length, so
+    plans of one model for other clusters never share a folder."""
+    return f"{model}-{hardware.name}-{gpus}gpu-seq{seq_len}"
+
+
+def refuse_an_earlier_plan(out_dir: Path) -> None:
+    """A plan writes its files without a study to resume, so an earlier one would be overwritten."""
+    if (out_dir / "summary.json").exists() or (out_dir / "trials.csv").exists():
+        raise UserError(f"{out_dir} already holds a study: pass --resume to plan into it again, or choose "
+                        "another --out or --study-name")
 
 
 def script_workload(script: Path | None, script_args: tuple[str, ...], config_flag: str, *, backend: str,

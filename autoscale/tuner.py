@@ -26,6 +26,7 @@ from autoscale.engine.numerics import NumericsRecord, reference_request, run_ref
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
+from autoscale.trial_time import TrialTimeLimit
 from autoscale.results import (RunInfo, TrialRecord, baseline_record, workload_label, write_summary,
                                write_trials_csv)
 from autoscale.space import SearchSpace
@@ -165,7 +166,8 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     if RUN_ATTR not in study.user_attrs:
         study.set_user_attr(RUN_ATTR, config.settings())
     context = SearchContext(space=space, global_batch=config.global_batch, world_size=config.nproc,
-                            predictor=predictor, usable_bytes=config.usable_bytes_per_rank)
+                            predictor=predictor, usable_bytes=config.usable_bytes_per_rank,
+                            time_limit=TrialTimeLimit(config.timeout_per_trial_s, config.measure))
 
     def launched() -> int:
         return sum(r.status != "pruned" for r in policy.known().values())

@@ -4,6 +4,7 @@ fails is one UserError naming the file, never a traceback."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,13 @@ def read_user_json(path: Path, what: str, *, missing: str | None = None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise UserError(f"{what} is not valid JSON: {error}") from None
+
+
+@contextmanager
+def writing_to(path: Path, flag: str = "--out"):
+    """Writing `path` (a file, or a folder and its files) inside this context fails as one UserError
+    naming the flag: an unwritable folder, a file in the way, a full disk."""
+    try:
+        yield Path(path)
+    except OSError as error:
+        raise UserError(f"cannot write to {flag} {str(path)!r}: {error.strerror or error}") from None

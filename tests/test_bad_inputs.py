@@ -72,6 +72,34 @@ CASES = [
      "file is not a database"),
     ("resume-corrupt-study-db", ["tune", *CPU, "--out", "{d}/corrupt-run", "--resume"], "file is not a database"),
     ("resume-missing-study", ["tune", *CPU, "--out", "{d}/fresh", "--resume"], "no study 'gpt-tiny-cpu'"),
+    ("hardware-near-miss", ["tune", "--backend", "model", "--hardware", "H100SXM", "--gpus", "8"],
+     "unknown hardware 'H100SXM' (did you mean 'h100-sxm'?)"),
+    ("model-backend-without-gpus", ["tune", "--backend", "model", "--hardware", "H100-SXM"],
+     "give --gpus (e.g. --gpus 8, one node of h100-sxm)"),
+    ("plan-into-an-earlier-plan", ["tune", "--backend", "model", "--hardware", "h100-sxm", "--gpus", "8",
+                                   "--out", "{d}/plan"], "already holds a study: pass --resume"),
+    ("every-trial-past-the-timeout", ["tune", *CPU, "--global-batch", "3125000", "--out", "{d}/huge"],
+     "every trial is predicted past --timeout-per-trial 300 s"),
+    ("trial-past-a-short-timeout", ["tune", *CPU, "--model", "gpt-125m", "--global-batch", "64",
+                                    "--timeout-per-trial", "5", "--out", "{d}/slow"],
+     "every trial is predicted past --timeout-per-trial 5 s"),
+    ("export-out-unwritable", ["export", "{d}/run", "--to", "deepspeed", "--out", "/proc/autoscale-export"],
+     "cannot write to --out '/proc/autoscale-export'"),
+    ("export-out-is-a-file", ["export", "{d}/run", "--to", "deepspeed", "--out", "{d}/a-file"],
+     "is a file: give a folder for the exported files"),
+    ("export-nodes-not-filled", ["export", "{d}/run", "--to", "deepspeed", "--gpus-per-node", "3"],
+     "4 ranks do not fill nodes of 3 GPUs"),
+    ("report-out-unwritable", ["report", "{d}/run", "--out", "/proc/autoscale/report.html"],
+     "cannot write to --out '/proc/autoscale/report.html'"),
+    ("compare-out-unwritable", ["compare", "{d}/run", "{d}/run", "--out", "/proc/autoscale/compare.html"],
+     "cannot write to --out '/proc/autoscale/compare.html'"),
+    ("compare-different-models", ["compare", "{d}/run", "{d}/run-125m", "--out", "{d}/c.html"],
+     "their tokens/s measure different models"),
+    ("calibrate-out-unwritable", ["calibrate", "{d}/run", "--out", "/proc/autoscale/calibration.yaml"],
+     "cannot write to --out '/proc/autoscale/calibration.yaml'"),
+    ("calibrate-a-plan", ["calibrate", "{d}/plan"], "is a plan (tune --backend model)"),
+    ("calibrate-apply-other-hardware", ["calibrate", "{d}/run", "--apply", "h100-sxm"], "can only apply to cpu"),
+    ("calibrate-nothing", ["calibrate"], "give a run folder to calibrate on"),
     ("unknown-flag", ["tune", "--bogus"], "No such option: --bogus"),
     ("unknown-command", ["nonsense"], "No such command 'nonsense'"),
 ]
@@ -94,6 +122,10 @@ def write_bad_inputs(folder: Path) -> None:
                              "  intra_node_gb_s: 1\n  inter_node_gb_s: 1\n"),
         "a-file": "not a folder",
     }
+    files.update(run_folder_files("run", model="gpt-tiny"))
+    files.update(run_folder_files("run-125m", model="gpt-125m"))
+    files.update({"plan/summary.json": json.dumps({"study_name": "p", "predicted": True, "model": {"name": "gpt-125m"}}),
+                  "plan/trials.csv": "number,status\n"})
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
@@ -104,6 +136,22 @@ def write_bad_inputs(folder: Path) -> None:
     (folder / "garbage.db").write_bytes(garbage)
     (folder / "corrupt-run").mkdir()
     (folder / "corrupt-run" / "study.db").write_bytes(garbage)
+
+
+def run_folder_files(name: str, *, model: str) -> dict[str, str]:
+    """A measured CPU study of 4 ranks, reduced to what export, report, compare and calibrate read."""
+    from autoscale.ds_config import to_ds_config
+    from autoscale.point import Point
+
+    point = Point(zero_stage=1, micro_batch=1, grad_accum=2)
+    rows = "".join(f"{i},{stage},1,2,{100.0 + 10 * i},{(300 + 20 * i) * 2**20},ok\n" for i, stage in enumerate((0, 1, 2)))
+    return {
+        f"{name}/ds_config.json": json.dumps(to_ds_config(point, world_size=4)),
+        f"{name}/summary.json": json.dumps({
+            "study_name": name, "model": {"name": model}, "hardware": {"name": "cpu"}, "backend": "cpu",
+            "world_size": 4, "seq_len": 128, "best": {"trial_number": 0, "point": point.as_dict(), "metrics": {}}}),
+        f"{name}/trials.csv": "number,zero_stage,micro_batch,grad_accum,tokens_per_s,peak_bytes,status\n" + rows,
+    }
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:

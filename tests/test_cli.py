@@ -13,10 +13,10 @@ OPTIONS = {
     "models": set(),
     "estimate": {"--model", "--hardware", "--gpus", "--global-batch", "--seq-len", "--json", "--target",
                  *(knob.flag for knob in KNOBS)},
-    "calibrate": {"--out"},
+    "calibrate": {"--out", "--apply", "--reset"},
     "report": {"--out"},
     "compare": {"--out"},
-    "export": {"--to", "--out"},
+    "export": {"--to", "--out", "--gpus-per-node"},
     "bench": {"--suite", "--baseline", "--save-baseline", "--threshold", "--history", "--junit", "--html",
               "--allow-hardware-mismatch", "--workdir", "--test-sleep-per-step", "--against", "--nice"},
     "worker": {"--storage", "--study-name", "--out"},
@@ -90,3 +90,39 @@ def test_a_near_miss_of_a_model_or_hardware_name_gets_a_suggestion(capsys):
     assert "(did you mean 'gpt-1.3b'?)" in capsys.readouterr().err
     assert main(["estimate", "--model", "gpt-tiny", "--hardware", "h100-sx"]) == 2
     assert "(did you mean 'h100-sxm'?)" in capsys.readouterr().err
+
+
+def test_library_notices_stay_out_of_the_console(tmp_path):
+    """DeepSpeed's "Setting accelerator to CPU" (export checks the ds_config) and Optuna's "A new study
+    created" (the report ranks knobs) are not autoscale's to print; a fresh process shows either."""
+    import json
+    import subprocess
+    import sys
+
+    import optuna
+
+    from autoscale.ds_config import to_ds_config
+    from autoscale.point import Point
+
+    run = tmp_path / "run"
+    run.mkdir()
+    point = Point(zero_stage=1, micro_batch=1, grad_accum=4)
+    (run / "ds_config.json").write_text(json.dumps(to_ds_config(point, world_size=2)))
+    (run / "summary.json").write_text(json.dumps({
+        "study_name": "s", "model": {"name": "gpt-tiny"}, "world_size": 2, "seq_len": 128, "backend": "cpu",
+        "best": {"trial_number": 0, "point": point.as_dict(), "metrics": {"tokens_per_s": 10.0}}}))
+    (run / "trials.csv").write_text("number,zero_stage,micro_batch,grad_accum,tokens_per_s,peak_bytes,status\n"
+                                    + "".join(f"{i},{i % 2},1,4,{10 + i},{2**20},ok\n" for i in range(4)))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{run / 'study.db'}", direction="maximize")
+    zero = optuna.distributions.CategoricalDistribution([0, 1])
+    for i in range(4):
+        study.add_trial(optuna.trial.create_trial(params={"zero_stage": i % 2}, value=10.0 + i,
+                                                  distributions={"zero_stage": zero}))
+    script = "import sys; from autoscale.cli import main; sys.exit(main(sys.argv[1:]))"
+    for argv in (["export", str(run), "--to", "deepspeed"], ["report", str(run)]):
+        done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        console = done.stdout + done.stderr
+        assert "Setting accelerator" not in console and "A new study created" not in console, console
+        assert "wrote" in console

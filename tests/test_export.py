@@ -27,6 +27,7 @@ from autoscale.export import TARGETS, export, load_source
 from autoscale.export.base import ANY, Refuse, outcome_for
 from autoscale.point import KNOBS, Point
 from autoscale.space import load_space
+from autoscale.workload import DEFAULT_CONFIG_FLAG
 
 WORLD_SIZE = 2
 GLOBAL_BATCH = 8
@@ -52,12 +53,15 @@ TORCHTITAN_LITERALS = {
 GPT_TINY_POINTS = load_space("default").points(global_batch=GLOBAL_BATCH, world_size=WORLD_SIZE)
 
 
-def make_run(folder, point: Point, *, world_size: int = WORLD_SIZE, seq_len: int = SEQ_LEN):
+def make_run(folder, point: Point, *, world_size: int = WORLD_SIZE, seq_len: int = SEQ_LEN,
+             gpus_per_node: int | None = None, backend: str = "cuda", predicted: bool = False):
     """A run folder as `autoscale tune` leaves it, reduced to what export reads."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ds_config.json").write_text(json.dumps(to_ds_config(point, world_size=world_size)))
+    hardware = {"name": "h100-sxm", "gpus_per_node": gpus_per_node} if gpus_per_node else {"name": "cpu"}
     summary = {"study_name": "gpt-tiny-study", "model": {"name": "gpt-tiny"}, "world_size": world_size,
-               "seq_len": seq_len, "global_batch": point.global_batch(world_size),
+               "seq_len": seq_len, "global_batch": point.global_batch(world_size), "backend": backend,
+               "hardware": hardware, "predicted": predicted, "git_commit": "0123abc",
                "best": {"trial_number": 7, "point": point.as_dict(), "metrics": {}}}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
@@ -139,12 +143,13 @@ def test_deepspeed_export_is_the_tuned_ds_config_and_passes_deepspeed(tmp_path, 
     check_with_deepspeed(written)
 
 
-def test_deepspeed_command_is_the_launcher_line(tmp_path):
+def test_deepspeed_command_is_the_launcher_line_handing_the_config_as_tune_script_does(tmp_path):
     result, folder = exported(tmp_path, BF16_ZERO2, "deepspeed")
-    expected = ["deepspeed", "--num_gpus", "2", "train.py", "--deepspeed", str(folder / "ds_config.json")]
+    expected = ["deepspeed", "--num_gpus", "2", "--master_port", "$MASTER_PORT", "$TRAIN_SCRIPT",
+                DEFAULT_CONFIG_FLAG, "ds_config.json"]
     assert result.command == expected
     script = (folder / "launch.sh").read_text().splitlines()[-1]
-    assert shlex.split(script.replace('"$TRAIN_SCRIPT"', "train.py")) == expected
+    assert shlex.split(script.removeprefix("exec ")) == expected
 
 
 def test_launch_sh_is_executable_and_says_what_to_set_when_the_training_script_is_missing(tmp_path):
@@ -178,8 +183,8 @@ def test_hf_trainer_args_carry_batch_accumulation_precision_and_checkpointing(tm
     _, folder = exported(tmp_path, BF16_ZERO2, "hf-trainer")
     args = json.loads((folder / "training_args.json").read_text())
     assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (2, 2)
-    assert (args["bf16"], args["fp16"], args["gradient_checkpointing"]) == (True, False, True)
-    assert args["deepspeed"] == str(folder / "ds_config.json")
+    assert (args["bf16"], args["fp16"], args["activation_checkpointing"]) == (True, False, True)
+    assert args["deepspeed"] == "ds_config.json" and (folder / args["deepspeed"]).is_file()
 
 
 def test_hf_trainer_ds_config_leaves_trainer_owned_values_auto(tmp_path):
@@ -200,16 +205,15 @@ def test_hf_trainer_refuses_selective_checkpointing_naming_the_knob(tmp_path):
 
 # --- accelerate --------------------------------------------------------------------------------
 
-def test_accelerate_yaml_names_the_ds_config_and_the_precision(tmp_path):
+def test_accelerate_yaml_names_the_ds_config_and_leaves_precision_to_it(tmp_path):
     point = Point(zero_stage=3, micro_batch=1, grad_accum=4, precision="fp16", offload="cpu")
     result, folder = exported(tmp_path, point, "accelerate")
     config = yaml.safe_load((folder / "accelerate_config.yaml").read_text())
     assert config["distributed_type"] == "DEEPSPEED" and config["num_processes"] == WORLD_SIZE
-    assert config["mixed_precision"] == "fp16"
-    assert config["deepspeed_config"] == {"deepspeed_config_file": str(folder / "ds_config.json"),
-                                          "zero3_init_flag": True}
+    assert "mixed_precision" not in config  # accelerate refuses it beside deepspeed_config_file
+    assert config["deepspeed_config"] == {"deepspeed_config_file": "ds_config.json", "zero3_init_flag": True}
     assert json.loads((folder / "ds_config.json").read_text()) == to_ds_config(point, world_size=WORLD_SIZE)
-    assert result.command[:4] == ["accelerate", "launch", "--config_file", str(folder / "accelerate_config.yaml")]
+    assert result.command[:4] == ["accelerate", "launch", "--config_file", "accelerate_config.yaml"]
 
 
 # --- lightning ---------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ def test_cli_writes_beside_the_run_and_prints_files_and_command(tmp_path, capsys
     out = capsys.readouterr().out
     assert (folder / "export" / "hf-trainer" / "training_args.json").exists()
     assert f"wrote {folder.resolve() / 'export' / 'hf-trainer' / 'ds_config.json'}" in out
-    assert "launch: torchrun --nproc_per_node 2 train.py" in out
+    assert "launch: torchrun --nnodes 1 --nproc_per_node 2 " in out
 
 
 def test_cli_from_a_ds_config_file_writes_under_the_working_folder(tmp_path, monkeypatch, capsys):
@@ -307,13 +311,14 @@ def test_cli_from_a_ds_config_file_writes_under_the_working_folder(tmp_path, mon
 
 @pytest.mark.export
 @pytest.mark.parametrize("point", exportable("hf-trainer"), ids=Point.describe)
-def test_training_arguments_accept_the_hf_export(tmp_path, point):
+def test_training_arguments_accept_the_hf_export(tmp_path, monkeypatch, point):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
-    _, folder = exported(tmp_path, point, "hf-trainer")
+    _, folder = exported(tmp_path, point, "hf-trainer", backend="cpu")  # a CPU study: the export says use_cpu
     args = json.loads((folder / "training_args.json").read_text())
-    # use_cpu only because this machine has no GPU; bf16 elsewhere asks for one
-    training_args = transformers.TrainingArguments(**args, use_cpu=True)
+    monkeypatch.chdir(folder)  # launch.sh runs from the export folder; its paths are relative to it
+    training_args = transformers.TrainingArguments(**args)
+    assert training_args.use_cpu
     filled = training_args.hf_deepspeed_config.config
     assert filled["train_batch_size"] == point.micro_batch * point.grad_accum  # one rank outside a launcher
     assert filled["bf16"]["enabled"] == (point.precision == "bf16")
@@ -330,7 +335,7 @@ def test_accelerate_loads_the_config_and_its_deepspeed_plugin(tmp_path, point):
     _, folder = exported(tmp_path, point, "accelerate")
     config = load_config_from_file(str(folder / "accelerate_config.yaml"))
     assert (config.distributed_type.value, config.num_processes) == ("DEEPSPEED", WORLD_SIZE)
-    plugin = DeepSpeedPlugin(hf_ds_config=config.deepspeed_config["deepspeed_config_file"])
+    plugin = DeepSpeedPlugin(hf_ds_config=str(folder / config.deepspeed_config["deepspeed_config_file"]))
     assert (plugin.zero_stage, plugin.gradient_accumulation_steps) == (point.zero_stage, point.grad_accum)
 
 
@@ -387,7 +392,7 @@ def test_hf_trainer_export_trains_one_step_on_cpu(tmp_path):
     _, folder = exported(tmp_path, BF16_ZERO2, "hf-trainer", world_size=1, seq_len=32)
     env = os.environ | {"DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
                         "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
-    done = subprocess.run([sys.executable, "-c", ONE_STEP, str(folder / "training_args.json")], env=env,
+    done = subprocess.run([sys.executable, "-c", ONE_STEP, "training_args.json"], env=env, cwd=folder,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -240,7 +240,7 @@ def test_empty_study_page_says_so(chromium, tmp_path):
 def test_compare_page_renders_both_studies(chromium, tmp_path):
     a = write_run(tmp_path / "a", 40, study_name="h100-commit-a", seed=1)
     b = write_run(tmp_path / "b", 40, study_name="h100-commit-b", seed=2)
-    page = build.compare_reports(a, b, tmp_path / "compare.html")
+    page, _ = build.compare_reports(a, b, tmp_path / "compare.html")
     tools = _open_page(chromium)
     try:
         _load(tools, page, 2)

@@ -424,7 +424,7 @@ def test_report_of_only_failed_trials_says_so_and_lists_them(tmp_path):
 def test_compare_sets_two_studies_side_by_side(tmp_path):
     a = write_run(tmp_path / "a", 30, study_name="on-h100", seed=1)
     b = write_run(tmp_path / "b", 30, study_name="on-h100", seed=2)
-    html = build.compare_reports(a, b, tmp_path / "cmp.html").read_text()
+    html = build.compare_reports(a, b, tmp_path / "cmp.html")[0].read_text()
     assert _plot_count(html) == 2
     assert "on-h100 (" in html  # same study names are told apart by their folders
     assert html.count('class="panel best') == 2
@@ -483,3 +483,42 @@ def test_compare_verdict_says_faster_or_slower_in_words_only_beyond_the_confirme
         "The best configs of b and a are equally fast within the noise")
     assert "no established difference" in build._verdict(["a", "b"], [100.0, 62.0], [None, None])
     assert build._verdict(["a", "b"], [100.0, None], [None, None]) is None
+
+
+def test_compare_refuses_studies_of_different_models(tmp_path):
+    a = write_run(tmp_path / "a", 5, seed=1)
+    b = write_run(tmp_path / "b", 5, seed=2)
+    summary = json.loads((b / "summary.json").read_text())
+    summary["model"]["name"] = "gpt-1.3b"
+    (b / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="measure different models"):
+        build.compare_reports(a, b, tmp_path / "cmp.html")
+
+
+def test_compare_of_a_plan_and_a_measured_study_warns_in_one_line(tmp_path):
+    a = write_run(tmp_path / "a", 5, seed=1)
+    b = write_run(tmp_path / "b", 5, seed=2)
+    summary = json.loads((b / "summary.json").read_text())
+    summary.update(predicted=True, world_size=64, hardware={"name": "h100-sxm"})
+    (b / "summary.json").write_text(json.dumps(summary))
+    path, caveat = build.compare_reports(a, b, tmp_path / "cmp.html")
+    assert "\n" not in caveat and "provenance measured vs predicted" in caveat and "world size" in caveat
+    assert caveat.split(",")[0] in path.read_text()
+    _, same = build.compare_reports(a, a, tmp_path / "same.html")
+    assert same is None
+
+
+def test_a_plans_report_carries_the_predicted_banner_and_counts_predictions(tmp_path):
+    folder = write_run(tmp_path / "run", 6)
+    trials = pd.read_csv(folder / "trials.csv", dtype={"reason": str})
+    ok = trials["status"] == "ok"
+    trials.loc[ok, "pred_tokens_per_s"], trials.loc[ok, "pred_peak_bytes"] = trials["tokens_per_s"], trials["peak_bytes"]
+    trials.loc[ok, ["tokens_per_s", "peak_bytes", "mfu"]] = None
+    trials.loc[ok, "status"] = "predicted"
+    trials.to_csv(folder / "trials.csv", index=False)
+    summary = json.loads((folder / "summary.json").read_text()) | {"predicted": True}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    html = build.build_report(folder).read_text()
+    assert "PREDICTED, not measured" in html
+    assert f"points PREDICTED by the cost model, none run: {int(ok.sum())} predicted to fit" in html
+    assert _plot_count(html) >= 1  # the predicted points are still drawn

@@ -25,12 +25,22 @@ SPACE = SearchSpace("small", {"zero_stage": (0, 1), "micro_batch": (1, 2, 4), "p
 
 
 @dataclass(frozen=True)
+class StandInTime:
+    step_s: float
+
+
+@dataclass(frozen=True)
 class StandInPrediction:
     fits: bool
     borderline: bool
     tokens_per_s: float
     peak_bytes: int
     budget: MemoryBudget = MemoryBudget(int(LIMIT / MEMORY_MARGIN) + 1)  # usable: LIMIT
+    step_s: float = 0.01
+
+    @property
+    def time(self) -> StandInTime:
+        return StandInTime(self.step_s)
 
     def pruned_reason(self) -> str:
         return "pruned: predicted past the usable memory (stand-in)"
@@ -99,6 +109,21 @@ def test_the_tuner_opens_with_the_first_risk_after_the_seeds_launches_every_risk
     misfits = {r.point.key(): r.status for r in records if not predictor(r.point).fits}
     assert misfits == {**{key: "ok" for key in risks},
                        **{key: "pruned" for key in misfits if key not in risks}} and len(misfits) == 4
+
+
+def test_a_point_predicted_past_the_trial_timeout_is_pruned_with_its_predicted_time(tmp_path):
+    def zero_stage_1_is_slow(point: Point) -> StandInPrediction:
+        fast = predictor(point)
+        return StandInPrediction(fast.fits, fast.borderline, fast.tokens_per_s, fast.peak_bytes,
+                                 step_s=100.0 if point.zero_stage == 1 else 0.01)
+
+    config, info = config_and_info(tmp_path, trials=len(points()), timeout_per_trial_s=60.0)
+    records = tune(config, info=info, run=engine, predictor=zero_stage_1_is_slow).records
+    slow = [r for r in records if r.point.zero_stage == 1]
+    assert slow and all(r.status == "pruned" for r in slow)
+    assert all(r.reason == "pruned: predicted to take 8.3 min for its 5 steps, past --timeout-per-trial 60 s"
+               for r in slow)  # (2 warm-up + 3 timed) x 100 s
+    assert any(r.status == "ok" and r.point.zero_stage == 0 for r in records)
 
 
 def test_the_console_marks_a_launched_risk_and_not_a_pruned_point():
@@ -201,7 +226,7 @@ def test_the_console_counts_pruned_and_repeated_points_instead_of_printing_them_
     observer.trial_finished(TrialRecord(number=7, point=second, status="pruned", reason="pruned: x"), 1)
     observer.trial_finished(TrialRecord(number=9, point=second, status="ok", result=engine_result()), 2)
     text = console.export_text()
-    assert "trial   2 #9" in text and "pruned" not in text and "repeat" not in text
+    assert "[2/3] trial #9" in text and "pruned" not in text and "repeat" not in text
     assert observer.settled_lines() == ["pruned 1 points predicted not to fit, never launched (reasons in trials.csv)",
                                         "skipped 3 suggestions of points already measured or being measured"]
 

@@ -85,6 +85,7 @@ TIME_ROWS = {"compute_s": "compute", "comm_s": "communication", "bubble_s": "pip
 
 
 def _print(result: dict) -> None:
+    from autoscale.costmodel.params import calibration_in_use
     from autoscale.layout_targets import LAYOUT_TARGETS, describe_who_runs
     from autoscale.point import Point
 
@@ -121,6 +122,7 @@ def _print(result: dict) -> None:
     console.print(f"tokens/s {result['tokens_per_s']:,.0f}   TFLOP/s per device {result['tflops_per_gpu']:.1f}   "
                   f"MFU {result['mfu']:.1%}", highlight=False)
     console.print(f"memory: {result['memory_verdict']}", highlight=False)
+    console.print(calibration_in_use(result["hardware"]), highlight=False, markup=False)
 
 
 def estimate(

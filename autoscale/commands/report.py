@@ -31,7 +31,11 @@ def compare(
     from autoscale.reports.build import compare_reports
 
     out = out or Path(run_a) / f"compare-{Path(run_b).resolve().name}.html"
-    make_console().print(f"wrote {compare_reports(run_a, run_b, out)}", highlight=False)
+    path, caveat = compare_reports(run_a, run_b, out)
+    console = make_console()
+    if caveat:
+        console.print(caveat, highlight=False, markup=False)
+    console.print(f"wrote {path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,6 +37,7 @@ class ConsoleObserver:
     def __init__(self, total: int, progress: Progress, usable_bytes: int | None = None):
         self.progress, self.usable_bytes = progress, usable_bytes
         self.task = progress.add_task("trials", total=total)
+        self.total = total
         self.pruned = 0
         self.repeats = 0
 
@@ -61,7 +62,8 @@ class ConsoleObserver:
             self.pruned += 1
             self.progress.update(self.task, description=f"{self.pruned} pruned: predicted not to fit")
             return
-        label = f"trial {counted:>3} #{record.number:<3}"  # launched so far; #: trials.csv's number, trials/<#>/
+        width = len(str(self.total))  # [launched so far/budget] and the trial's one name: trials.csv's number, trials/<#>/
+        label = f"[{counted:>{width}}/{self.total}] trial #{record.number:<3}"
         config = escape(record.point.short() + self.marks(record))
         if record.status == "ok":
             r = record.result
@@ -144,7 +146,8 @@ def tune(
     nproc: Optional[int] = typer.Option(None, min=1, help="Ranks per trial. Default: 2 on CPU, all GPUs on CUDA."),
     out: Optional[Path] = typer.Option(None, help="The study's folder. Default: runs/<study-name>."),
     study_name: Optional[str] = typer.Option(None, help="Default: <model>-<backend> (with --impl transformers: "
-                                             "<model>-transformers-<backend>)."),
+                                             "<model>-transformers-<backend>; a plan: "
+                                             "<model>-<hardware>-<gpus>gpu-seq<seq-len>)."),
     timeout_per_trial: float = typer.Option(300.0, min=1, help="Seconds before a trial is killed as hung."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL. Default: sqlite in the study's folder."),
     resume: bool = typer.Option(False, help="Continue an existing study; measured points are kept."),

@@ -6,6 +6,11 @@ with trial parameters; scipy's least_squares minimises the log-ratio of predicte
 throughput and peak memory over the parameters, themselves searched in log space, with a weak
 pull towards the starting values so parameters the trials cannot tell apart stay where they were.
 Throughput and memory parameters are fitted separately: they share no parameter.
+
+Each fit has fewer free parameters than trials (the rest keep their values), and the error reported
+is leave-one-out: each trial predicted by the parameters fitted to the others, so a fit that only
+memorised its trials shows it. The parameters are written into the study folder; only `--apply`
+makes later predictions for the hardware use them, and `calibrate --reset` undoes that.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from autoscale.costmodel.params import MIB, EfficiencyParams, calibration_path, load_params, save_params
+from autoscale.costmodel.params import MIB, EfficiencyParams, calibration_path, default_params, save_params
 from autoscale.costmodel.predict import predict
 from autoscale.errors import UserError
 from autoscale.hardware import Hardware, get_hardware
 from autoscale.models import resolve_model
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point
+from autoscale.userfiles import writing_to
 
 PRIOR_WEIGHT = 0.003  # per parameter, in log units, against residuals of order 0.01-0.1
 BOUNDS = {  # (low, high) of each fitted parameter
@@ -58,10 +64,11 @@ class Study:
 class Fit:
     params: EfficiencyParams
     fitted: tuple[str, ...]
-    throughput_error_before: float  # median |predicted / measured - 1|
-    throughput_error_after: float
+    throughput_error_before: float  # median |predicted / measured - 1|, default parameters
+    throughput_error_after: float  # the same, leave-one-out (cross-validated) with fitted parameters
     memory_error_before: float
     memory_error_after: float
+    observations: int = 0
 
 
 def read_study(run_dir: Path) -> Study:
@@ -71,6 +78,9 @@ def read_study(run_dir: Path) -> Study:
         if not path.exists():
             raise UserError(f"{str(run_dir)!r} is not a run folder: {path.name} is missing")
     summary = json.loads(summary_path.read_text())
+    if summary.get("predicted"):
+        raise UserError(f"{str(run_dir)!r} is a plan (tune --backend model): its figures are the cost model's own "
+                        "predictions, and fitting the model to them teaches it nothing; calibrate from a measured study")
     try:
         spec = resolve_model(summary["model"]["name"])
         hardware = get_hardware(summary["hardware"]["name"])
@@ -143,30 +153,61 @@ def parameters_to_fit(study: Study) -> tuple[list[str], list[str]]:
             memory_names.append("zero_startup_bytes_per_param")
         if 3 in stages:
             memory_names.append("zero3_startup_bytes_per_param")
-    return time_names, memory_names
+    free = len(points) - 1  # fewer free parameters than trials, in the order above (most telling first)
+    return time_names[:free], memory_names[:free]
+
+
+def _fit_both(study: Study, start: EfficiencyParams, time_names: list[str], memory_names: list[str]) -> EfficiencyParams:
+    return _fit(study, _fit(study, start, time_names, 0), memory_names, 1)
+
+
+def _left_out_predictions(study: Study, start: EfficiencyParams, time_names, memory_names) -> np.ndarray:
+    """Each trial's (tokens/s, peak bytes) predicted by parameters fitted to the other trials."""
+    predicted = []
+    for index in range(len(study.observations)):
+        others = replace(study, observations=study.observations[:index] + study.observations[index + 1:])
+        held_out = replace(study, observations=(study.observations[index],))
+        params = _fit_both(others, start, time_names, memory_names)
+        tokens, peaks = _predictions(held_out, params)
+        predicted.append((tokens[0], peaks[0]))
+    return np.array(predicted)
 
 
 def fit_study(study: Study, start: EfficiencyParams | None = None) -> Fit:
-    start = start or load_params(study.hardware.name)
+    if len(study.observations) < 2:
+        raise UserError("calibration needs at least 2 ok trials (one to fit, one to check the fit on); "
+                        f"the study has {len(study.observations)}")
+    start = start or default_params(study.hardware.name)
     time_names, memory_names = parameters_to_fit(study)
-    fitted = _fit(study, start, time_names, 0)
-    fitted = _fit(study, fitted, memory_names, 1)
+    fitted = _fit_both(study, start, time_names, memory_names)
     measured_tokens = [o.tokens_per_s for o in study.observations]
     measured_peaks = [o.peak_bytes for o in study.observations]
-    before, after = _predictions(study, start), _predictions(study, fitted)
-    return Fit(params=fitted, fitted=tuple(time_names + memory_names),
+    before, left_out = _predictions(study, start), _left_out_predictions(study, start, time_names, memory_names)
+    return Fit(params=fitted, fitted=tuple(time_names + memory_names), observations=len(study.observations),
                throughput_error_before=_median_error(before[0], measured_tokens),
-               throughput_error_after=_median_error(after[0], measured_tokens),
+               throughput_error_after=_median_error(left_out[:, 0], measured_tokens),
                memory_error_before=_median_error(before[1], measured_peaks),
-               memory_error_after=_median_error(after[1], measured_peaks))
+               memory_error_after=_median_error(left_out[:, 1], measured_peaks))
 
 
-def calibrate_run(run_dir: Path, *, output: Path | None = None) -> tuple[Fit, Path]:
-    """Fit the run folder's trials and save the parameters for its hardware (or to `output`)."""
-    study = read_study(run_dir)
+CALIBRATION_FILE = "calibration.yaml"  # in the study folder: seen, and used by nothing until applied
+
+
+def calibrate_run(run_dir: Path, *, output: Path | None = None, apply: str | None = None) -> tuple[Fit, Path]:
+    """Fit the run folder's trials and save the parameters into it (or to `output`); `apply`, the
+    study's hardware name, saves them where later predictions for that hardware read them."""
+    study = read_study(Path(run_dir))
+    if apply is not None and apply.lower() != study.hardware.name:
+        raise UserError(f"--apply {apply}: this study ran on {study.hardware.name}, so its calibration can only "
+                        f"apply to {study.hardware.name} (--apply {study.hardware.name})")
+    path = calibration_path(study.hardware.name) if apply else (output or Path(run_dir) / CALIBRATION_FILE)
+    with writing_to(path):  # before the fit: a path that cannot be written fails at once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
     fit = fit_study(study)
-    path = output or calibration_path(study.hardware.name)
     note = (f"fitted to {len(study.observations)} trials of {study.spec.name} in {run_dir} "
             f"({study.world_size} ranks, seq {study.seq_len})")
-    save_params(fit.params, path, note=note)
+    with writing_to(path):
+        save_params(fit.params, path, note=note)
     return fit, path

@@ -191,6 +191,28 @@ def read_params(path: Path, base: EfficiencyParams) -> EfficiencyParams:
     return replace(base, **{k: float(v) for k, v in values.items()})
 
 
+def calibration_in_use(hardware_name: str) -> str:
+    """One line saying which parameters predictions for this hardware use, for every command that predicts."""
+    path = calibration_path(hardware_name)
+    if not path.exists():
+        return f"calibration: none for {hardware_name} (default parameters)"
+    try:
+        note = (yaml.safe_load(path.read_text()) or {}).get("note", "")
+    except (yaml.YAMLError, AttributeError, OSError):
+        note = ""
+    return f"calibration: {path}" + (f" ({note})" if note else "") + "; undo with `autoscale calibrate --reset`"
+
+
+def reset_calibrations(hardware_name: str | None = None) -> list[Path]:
+    """Remove the applied calibration of one hardware entry (or of all); return the files removed."""
+    folder = calibration_dir()
+    paths = [calibration_path(hardware_name)] if hardware_name else sorted(folder.glob("*.yaml"))
+    removed = [path for path in paths if path.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
 def load_params(hardware_name: str, *, warm_ranks: bool = False) -> EfficiencyParams:
     """Calibrated parameters for this hardware if a calibration file exists, else the defaults."""
     base = default_params(hardware_name, warm_ranks=warm_ranks)

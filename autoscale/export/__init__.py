@@ -6,12 +6,14 @@ mapping table) plus one `register(...)` line below.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from autoscale.errors import UserError
 from autoscale.export.base import Export, Target, build_export
 from autoscale.export.source import ExportSource, load_source
+from autoscale.userfiles import writing_to
 from autoscale.export.targets import accelerate, deepspeed, hf_trainer, lightning, torchtitan
 
 TARGETS: dict[str, Target] = {}
@@ -41,21 +43,29 @@ def default_out_dir(source_path: Path, target: str) -> Path:
     return (source_path if source_path.is_dir() else Path.cwd()) / "export" / target
 
 
-def export(source_path: Path, target: str, out_dir: Path | None = None) -> tuple[Export, Path]:
+def export(source_path: Path, target: str, out_dir: Path | None = None, *,
+           gpus_per_node: int | None = None) -> tuple[Export, Path]:
     """Read the source, build the target's files and write them; return them and the folder.
 
     The target is resolved before the source is read, so a bad name fails first and cheaply.
+    `gpus_per_node` splits the ranks over nodes (default: the study's hardware entry, else one node).
     """
     chosen = get_target(target)
     source = load_source(Path(source_path))
+    if gpus_per_node is not None:
+        source = dataclasses.replace(source, gpus_per_node=gpus_per_node)
     folder = Path(out_dir or default_out_dir(source_path, target)).resolve()
     result = build_export(chosen, source, folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _remove_earlier_export(folder, keep=set(result.files))
-    for name, text in result.files.items():
-        (folder / name).write_text(text)
-    (folder / "launch.sh").chmod(0o755)
-    (folder / MANIFEST).write_text(json.dumps(sorted(result.files)) + "\n")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {str(folder)!r} is a file: give a folder for the exported files")
+    with writing_to(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_earlier_export(folder, keep=set(result.files))
+        for name, text in result.files.items():
+            (folder / name).write_text(text)
+        for script in ("launch.sh", "sbatch.sh"):
+            (folder / script).chmod(0o755)
+        (folder / MANIFEST).write_text(json.dumps(sorted(result.files)) + "\n")
     return result, folder
 
 

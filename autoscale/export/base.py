@@ -14,13 +14,13 @@ Every table covers every knob (a contract test checks it), so no setting is drop
 from __future__ import annotations
 
 import enum
-import shlex
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Union
 
 from autoscale.errors import UserError
+from autoscale.export import launch
 from autoscale.export.source import ExportSource
 from autoscale.point import Point
 
@@ -89,7 +89,8 @@ class Export:
 
     @property
     def command_line(self) -> str:
-        return shlex.join(self.command)
+        """The command as launch.sh runs it on each node, its $VARIABLES expanded there."""
+        return launch.shell_line(self.command)
 
 
 class Target(ABC):
@@ -150,27 +151,25 @@ def apply_table(target: Target, source: ExportSource, documents: dict[str, dict]
 
 
 def build_export(target: Target, source: ExportSource, out_dir: Path) -> Export:
-    """The target's files for `source`, to be written into `out_dir` (paths inside them point there).
+    """The target's files for `source`, to be written into `out_dir`; they name each other by
+    paths relative to it.
 
-    `launch.sh` is added to every target's files: the command, headed by what the user still has
-    to do in their own script. The command names `train.py`, the user's training script; the script
-    runs `$TRAIN_SCRIPT` in its place (default train.py) and stops with one line when it is missing.
+    Every target also gets `launch.sh` (the command for one node, headed by what the user still has
+    to do in their own script) and `sbatch.sh` (Slurm: launch.sh on every node); see `export.launch`.
+    The command names `$TRAIN_SCRIPT`, the user's training script (default train.py).
     """
     documents = target.documents(source, out_dir)
     notes = apply_table(target, source, documents)
     files, command = target.render(documents, source, out_dir)
-    line = " ".join('"$TRAIN_SCRIPT"' if arg == TRAIN_SCRIPT else shlex.quote(arg) for arg in command)
-    script = ("#!/bin/sh\n" + header(source, notes) + f'TRAIN_SCRIPT="${{TRAIN_SCRIPT:-{TRAIN_SCRIPT}}}"\n'
-              '[ -f "$TRAIN_SCRIPT" ] || { echo "launch.sh: no training script $TRAIN_SCRIPT here; '
-              'run it as TRAIN_SCRIPT=path/to/yours.py sh launch.sh" >&2; exit 2; }\n' + line + "\n")
-    return Export(target=target.name, files={**files, "launch.sh": script}, command=command, notes=notes)
-
-
-TRAIN_SCRIPT = "train.py"  # the user's training script, as each target's command names it
+    cluster, uses_train_script = source.cluster, launch.TRAIN_SCRIPT in command
+    files["launch.sh"] = launch.launch_script(command, cluster, header(source, notes), uses_train_script=uses_train_script)
+    files["sbatch.sh"] = launch.sbatch_script(cluster, header(source), job_name=f"autoscale-{target.name}",
+                                              uses_train_script=uses_train_script)
+    return Export(target=target.name, files=files, command=command, notes=notes)
 
 
 def header(source: ExportSource, notes: list[str] = (), prefix: str = "# ") -> str:
-    """Comment lines saying where a file came from and what the user still has to do."""
+    """Comment lines saying where a file came from (predicted or measured) and what the user still has to do."""
     lines = [f"written by `autoscale export` from {source.describe()}"]
     lines += [f"to do: {note}" for note in notes]
     return "".join(f"{prefix}{line}\n" for line in lines)

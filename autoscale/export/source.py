@@ -13,6 +13,7 @@ from pathlib import Path
 
 from autoscale.ds_config import DS_CONFIG_KNOBS, from_ds_config, to_ds_config
 from autoscale.errors import UserError
+from autoscale.export.launch import Cluster
 from autoscale.userfiles import read_user_json
 from autoscale.point import Point
 
@@ -25,6 +26,14 @@ class ExportSource:
     seq_len: int | None = None
     model_name: str | None = None
     study_name: str | None = None
+    gpus_per_node: int | None = None  # None: one node holds every rank (a measured run, a bare ds_config)
+    predicted: bool = False  # summary.json's `predicted`: every figure is the cost model's, nothing ran
+    git_commit: str | None = None  # autoscale's commit when the study was made
+    on_cpu: bool = False  # the study ran on CPU ranks (backend cpu): the target must be told so
+
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster.for_world(self.world_size, self.gpus_per_node or self.world_size)
 
     @property
     def data_parallel(self) -> int:
@@ -34,12 +43,19 @@ class ExportSource:
     def global_batch(self) -> int:
         return self.point.global_batch(self.world_size)
 
+    @property
+    def provenance(self) -> str:
+        """PREDICTED or measured, by which study and commit: the word every exported file carries."""
+        if self.study_name is None:
+            return f"from the ds_config {self.path.name} (not an autoscale study: neither measured nor predicted by it)"
+        how = "PREDICTED by the cost model, not measured" if self.predicted else "measured"
+        return f"{how}, study {self.study_name!r}, autoscale commit {self.git_commit or 'unknown'}"
+
     def describe(self) -> str:
         """One line saying where the settings come from, for the exported files' headers."""
-        where = f"study {self.study_name!r}" if self.study_name else str(self.path)
         tuned = f", model {self.model_name}" if self.model_name else ""
         tuned += f", seq_len {self.seq_len}" if self.seq_len else ""
-        return f"{where}: {self.point.describe()} on {self.world_size} ranks{tuned}"
+        return f"{self.point.describe()} on {self.world_size} ranks{tuned}; {self.provenance}"
 
 
 def _read_json(path: Path) -> dict:
@@ -85,7 +101,14 @@ def _from_run_folder(folder: Path) -> ExportSource:
         raise UserError(f"{folder}: ds_config.json implies {config_world} ranks, summary.json says {world_size}")
     return ExportSource(point=point, world_size=world_size, ds_config=config, path=folder,
                         seq_len=summary.get("seq_len"), model_name=(summary.get("model") or {}).get("name"),
-                        study_name=summary.get("study_name"))
+                        **_provenance(summary))
+
+
+def _provenance(summary: dict) -> dict:
+    """What an exported file says of where its numbers come from, read from the study's summary.json."""
+    return dict(study_name=summary.get("study_name"), predicted=bool(summary.get("predicted")),
+                gpus_per_node=(summary.get("hardware") or {}).get("gpus_per_node"),
+                git_commit=summary.get("git_commit"), on_cpu=summary.get("backend") == "cpu")
 
 
 def _from_plan_without_ds_config(folder: Path, summary: dict) -> ExportSource:
@@ -101,4 +124,4 @@ def _from_plan_without_ds_config(folder: Path, summary: dict) -> ExportSource:
                     megatron_sp=False, cp=1, vpp=1)
     return ExportSource(point=point, world_size=world_size, ds_config=to_ds_config(plain, world_size=world_size),
                         path=folder, seq_len=summary.get("seq_len"),
-                        model_name=(summary.get("model") or {}).get("name"), study_name=summary.get("study_name"))
+                        model_name=(summary.get("model") or {}).get("name"), **_provenance(summary))

@@ -100,11 +100,11 @@ def catalog() -> dict[str, Hardware]:
 
 
 def get_hardware(name_or_path: str) -> Hardware:
-    """A catalog name, or a user's YAML file holding exactly one entry."""
-    if name_or_path == "cpu":
+    """A catalog name (in any case: H100-SXM is h100-sxm), or a user's YAML file holding exactly one entry."""
+    if name_or_path.lower() == "cpu":
         return local_cpu()
-    if name_or_path in catalog():
-        return catalog()[name_or_path]
+    if name_or_path.lower() in catalog():
+        return catalog()[name_or_path.lower()]
     if name_or_path.endswith((".yaml", ".yml")):
         entries = load_catalog_file(Path(name_or_path))
         if len(entries) != 1:
@@ -113,7 +113,7 @@ def get_hardware(name_or_path: str) -> Hardware:
         if entry.memory_bytes <= 0 or entry.peak_tflops["fp32"] <= 0:
             raise UserError(f"hardware file {name_or_path!r}: memory_gb and peak_tflops.fp32 must be positive")
         return entry
-    raise UserError(f"unknown hardware {name_or_path!r}{did_you_mean(name_or_path, [*catalog(), 'cpu'])}: choose one "
+    raise UserError(f"unknown hardware {name_or_path!r}{did_you_mean(name_or_path.lower(), [*catalog(), 'cpu'])}: choose one "
                     f"of {', '.join(catalog())} or give a YAML file")
 
 

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from autoscale.results import KNOB_COLUMNS
+from autoscale.userfiles import writing_to
 from autoscale.reports import data, figures
 
 COMPACT_COLUMNS = ("number", "status", "tokens_per_s", "peak_bytes", "mfu", "config", "reason")
@@ -32,16 +33,22 @@ def build_report(run_dir: Path, out: Path | None = None) -> Path:
     """Render `run_dir`'s report to `out` (default `run_dir/report.html`) and return the path."""
     run = data.load_run(Path(run_dir))
     out = Path(out) if out is not None else run.path / "report.html"
-    out.write_text(render_report(run), encoding="utf-8")
+    page = render_report(run)
+    with writing_to(out):
+        out.write_text(page, encoding="utf-8")
     return out
 
 
-def compare_reports(run_a: Path, run_b: Path, out: Path) -> Path:
-    """Render two studies side by side (two machines, commits or models) to `out`."""
+def compare_reports(run_a: Path, run_b: Path, out: Path) -> tuple[Path, str | None]:
+    """Render two studies of one model side by side (two machines, commits or world sizes) to `out`;
+    return the path and the caveat the page also shows (`data.comparison_caveat`)."""
     runs = [data.load_run(Path(run_a)), data.load_run(Path(run_b))]
+    caveat = data.comparison_caveat(runs)
     out = Path(out)
-    out.write_text(render_compare(runs), encoding="utf-8")
-    return out
+    page = render_compare(runs)
+    with writing_to(out):
+        out.write_text(page, encoding="utf-8")
+    return out, caveat
 
 
 def render_report(run: data.Run) -> str:
@@ -95,7 +102,7 @@ def render_compare(runs: list[data.Run]) -> str:
                  for knob in KNOB_COLUMNS]
     tokens = [(side["card"] or {}).get("tokens_per_s") for side in sides]
     verdict = " ".join(filter(None, [_verdict(labels, tokens, [data.best_interval(run) for run in runs]),
-                                     data.load_difference(runs)]))
+                                     data.comparison_caveat(runs), data.load_difference(runs)]))
     plots = [
         plot_block("compare-memory", "Throughput against peak memory", "Finished trials of both studies.",
               figures.compare_throughput_memory_figure(
@@ -203,6 +210,8 @@ def _run_context(run: data.Run) -> dict:
         "started_at": summary.get("started_at"),
         "finished_at": summary.get("finished_at"),
         "n_trials": len(run.trials),
+        "predicted": run.predicted,
+        "provenance": summary.get("provenance"),
         "counts": run.trials["status"].value_counts().to_dict(),
         "failures": data.failure_counts(run.trials),
     }

@@ -20,7 +20,7 @@ from autoscale.engine.numerics import NUMERICS_FILE
 from autoscale.errors import UserError
 from autoscale.failures import FailureKind, failure_kind_of
 from autoscale.point import INTEGER_FIELDS, Point
-from autoscale.results import COLUMNS, KNOB_COLUMNS, METRIC_COLUMNS
+from autoscale.results import COLUMNS, KNOB_COLUMNS, METRIC_COLUMNS, PREDICTED
 
 FAILURE_KINDS = tuple(kind.value for kind in FailureKind)
 NUMERIC_COLUMNS = ("number", *INTEGER_FIELDS, *METRIC_COLUMNS, "pred_peak_bytes", "pred_tokens_per_s")
@@ -39,6 +39,11 @@ class Run:
     @property
     def study_name(self) -> str:
         return str(self.summary.get("study_name") or self.path.name)
+
+    @property
+    def predicted(self) -> bool:
+        """A plan (`tune --backend model`): every figure is the cost model's; nothing was run."""
+        return bool(self.summary.get("predicted"))
 
     @property
     def usable_bytes(self) -> float | None:
@@ -110,6 +115,9 @@ def normalize_trials(frame: pd.DataFrame) -> pd.DataFrame:
     frame["reason"] = frame["reason"].fillna("").astype(str)
     frame["status"] = frame["status"].fillna("unknown").astype(str)
     frame["is_baseline"] = frame["is_baseline"].map(_truthy).astype(bool)
+    predicted = frame["status"] == PREDICTED  # a plan's point: plotted at its predicted figures
+    frame.loc[predicted, "tokens_per_s"] = frame.loc[predicted, "pred_tokens_per_s"]
+    frame.loc[predicted, "peak_bytes"] = frame.loc[predicted, "pred_peak_bytes"]
     frame["failure"] = [failure_kind(status, reason) for status, reason in zip(frame["status"], frame["reason"])]
     return frame
 
@@ -123,14 +131,14 @@ def failure_kind(status: str, reason: str) -> str:
     kind = failure_kind_of(reason)
     if kind is not None:
         return kind.value
-    if status == "ok":
+    if status in ("ok", PREDICTED):
         return ""
     return "pruned" if status == "pruned" else "other"
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trials that measured a throughput."""
-    return frame[(frame["status"] == "ok") & frame["tokens_per_s"].notna()]
+    """Trials that measured a throughput, or a plan's points predicted to run."""
+    return frame[frame["status"].isin(("ok", PREDICTED)) & frame["tokens_per_s"].notna()]
 
 
 def describe_row(row, *, short: bool = False) -> str:
@@ -194,6 +202,7 @@ def predicted_vs_measured(frame: pd.DataFrame) -> pd.DataFrame:
     """Finished trials with a cost-model prediction; empty when the model predicted nothing."""
     columns = ["number", "pred_tokens_per_s", "tokens_per_s", "pred_peak_bytes", "peak_bytes"]
     done = finished(frame)
+    done = done[done["status"] == "ok"]  # measured: a plan's points have nothing to compare with
     has_prediction = done["pred_tokens_per_s"].notna() | done["pred_peak_bytes"].notna()
     return done.loc[has_prediction, columns].reset_index(drop=True)
 
@@ -232,6 +241,7 @@ def param_importances(run_dir: Path, study_name: str | None) -> Importances:
                              if len({repr(u.params[name]) for u in complete if name in u.params}) > 1})
             if not varied:
                 return Importances({}, "no knob took more than one value")
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" in the console
             study = optuna.create_study(directions=stored.directions)
             study.add_trials(complete)
             values = optuna.importance.get_param_importances(study, params=varied)
@@ -310,8 +320,12 @@ def findings(run: Run, importances: Importances) -> list[str]:
     frame = run.trials
     counts = frame["status"].value_counts()
     failures = failure_counts(frame)
-    lines = [f"{len(frame)} trials: {int(counts.get('ok', 0))} finished, {int(counts.get('failed', 0))} failed, "
-             f"{int(counts.get('pruned', 0))} pruned."]
+    if run.predicted:
+        lines = [f"{len(frame)} points PREDICTED by the cost model, none run: {int(counts.get(PREDICTED, 0))} "
+                 f"predicted to fit, {int(counts.get('pruned', 0))} predicted not to fit."]
+    else:
+        lines = [f"{len(frame)} trials: {int(counts.get('ok', 0))} finished, {int(counts.get('failed', 0))} failed, "
+                 f"{int(counts.get('pruned', 0))} pruned."]
     if failures:
         lines.append("Why trials did not finish: " + ", ".join(
             f"{count} {kind.upper() if kind in ('oom', 'nan') else kind}" for kind, count in failures.items()) + ".")
@@ -339,6 +353,26 @@ def best_interval(run: Run) -> tuple[float, float] | None:
     contenders = confirmation.get("contenders") or []
     interval = contenders[0].get("tokens_per_s") if contenders else None
     return (interval["low"], interval["high"]) if interval else None
+
+
+def comparison_caveat(runs: list[Run]) -> str | None:
+    """Refuse two studies of different models (their tokens/s measure different work); one line of
+    warning when hardware, world size or provenance (measured or predicted) differ, since the ratio
+    of their best figures is then not a speed-up of one config over another."""
+    models = [(run.summary.get("model") or {}).get("name") for run in runs]
+    if models[0] != models[1]:
+        raise UserError(f"cannot compare {runs[0].study_name} ({models[0]}) with {runs[1].study_name} ({models[1]}): "
+                        "their tokens/s measure different models; compare two studies of one model")
+    differences = []
+    for what, value in (("hardware", lambda run: (run.summary.get("hardware") or {}).get("name")),
+                        ("world size", lambda run: run.summary.get("world_size")),
+                        ("provenance", lambda run: "predicted" if run.predicted else "measured")):
+        a, b = value(runs[0]), value(runs[1])
+        if a != b:
+            differences.append(f"{what} {a} vs {b}")
+    if not differences:
+        return None
+    return f"Careful: the studies differ in {', '.join(differences)}, so their ratio is not a like-for-like speed-up."
 
 
 def load_difference(runs: list[Run]) -> str | None:

@@ -16,6 +16,7 @@ from autoscale.engine.request import TrialResult
 from autoscale.point import KNOB_NAMES, Point, get_knob
 from autoscale.space import SearchSpace
 from autoscale.costmodel.predict import Predictor
+from autoscale.trial_time import TrialTimeLimit
 
 
 def knob_values(knobs: Mapping) -> tuple:
@@ -39,6 +40,7 @@ class SearchContext:
     world_size: int
     predictor: Predictor | None = None
     usable_bytes: int | None = None
+    time_limit: TrialTimeLimit | None = None  # autoscale.trial_time: points predicted past it are pruned
     listed: tuple[Point, ...] | None = None
     candidates: tuple[Point, ...] = field(init=False, repr=False)
     _by_knobs: dict[tuple, Point] = field(init=False, repr=False, compare=False)

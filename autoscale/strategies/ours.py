@@ -66,8 +66,14 @@ class Autoscale(AskTellStrategy):
     def is_baseline(self, point: Point, trial: optuna.Trial) -> bool:
         return point.key() == self.baseline.key()
 
+    def too_slow(self, prediction: Prediction | None) -> bool:
+        limit = self.context.time_limit
+        return prediction is not None and limit is not None and limit.too_slow(prediction.time.step_s)
+
     def launchable(self, point: Point) -> bool:
         prediction = self.predictions.get(point.key())
+        if self.too_slow(prediction):
+            return False
         return prediction is None or prediction.fits or point.key() in self.risked
 
     def predicted(self, point: Point) -> dict:
@@ -81,8 +87,9 @@ class Autoscale(AskTellStrategy):
         if self.launchable(point):
             return None
         prediction = self.predictions[point.key()]
-        return TrialRecord(number=trial.number, point=point, status="pruned", reason=prediction.pruned_reason(),
-                           **self.predicted(point))
+        reason = (self.context.time_limit.pruned_reason(prediction.time.step_s) if self.too_slow(prediction)
+                  else prediction.pruned_reason())
+        return TrialRecord(number=trial.number, point=point, status="pruned", reason=reason, **self.predicted(point))
 
     def report(self, trial: optuna.Trial, record: TrialRecord) -> None:
         """Tokens/s with the memory constraint (the excess over the usable bytes; a pruned point's

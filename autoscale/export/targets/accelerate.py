@@ -3,8 +3,11 @@ and the `accelerate launch` command.
 
 The YAML names the ds_config file rather than copying ZeRO keys into `deepspeed_config`, because
 Accelerate refuses both at once and the file keeps every tuned setting (bucket sizes, overlap,
-the torch optimizer under offload). `mixed_precision` must agree with the file's fp16/bf16
-sections, which Accelerate checks at start-up; both come from the same knob here.
+the torch optimizer under offload). For the same reason the YAML has no `mixed_precision`: beside
+`deepspeed_config_file`, `accelerate launch` hands it on as a config field the plugin refuses
+(`DeepSpeedPlugin._deepspeed_config_checks`); precision is the ds_config's fp16/bf16 sections.
+Across machines the plugin starts ranks with torchrun on each (`deepspeed_multinode_launcher:
+standard`), so no machine needs ssh access to the others.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import yaml
 from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG,
                                    KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG, Refuse,
                                    SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
+from autoscale.export import launch
 from autoscale.export.source import ExportSource
 
 DATA_PARALLEL_ONLY = Refuse("Accelerate's DeepSpeed plugin runs data parallel only")
@@ -31,10 +35,7 @@ class AccelerateTarget(Target):
         "micro_batch": MICRO_BATCH_IN_LOADER,
         "grad_accum": IN_DS_CONFIG,
         "offload": IN_DS_CONFIG,
-        "precision": {"fp32": Mapped({"config.mixed_precision": "no"}),
-                      "bf16": Mapped({"config.mixed_precision": "bf16"}),
-                      "fp16": Mapped({"config.mixed_precision": "fp16"}),
-                      "fp8": NOT_IN_DS_CONFIG},
+        "precision": {"fp8": NOT_IN_DS_CONFIG, ANY: IN_DS_CONFIG},
         "checkpointing": CHECKPOINTING_IN_MODEL,
         "kernels": {"torch": Mapped(),
                     "compile": Mapped({"config.dynamo_config.dynamo_backend": "INDUCTOR"}),
@@ -46,13 +47,15 @@ class AccelerateTarget(Target):
     }
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
+        cluster = source.cluster
+        plugin = {"deepspeed_config_file": "ds_config.json"}
+        if cluster.nodes > 1:
+            plugin["deepspeed_multinode_launcher"] = "standard"
         config = {
             "compute_environment": "LOCAL_MACHINE",
             "distributed_type": "DEEPSPEED",
-            "deepspeed_config": {"deepspeed_config_file": str(out_dir / "ds_config.json")},
-            "num_machines": 1,
-            "machine_rank": 0,
-            "num_processes": source.world_size,
+            "deepspeed_config": plugin,
+            **launch.accelerate_machine(cluster),
             "main_training_function": "main",
             "use_cpu": False,
             "debug": False,
@@ -62,7 +65,7 @@ class AccelerateTarget(Target):
     def render(self, documents, source, out_dir):
         files = {"accelerate_config.yaml": header(source) + yaml.safe_dump(documents["config"], sort_keys=False),
                  "ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}
-        command = ["accelerate", "launch", "--config_file", str(out_dir / "accelerate_config.yaml"), "train.py"]
+        command = [*launch.accelerate("accelerate_config.yaml"), launch.TRAIN_SCRIPT]
         return files, command
 
 

@@ -1,8 +1,9 @@
 """`deepspeed`: the ds_config autoscale checked, as is, and the `deepspeed` launcher command.
 
-The launcher passes the config path in `--deepspeed`, the flag Hugging Face scripts and most
-DeepSpeed training scripts read; a script built on `deepspeed.add_config_arguments` wants
-`--deepspeed --deepspeed_config PATH` instead.
+The script gets the config path the way `tune --script` hands it to a measured script
+(`workload.DEFAULT_CONFIG_FLAG`, `--deepspeed_config`, which `deepspeed.add_config_arguments` defines
+and `deepspeed.initialize(args=...)` reads), so a script tuned by autoscale runs unchanged. Across
+nodes the launcher reads a hostfile and starts each node's ranks there (`export.launch.deepspeed`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from autoscale.ds_config import check_with_deepspeed
 from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, IN_DS_CONFIG, InUserCode,
                                    KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, Refuse,
-                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, ULYSSES_IN_USER_CODE, Target)
+                                   SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, ULYSSES_IN_USER_CODE, Target, header)
+from autoscale.export import launch
 from autoscale.export.source import ExportSource
+from autoscale.workload import DEFAULT_CONFIG_FLAG
 
 
 class DeepSpeedTarget(Target):
@@ -44,9 +47,12 @@ class DeepSpeedTarget(Target):
 
     def render(self, documents, source, out_dir):
         check_with_deepspeed(documents["ds_config"])
-        command = ["deepspeed", "--num_gpus", str(source.world_size), "train.py",
-                   "--deepspeed", str(out_dir / "ds_config.json")]
-        return {"ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}, command
+        cluster = source.cluster
+        command = [*launch.deepspeed(cluster), launch.TRAIN_SCRIPT, DEFAULT_CONFIG_FLAG, "ds_config.json"]
+        files = {"ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}
+        if cluster.nodes > 1:
+            files[launch.HOSTFILE] = launch.hostfile(cluster, header(source))
+        return files, command
 
 
 TARGET = DeepSpeedTarget()

@@ -6,6 +6,10 @@ The Trainer fills "auto" ds_config entries from its own arguments (transformers'
 the arguments, and cannot disagree with the ds_config. The command passes the JSON file as the
 script's only argument, which `HfArgumentParser.parse_json_file` reads (the convention of the
 transformers example scripts).
+
+The arguments are named as the installed transformers names them: `activation_checkpointing`
+(5.x; `gradient_checkpointing` is its deprecated alias) where TrainingArguments has it, else the
+old name; `use_cpu` for a study measured on CPU, where TrainingArguments otherwise refuses bf16.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, IN_DS_CONFIG, KERNEL_SET_IN_MODEL, NOT_IN_DS_CONFIG,
                                    SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, From, Mapped, Refuse, Target)
+from autoscale.export import launch
 from autoscale.export.source import ExportSource
 
 # ds_config entries the Trainer owns: (section or None, key)
@@ -38,9 +43,9 @@ class HfTrainerTarget(Target):
                       "fp16": Mapped({"args.bf16": False, "args.fp16": True}),
                       "fp8": NOT_IN_DS_CONFIG},
         "checkpointing": {
-            "none": Mapped({"args.gradient_checkpointing": False}),
-            "full": Mapped({"args.gradient_checkpointing": True}),
-            "selective": Refuse("TrainingArguments.gradient_checkpointing recomputes whole layers; the "
+            "none": Mapped({"args.activation_checkpointing": False}),
+            "full": Mapped({"args.activation_checkpointing": True}),
+            "selective": Refuse("TrainingArguments.activation_checkpointing recomputes whole layers; the "
                                 "Trainer has no attention-only (selective) recomputation"),
             "op": Refuse("TrainingArguments.gradient_checkpointing recomputes whole layers; the Trainer has no "
                          "per-operator checkpointing policy"),
@@ -63,16 +68,29 @@ class HfTrainerTarget(Target):
         ds_config = copy.deepcopy(source.ds_config)
         for section, key in TRAINER_OWNED:
             (ds_config.setdefault(section, {}) if section else ds_config)[key] = "auto"
-        args = {"output_dir": str(out_dir / "output"), "deepspeed": str(out_dir / "ds_config.json"),
+        args = {"output_dir": "output", "deepspeed": "ds_config.json",
                 "max_grad_norm": source.ds_config.get("gradient_clipping", 0.0)}
+        if source.on_cpu:
+            args["use_cpu"] = True
         return {"args": args, "ds_config": ds_config}
 
     def render(self, documents, source, out_dir):
-        files = {"training_args.json": json.dumps(documents["args"], indent=2) + "\n",
+        args = dict(documents["args"])
+        args[checkpointing_argument()] = args.pop("activation_checkpointing")
+        files = {"training_args.json": json.dumps(args, indent=2) + "\n",
                  "ds_config.json": json.dumps(documents["ds_config"], indent=2) + "\n"}
-        command = ["torchrun", "--nproc_per_node", str(source.world_size), "train.py",
-                   str(out_dir / "training_args.json")]
+        command = [*launch.torchrun(source.cluster), launch.TRAIN_SCRIPT, "training_args.json"]
         return files, command
+
+
+def checkpointing_argument() -> str:
+    """TrainingArguments' name for activation checkpointing in the installed transformers."""
+    try:
+        from transformers import TrainingArguments
+    except ImportError:
+        return "activation_checkpointing"  # the newest name, for whoever installs transformers later
+    fields = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 TARGET = HfTrainerTarget()

@@ -4,6 +4,8 @@ The strategy gets autoscale's ds_config as `config=` (keeping bucket sizes and t
 under offload, which its keyword arguments cannot say) minus the entries Lightning fills itself:
 it refuses `gradient_accumulation_steps` in the config (it comes from `accumulate_grad_batches`),
 adds the fp16/bf16 section from `precision`, and takes clipping from `gradient_clip_val`.
+Across nodes the Trainer gets `num_nodes` and `devices` per node and is started by torchrun on each
+node (Lightning reads torchrun's environment), the launch its docs give for a cluster without Slurm.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from autoscale.export.base import (ANY, ATTENTION_AT_LOAD, CHECKPOINTING_IN_MODEL, From, IN_DS_CONFIG, InUserCode,
                                    KERNEL_SET_IN_MODEL, MICRO_BATCH_IN_LOADER, Mapped, NOT_IN_DS_CONFIG, Refuse,
                                    SEQUENCE_AND_SCHEDULE_ON_DEEPSPEED, Target, header)
+from autoscale.export import launch
 from autoscale.export.source import ExportSource
 
 LIGHTNING_OWNED = ("train_batch_size", "gradient_accumulation_steps", "gradient_clipping", "bf16", "fp16")
@@ -56,7 +59,8 @@ class LightningTarget(Target):
 
     def documents(self, source: ExportSource, out_dir: Path) -> dict[str, dict]:
         config = {k: v for k, v in copy.deepcopy(source.ds_config).items() if k not in LIGHTNING_OWNED}
-        trainer = {"accelerator": "auto", "devices": source.world_size, "num_nodes": 1,
+        cluster = source.cluster
+        trainer = {"accelerator": "auto", "devices": cluster.gpus_per_node, "num_nodes": cluster.nodes,
                    "gradient_clip_val": source.ds_config.get("gradient_clipping", 0.0)}
         return {"strategy": {"config": config}, "trainer": trainer}
 
@@ -64,8 +68,9 @@ class LightningTarget(Target):
         snippet = SNIPPET.format(header=header(source).rstrip("\n"),
                                  strategy=pprint.pformat(documents["strategy"], sort_dicts=False),
                                  trainer=pprint.pformat(documents["trainer"], sort_dicts=False))
-        files = {"lightning.json": json.dumps(documents, indent=2) + "\n", "lightning_trainer.py": snippet}
-        return files, ["python", "train.py"]
+        settings = {**documents, "provenance": source.provenance}
+        files = {"lightning.json": json.dumps(settings, indent=2) + "\n", "lightning_trainer.py": snippet}
+        return files, [*launch.torchrun(source.cluster), launch.TRAIN_SCRIPT]
 
 
 TARGET = LightningTarget()

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from autoscale.export.base import ANY, From, InUserCode, Mapped, Refuse, Target, header
+from autoscale.export import launch
 from autoscale.export.source import ExportSource
 
 SHARDED = {"toml.parallelism.data_parallel_replicate_degree": 1,
@@ -86,8 +87,7 @@ class TorchtitanTarget(Target):
     def render(self, documents, source, out_dir):
         text = (header(source) + "# set [model] name/flavor and [training] dataset for your model\n"
                 + to_toml(documents["toml"]))
-        command = ["torchrun", "--nproc_per_node", str(source.world_size), "-m", "torchtitan.train",
-                   "--job.config_file", str(out_dir / "torchtitan.toml")]
+        command = [*launch.torchrun(source.cluster), "-m", "torchtitan.train", "--job.config_file", "torchtitan.toml"]
         return {"torchtitan.toml": text}, command
 
 
