@@ -20,7 +20,7 @@ from autoscale.point import POINT_FIELDS, Point
 from autoscale.provenance import git_commit, mask_password, utc_now, versions
 
 KNOB_COLUMNS = POINT_FIELDS
-METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
+METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank", "phases"))
 OWN_WORKLOAD = "autoscale"  # trials.csv's workload when trials ran autoscale's own training loop
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
            "pred_peak_bytes", "pred_tokens_per_s", "started_at", "finished_at", "workload")
@@ -117,6 +117,7 @@ class RunInfo:
     launcher_fallback: dict | None = None  # the warm launcher's CUDA start failed: what ran fresh instead
     host_load: dict | None = None  # `hostload.LoadLog.as_dict()`: how busy the host was before and during
     workload: dict | None = None  # `ScriptWorkload.describe()` when a user's script was measured; None: autoscale's loop
+    timing: dict | None = None  # `timing.StudyClock.as_dict()`: where the study's time went
     versions: dict = field(default_factory=versions)
     git_commit: str | None = field(default_factory=git_commit)
 

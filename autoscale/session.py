@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from autoscale.models import resolve_model
 from autoscale.provenance import utc_now
 from autoscale.results import RunInfo, best_record
 from autoscale.space import dropped_choices, load_space
+from autoscale.timing import add_report_time
 from autoscale.tuner import Observer, TuneConfig, TuneOutcome, tune
 from autoscale.workload import DEFAULT_CONFIG_FLAG, ScriptWorkload
 
@@ -221,7 +223,10 @@ class TuneSession:
             path = self.config.out_dir / "ds_config.json"
             write_ds_config(to_ds_config(best.point, world_size=self.config.nproc), path)
             lines.append(f"wrote {path}")
+        started = time.monotonic()
         lines.append(build_report_or_say_why(self.config.out_dir))
+        if (summary_path := self.config.out_dir / "summary.json").exists():
+            add_report_time(summary_path, time.monotonic() - started)
         return lines
 
 

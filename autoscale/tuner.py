@@ -32,6 +32,7 @@ from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
 from autoscale.study import INTERRUPTED, REFERENCE_ATTR, RUN_ATTR, heartbeat, open_study, records_of
+from autoscale.timing import StudyClock
 from autoscale.workload import ScriptWorkload
 
 __all__ = ["TuneConfig", "TuneOutcome", "tune"]
@@ -156,22 +157,26 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     """
     observer = observer or SilentObserver()
     space = config.trial_space()  # before the study: a bad input must not touch it
-    if predictor is not None:
-        predictor = functools.cache(predictor)  # the check below and the policy predict the same points
-        check_something_fits(config, space, predictor)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
-                       sampler=tpe_sampler(config.seed))
-    if RUN_ATTR not in study.user_attrs:
-        study.set_user_attr(RUN_ATTR, config.settings())
-    context = SearchContext(space=space, global_batch=config.global_batch, world_size=config.nproc,
-                            predictor=predictor, usable_bytes=config.usable_bytes_per_rank)
+    clock = StudyClock()
+    launcher, run = run, clock.runner(run)
 
     def launched() -> int:
         return sum(r.status != "pruned" for r in policy.known().values())
 
-    policy = Autoscale(context, seed=config.seed, study=study, seed_points=config.seed_points if predictor else 0,
-                       budget=config.trials, always_baseline=True, events=_Events(observer, launched))
+    with clock.phase("setup"):
+        if predictor is not None:
+            predictor = functools.cache(predictor)  # the check below and the policy predict the same points
+            check_something_fits(config, space, predictor)
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
+                           sampler=tpe_sampler(config.seed))
+        if RUN_ATTR not in study.user_attrs:
+            study.set_user_attr(RUN_ATTR, config.settings())
+        context = SearchContext(space=space, global_batch=config.global_batch, world_size=config.nproc,
+                                predictor=predictor, usable_bytes=config.usable_bytes_per_rank)
+        policy = Autoscale(context, seed=config.seed, study=study,
+                           seed_points=config.seed_points if predictor else 0, budget=config.trials,
+                           always_baseline=True, events=_Events(observer, launched))
     if config.resume:
         observer.note(resumed_note(config, records_of(study)))
     if policy.baseline_note:
@@ -183,18 +188,21 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
                       "measured again head to head before the winner is named")
 
     def run_info() -> RunInfo:
-        fallback = getattr(run, "fallback", None)  # engine.fallback.FallbackToFresh
-        return replace(info, launcher_fallback=fallback, host_load=load.as_dict())
+        fallback = getattr(launcher, "fallback", None)  # engine.fallback.FallbackToFresh
+        return replace(info, launcher_fallback=fallback, host_load=load.as_dict(),
+                       timing=clock.as_dict(pool_start_s=getattr(launcher, "pool_start_s", 0.0)))
 
     def save(confirmation: dict | None = None) -> tuple[list[TrialRecord], dict]:
-        records = records_of(study)
-        write_trials_csv(records, config.out_dir / "trials.csv", workload=workload_label(info))
-        return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
+        with clock.phase("summary"):
+            records = records_of(study)
+            write_trials_csv(records, config.out_dir / "trials.csv", workload=workload_label(info))
+            return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
     point = None
     try:
-        reference = study_reference(config, study, run, observer, policy.baseline_note)
+        with clock.phase("reference"):
+            reference = study_reference(config, study, run, observer, policy.baseline_note)
         while launched() < config.trials:
             point = policy.propose()
             if point is None:
@@ -206,14 +214,16 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             observer.trial_started(-1 if policy.is_baseline(point, trial) else trial.number, point)
             request = config.trial_request(point, workdir=config.out_dir / "trials" / str(trial.number),
                                            reference=reference)
-            with heartbeat(study, trial):
+            with heartbeat(study, trial), clock.phase("trials"):
                 result = run(request)
             record = policy.tell(point, result)
             point = None
             load.add(hostload.sample(interval_s=0.2))
             observer.trial_finished(record, launched())
             save()
-        confirmation = confirm_winner(config, save()[0], run, observer, reference)
+        records = save()[0]
+        with clock.phase("confirmation"):
+            confirmation = confirm_winner(config, records, run, observer, reference)
     except KeyboardInterrupt:
         if point is not None and point.key() in policy.pending:
             policy.abandon(point)  # recorded as interrupted; a --resume measures it again

@@ -34,6 +34,7 @@ class WarmPool:
         self.processes: list[subprocess.Popen] = []
         self.shape: tuple[str, int] | None = None  # (backend, nproc) of the live pool
         self.starts = 0
+        self.pool_start_s = 0.0  # seconds spent starting fork servers, over the pool's life
 
     def __enter__(self) -> "WarmPool":
         return self
@@ -45,6 +46,7 @@ class WarmPool:
         return run_prepared(self.run, request)
 
     def _start(self, request: TrialRequest) -> None:
+        started = time.monotonic()
         self.close()
         self.pool_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.pool_dir.glob("ready-rank*"):
@@ -64,6 +66,7 @@ class WarmPool:
         self.shape = (request.backend, request.nproc)
         self.starts += 1
         self._wait_until_ready(request.nproc)
+        self.pool_start_s += time.monotonic() - started
 
     def _wait_until_ready(self, nproc: int) -> None:
         """The fork servers' imports are the pool's cost, paid once: not part of any trial's timeout."""

@@ -16,7 +16,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, lo
 from autoscale.engine.outcome import mentions_oom
 from autoscale.engine.pacing import paced_steps
 from autoscale.engine.sequence_trial import sequence_trial
-from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
+from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialPhases, TrialRequest
 
 COLLECTIVE_TIMEOUT_SHARE = 0.8  # of the trial's timeout: a hung NCCL collective fails before the launcher's kill
 COLLECTIVE_TIMEOUT_MARKERS = ("watchdog caught collective operation timeout",)
@@ -51,6 +51,9 @@ class RankOutcome:
     numerics: NumericsRecord | None = None  # the gate's steps: mean loss over the global batch, first gradient norm
     diverged: str | None = None  # the failure reason when the losses left the reference's band
     step_cpu_times_s: tuple[float, ...] = ()  # this process's CPU seconds in each timed step
+    gate_s: float = 0.0  # seconds of the gate's steps, their verdict included
+    warmup_s: float = 0.0  # seconds of the warm-up steps after the gate's
+    timed_s: float = 0.0  # seconds from the first timed step to the stop
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
@@ -170,34 +173,48 @@ def time_after_gate(request: TrialRequest, numerics: NumericsRecord, *, rank: in
     """The gate's verdict on `numerics`; the timed steps when it passed; every rank's peak; the engine closed."""
     import torch.distributed as dist
 
-    diverged = divergence(numerics, request.reference, request.point.precision) if request.reference else None
+    gated = time.time()
+    diverged = (divergence(numerics, request.reference, request.point.precision, params=request.spec.param_count())
+                if request.reference else None)
     step_times: list[float] = []
     cpu_times: list[float] = []
     loss_value = numerics.losses[-1]
+    warmed = timed = gated
     if diverged is None:
+        first_step = _warm_up(request, rank=rank, engine=engine, device_peak=device_peak,
+                              optimizer_step=optimizer_step, first_step=len(numerics.losses))
+        warmed = time.time()
         step_times, cpu_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
-                                                         optimizer_step=optimizer_step,
-                                                         first_step=len(numerics.losses), device=device)
+                                                         optimizer_step=optimizer_step, first_step=first_step,
+                                                         device=device)
+        timed = time.time()
     peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
     dist.all_gather_object(peaks, device_peak.figures(request.backend))
     engine.destroy()
     return RankOutcome(step_times, loss_value, [peak for peak, _ in peaks], [allocator for _, allocator in peaks],
-                       train_start, numerics, diverged, tuple(cpu_times))
+                       train_start, numerics, diverged, tuple(cpu_times),
+                       gate_s=gated - train_start, warmup_s=warmed - gated, timed_s=timed - warmed)
 
 
-def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
-                 first_step: int, device: torch.device) -> tuple[list[float], list[float], float]:
-    """The rest of the warm-up (the gate's steps are its first), then timed steps until stable; their
-    wall and CPU seconds, and the last loss."""
-    import torch.distributed as dist
-
-    policy = request.measure
+def _warm_up(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
+             first_step: int) -> int:
+    """The warm-up steps the gate's did not already cover; the next step's index."""
     step = first_step
-    for _ in range(max(0, policy.warmup_steps - first_step)):
+    for _ in range(max(0, request.measure.warmup_steps - first_step)):
         _inject_fault(request, rank, step, engine)
         optimizer_step(step)
         device_peak.sample()
         step += 1
+    return step
+
+
+def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
+                 first_step: int, device: torch.device) -> tuple[list[float], list[float], float]:
+    """Timed steps from `first_step` until stable; their wall and CPU seconds, and the last loss."""
+    import torch.distributed as dist
+
+    policy = request.measure
+    step = first_step
 
     def timed_step(step: int) -> tuple[float, float, float]:
         """(wall seconds, CPU seconds of this process's threads, loss) of one optimizer step. CPU time
@@ -249,13 +266,16 @@ def replica_grad_norm(engine) -> float | None:
 
 
 def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, launch_time: float,
-              peak_flops_per_device: float, devices: int) -> dict:
+              peak_flops_per_device: float, devices: int, joined_time: float | None = None) -> dict:
     """Rank 0's numbers for the trial, from its step times and every rank's peak; a failed trial
     with its loss gap when the gate's steps diverged from the reference."""
     point = request.point
     record = outcome.numerics
     gap = loss_gap(record.losses, request.reference.losses) if request.reference and record else None
-    numerics = dict(loss_gap=gap, grad_norm0=record.grad_norm0 if record else None)
+    joined_time = launch_time if joined_time is None else joined_time
+    phases = TrialPhases(start_s=joined_time - launch_time, build_s=outcome.train_start_time - joined_time,
+                         gate_s=outcome.gate_s, warmup_s=outcome.warmup_s, timed_s=outcome.timed_s)
+    numerics = dict(loss_gap=gap, grad_norm0=record.grad_norm0 if record else None, phases=asdict(phases))
     if outcome.diverged is not None:
         return dict(status="failed", reason=outcome.diverged, loss=outcome.loss,
                     launch_s=outcome.train_start_time - launch_time, **numerics)
@@ -331,7 +351,7 @@ def init_distributed(backend: str, *, trial_timeout_s: float) -> None:
         deepspeed.init_distributed(dist_backend="gloo")
 
 
-def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) -> bool:
+def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float, joined_time: float | None = None) -> bool:
     """This rank's part of one trial; rank 0 writes the result. False (and an error file) on failure."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -346,7 +366,8 @@ def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) ->
         hardware = detect(request.backend)
         devices = 1 if request.backend == "cpu" else world_size  # CPU ranks share one device
         summary = summarise(request, outcome, world_size=world_size, launch_time=launch_time,
-                            peak_flops_per_device=hardware.peak_flops(request.point.precision), devices=devices)
+                            peak_flops_per_device=hardware.peak_flops(request.point.precision), devices=devices,
+                            joined_time=joined_time)
         write_record(outcome.numerics, result_path.parent)
         result_path.write_text(json.dumps(summary))
     return True
@@ -370,7 +391,8 @@ def run_rank_process(request_path: Path, result_path: Path, *, launch_time: floa
     except BaseException as error:  # noqa: BLE001
         record_failure(error, result_path.parent, int(os.environ["RANK"]))
         return RANK_FAILED_EXIT_CODE
-    return 0 if run_rank(request, result_path, launch_time=launch_time) else RANK_FAILED_EXIT_CODE
+    joined_time = time.time()
+    return 0 if run_rank(request, result_path, launch_time=launch_time, joined_time=joined_time) else RANK_FAILED_EXIT_CODE
 
 
 def main(argv: list[str]) -> int:

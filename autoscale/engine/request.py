@@ -75,6 +75,26 @@ class TrialRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrialPhases:
+    """Where a trial's seconds went, by rank 0's clock, from the launch to the last timed step; the
+    launcher's `wall_s` less their sum is the finish (peaks gathered, engine closed, result written,
+    processes gone). Recorded so a study's breakdown (`autoscale.timing`) comes from the trials themselves."""
+
+    start_s: float  # launch to the process group joined: process start or fork, imports, rendezvous
+    build_s: float  # the model built and handed to deepspeed.initialize
+    gate_s: float  # the numerics gate's steps, which are also the warm-up's first steps
+    warmup_s: float  # warm-up steps beyond the gate's
+    timed_s: float  # the timed steps
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "TrialPhases | None":
+        return cls(**data) if data else None
+
+    def total_s(self) -> float:
+        return self.start_s + self.build_s + self.gate_s + self.warmup_s + self.timed_s
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrialResult:
     status: str  # "ok" or "failed"
     reason: str = ""  # empty when ok; else "<kind>: detail" with kind oom|timeout|crash|nan|diverged
@@ -94,6 +114,7 @@ class TrialResult:
     launch_s: float | None = None  # launch to the first training step
     loss_gap: float | None = None  # largest relative gap of the first steps' losses to the reference run's
     grad_norm0: float | None = None  # global gradient norm of the first optimizer step
+    phases: TrialPhases | None = None  # where the trial's time went (not a trials.csv column)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +132,7 @@ class TrialResult:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["peak_bytes_per_rank"] = tuple(values.get("peak_bytes_per_rank", ()))
+        values["phases"] = TrialPhases.from_dict(values.get("phases"))
         return cls(**values)
 
     @classmethod
