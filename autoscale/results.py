@@ -137,9 +137,11 @@ def _entry(record: TrialRecord | None) -> dict | None:
             "metrics": record.metrics()}
 
 
-def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict | None = None) -> dict:
+def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict | None = None, *,
+                 unconfirmed_because: str | None = None) -> dict:
     """`confirmation`: `Confirmation.as_dict()` of the winner's head-to-head rounds, when they ran; the
-    speed-up is then its paired ratio to the baseline rather than one trial's over another's."""
+    speed-up is then its paired ratio to the baseline rather than one trial's over another's.
+    `unconfirmed_because`: why a finished study named its winner without them."""
     best = best_record(records, info.usable_bytes_per_rank, confirmation)
     baseline = baseline_record(records)
     speedup = (best.result.tokens_per_s / baseline.result.tokens_per_s
@@ -154,10 +156,13 @@ def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict |
                 finished_at=utc_now())
     if confirmation is not None:
         data["best"]["confirmation"] = confirmation
+    if unconfirmed_because is not None and data["best"] is not None:
+        data["best"]["unconfirmed_because"] = unconfirmed_because
     return data
 
 
-def write_summary(info: RunInfo, records: list[TrialRecord], path: Path, confirmation: dict | None = None) -> dict:
-    summary = summary_dict(info, records, confirmation)
+def write_summary(info: RunInfo, records: list[TrialRecord], path: Path, confirmation: dict | None = None, *,
+                  unconfirmed_because: str | None = None) -> dict:
+    summary = summary_dict(info, records, confirmation, unconfirmed_because=unconfirmed_because)
     atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

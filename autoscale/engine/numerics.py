@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from autoscale.engine.request import TrialRequest
+    from autoscale.engine.request import MeasurePolicy, TrialRequest
     from autoscale.models.spec import ModelSpec
 
 GATE_STEPS = 4
@@ -129,6 +129,14 @@ def divergence(record: NumericsRecord, reference: NumericsRecord, precision: str
             f"{reference.losses[step]:.6f})")
 
 
+def gate_steps(request: "TrialRequest") -> int:
+    """The first steps whose losses a trial records: as many as the reference's (GATE_STEPS for the
+    reference itself), and none for a config measured again after it passed (`TrialRequest.gate`)."""
+    if not request.gate:
+        return 0
+    return len(request.reference.losses) if request.reference else GATE_STEPS
+
+
 def write_record(record: NumericsRecord, workdir: Path) -> None:
     (workdir / NUMERICS_FILE).write_text(json.dumps(record.as_dict()))
 
@@ -139,16 +147,18 @@ def read_record(workdir: Path) -> NumericsRecord:
 
 def reference_request(*, spec: "ModelSpec", seq_len: int, global_batch: int, nproc: int, backend: str,
                       workdir: Path, timeout_s: float, seed: int, impl: str = "own",
-                      hf_config: dict | None = None, memory_cap_bytes: int | None = None) -> "TrialRequest":
+                      hf_config: dict | None = None, memory_cap_bytes: int | None = None,
+                      measure: "MeasurePolicy | None" = None) -> "TrialRequest":
     """The reference run as a trial: the baseline point (fp32, ZeRO-0, micro-batch 1, no model
-    parallelism), the gate's steps and one timed step, which nobody reads."""
+    parallelism), the gate's steps, then `measure`'s timed steps (a study's, whose baseline trial
+    it then is) or, without one, a single timed step nobody reads."""
     from autoscale.engine.request import MeasurePolicy, TrialRequest
     from autoscale.point import baseline_point
 
     return TrialRequest(spec=spec, point=baseline_point(global_batch, nproc), seq_len=seq_len, backend=backend,
                         nproc=nproc, workdir=workdir, timeout_s=timeout_s, seed=seed, impl=impl, hf_config=hf_config,
                         memory_cap_bytes=memory_cap_bytes,
-                        measure=MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
+                        measure=measure or MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
 
 
 def run_reference(run: Callable, request) -> tuple[NumericsRecord | None, str | None]:

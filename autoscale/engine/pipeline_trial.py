@@ -18,7 +18,7 @@ import torch
 
 from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, reset_peak_memory
-from autoscale.engine.numerics import GATE_STEPS, NumericsRecord
+from autoscale.engine.numerics import NumericsRecord, gate_steps
 from autoscale.engine.parallel import data_parallel_coordinates, trial_ds_config
 from autoscale.engine.request import STARTED_MARKER, TrialRequest
 
@@ -87,9 +87,10 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
     train_start = time.time()
     if rank == 0:
         (request.workdir / STARTED_MARKER).touch()
-    gate_steps = len(request.reference.losses) if request.reference else GATE_STEPS
-    gate = torch.zeros(gate_steps + 1, dtype=torch.float64)  # the losses, then the first gradient norm
-    for step in range(gate_steps):
+    steps = gate_steps(request)
+    gate = torch.zeros(steps + 1, dtype=torch.float64)  # the losses, then the first gradient norm
+    gate[-1] = math.nan
+    for step in range(steps):
         _inject_fault(request, rank, step, engine)
         gate[step] = optimizer_step(step).double()
         device_peak.sample()

@@ -27,7 +27,7 @@ from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.memcap import apply_memory_cap, cap_note, capped, lift_memory_cap
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
-from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
+from autoscale.engine.numerics import NumericsRecord, divergence, gate_steps, loss_gap, write_record
 from autoscale.engine.outcome import mentions_oom
 from autoscale.engine.pacing import paced_steps
 from autoscale.engine.sequence_trial import sequence_trial
@@ -150,9 +150,10 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     train_start = time.time()
     if rank == 0:
         (request.workdir / STARTED_MARKER).touch()
-    gate_steps = len(request.reference.losses) if request.reference else GATE_STEPS
-    gate_losses = torch.zeros(gate_steps, dtype=torch.float64)
-    for step in range(gate_steps):
+    steps = gate_steps(request)
+    gate_losses = torch.zeros(steps, dtype=torch.float64)
+    grad_norm0 = None
+    for step in range(steps):
         _inject_fault(request, rank, step, engine)
         gate_losses[step] = optimizer_step(step, keep_grad_norm=step == 0).double()
         device_peak.sample()
@@ -178,7 +179,7 @@ def time_after_gate(request: TrialRequest, numerics: NumericsRecord, *, rank: in
                 if request.reference else None)
     step_times: list[float] = []
     cpu_times: list[float] = []
-    loss_value = numerics.losses[-1]
+    loss_value = numerics.losses[-1] if numerics.losses else math.nan
     warmed = timed = gated
     if diverged is None:
         first_step = _warm_up(request, rank=rank, engine=engine, device_peak=device_peak,

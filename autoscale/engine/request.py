@@ -49,6 +49,7 @@ class TrialRequest:
     hf_config: dict | None = None  # impl "transformers": the model's config.json, as read
     ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
     reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
+    gate: bool = True  # False: a config that passed the gate, measured again (confirmation): no gate steps
     memory_cap_bytes: int | None = None  # CPU: what each rank may add before its allocations fail (engine.memcap)
     fault: str | None = None  # test-only: one of FAULTS
     slow_step_s: float = 0.0  # test-only: extra sleep (fault="slow") or busy CPU time (fault="spin") per step
