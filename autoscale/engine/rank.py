@@ -16,9 +16,11 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -54,6 +56,26 @@ class RankOutcome:
     gate_s: float = 0.0  # seconds of the gate's steps, their verdict included
     warmup_s: float = 0.0  # seconds of the warm-up steps after the gate's
     timed_s: float = 0.0  # seconds from the first timed step to the stop
+
+
+@dataclass
+class StepTimes:
+    """Wall and CPU seconds of the timed steps. The gate's steps past the warm-up count among them:
+    they are ordinary steps of the trial's config, so its steps double as warm-up and as the first
+    timed steps; where a conductor paces the timed steps (`engine.pacing`), it alone hands them out."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, request: TrialRequest, index: int) -> Iterator[None]:
+        if index < request.measure.warmup_steps or request.pace_socket is not None:
+            yield
+            return
+        started, cpu_started = time.perf_counter(), time.process_time()
+        yield
+        self.wall.append(time.perf_counter() - started)
+        self.cpu.append(time.process_time() - cpu_started)
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
@@ -153,9 +175,11 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     steps = gate_steps(request)
     gate_losses = torch.zeros(steps, dtype=torch.float64)
     grad_norm0 = None
+    early = StepTimes()
     for step in range(steps):
-        _inject_fault(request, rank, step, engine)
-        gate_losses[step] = optimizer_step(step, keep_grad_norm=step == 0).double()
+        with early.step(request, step):
+            _inject_fault(request, rank, step, engine)
+            gate_losses[step] = optimizer_step(step, keep_grad_norm=step == 0).double()
         device_peak.sample()
         if step == 0:
             grad_norm0 = engine.get_global_grad_norm()
@@ -166,12 +190,14 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     numerics = NumericsRecord(losses=tuple(gate_losses.tolist()), grad_norm0=grad_norm0)
     return time_after_gate(request, numerics, rank=rank, world_size=world_size, engine=engine,
                            device_peak=device_peak, optimizer_step=optimizer_step, device=device,
-                           train_start=train_start)
+                           train_start=train_start, early=early)
 
 
 def time_after_gate(request: TrialRequest, numerics: NumericsRecord, *, rank: int, world_size: int, engine,
-                    device_peak: DevicePeak, optimizer_step, device: torch.device, train_start: float) -> RankOutcome:
-    """The gate's verdict on `numerics`; the timed steps when it passed; every rank's peak; the engine closed."""
+                    device_peak: DevicePeak, optimizer_step, device: torch.device, train_start: float,
+                    early: StepTimes) -> RankOutcome:
+    """The gate's verdict on `numerics`; the timed steps when it passed (`early`: the gate's own, past
+    the warm-up); every rank's peak; the engine closed."""
     import torch.distributed as dist
 
     gated = time.time()
@@ -187,7 +213,7 @@ def time_after_gate(request: TrialRequest, numerics: NumericsRecord, *, rank: in
         warmed = time.time()
         step_times, cpu_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
                                                          optimizer_step=optimizer_step, first_step=first_step,
-                                                         device=device)
+                                                         device=device, early=early, loss_value=loss_value)
         timed = time.time()
     peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
     dist.all_gather_object(peaks, device_peak.figures(request.backend))
@@ -210,8 +236,10 @@ def _warm_up(request: TrialRequest, *, rank: int, engine, device_peak: DevicePea
 
 
 def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
-                 first_step: int, device: torch.device) -> tuple[list[float], list[float], float]:
-    """Timed steps from `first_step` until stable; their wall and CPU seconds, and the last loss."""
+                 first_step: int, device: torch.device, early: StepTimes,
+                 loss_value: float) -> tuple[list[float], list[float], float]:
+    """Timed steps from `first_step` until stable, after the gate's `early` ones; their wall and CPU
+    seconds, and the last loss (`loss_value` when the gate's steps were enough)."""
     import torch.distributed as dist
 
     policy = request.measure
@@ -232,22 +260,23 @@ def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: Devic
         return paced_steps(request.pace_socket, rank=rank, first_step=step, timeout_s=request.timeout_s,
                            tokens_per_step=request.point.global_batch(dist.get_world_size()) * request.seq_len,
                            device=collective_device, timed_step=timed_step)
-    step_times: list[float] = []
-    cpu_times: list[float] = []
-    measure_start = time.perf_counter()
+    step_times, cpu_times = list(early.wall), list(early.cpu)  # the same count on every rank
+    measure_start = time.perf_counter() - sum(step_times)
     stop = torch.zeros(1, dtype=torch.int32, device=collective_device)
     while True:
+        if step_times:
+            if rank == 0:
+                enough = (len(step_times) >= policy.min_steps
+                          and relative_standard_error(step_times) < policy.target_rse)
+                stop.fill_(int(enough or len(step_times) >= policy.max_steps
+                                or time.perf_counter() - measure_start > policy.max_measure_s))
+            dist.broadcast(stop, src=0)  # every rank stops at the same step
+            if stop.item():
+                return step_times, cpu_times, loss_value
         seconds, cpu_seconds, loss_value = timed_step(step)
         step_times.append(seconds)
         cpu_times.append(cpu_seconds)
         step += 1
-        if rank == 0:
-            enough = len(step_times) >= policy.min_steps and relative_standard_error(step_times) < policy.target_rse
-            stop.fill_(int(enough or len(step_times) >= policy.max_steps
-                            or time.perf_counter() - measure_start > policy.max_measure_s))
-        dist.broadcast(stop, src=0)  # every rank stops at the same step
-        if stop.item():
-            return step_times, cpu_times, loss_value
 
 
 def replica_grad_norm(engine) -> float | None:

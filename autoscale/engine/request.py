@@ -83,9 +83,9 @@ class TrialPhases:
 
     start_s: float  # launch to the process group joined: process start or fork, imports, rendezvous
     build_s: float  # the model built and handed to deepspeed.initialize
-    gate_s: float  # the numerics gate's steps, which are also the warm-up's first steps
+    gate_s: float  # the numerics gate's steps: the warm-up's first, and past it the first timed steps
     warmup_s: float  # warm-up steps beyond the gate's
-    timed_s: float  # the timed steps
+    timed_s: float  # the timed steps after the gate's
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "TrialPhases | None":
