@@ -76,9 +76,10 @@ def study_rounds(args, *, bare_launch: Callable[[Path], TrialResult]) -> None:
             print(f"round {round_index} {launcher:<6} study {study['wall_s']:6.1f} s "
                   f"({study['wall_s'] / args.study:.2f} s per trial)  load {study['load_before']:.2f} -> "
                   f"{study['load_after']:.2f}  confirmed: {study['confirmed']}", flush=True)
+            if args.json:  # after every study: a run stopped early keeps what it measured
+                args.json.write_text(json.dumps({"trials": args.study, "bare_launch_s": bare, "studies": studies},
+                                                indent=1) + "\n")
     print_table(studies, bare, trials=args.study)
-    if args.json:
-        args.json.write_text(json.dumps({"bare_launch_s": bare, "studies": studies}, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -109,3 +110,8 @@ def print_table(studies: dict[str, list[dict]], bare: list[float], *, trials: in
 def spread(values: list[float]) -> float:
     """(max - min) / median."""
     return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else 0.0
+
+
+if __name__ == "__main__":  # the table again from a --json file: python benchmarks/study_breakdown.py FILE
+    stored = json.loads(Path(sys.argv[1]).read_text())
+    print_table(stored["studies"], stored["bare_launch_s"], trials=stored["trials"])
