@@ -87,8 +87,9 @@ def print_table(studies: dict[str, list[dict]], bare: list[float], *, trials: in
     bare_s = statistics.median(bare) if bare else None
     launchers = [launcher for launcher, runs in studies.items() if runs]
     rows = {launcher: [breakdown(study) for study in studies[launcher]] for launcher in launchers}
-    print(f"\nwhere a {trials}-trial study's time goes (medians of {len(next(iter(rows.values())))} rounds; "
-          f"bare DeepSpeed launch {bare_s:.2f} s, spread {spread(bare):.0%})" if bare_s else "")
+    rounds = ", ".join(f"{launcher} {len(rows[launcher])}" for launcher in launchers)
+    bare_line = f"; bare DeepSpeed launch {bare_s:.2f} s, spread {spread(bare):.0%}" if bare_s else ""
+    print(f"\nwhere a {trials}-trial study's time goes (medians over studies: {rounds}{bare_line})")
     header = f"{'':<22}" + "".join(f"{launcher + ' s':>12}{'per trial':>11}" for launcher in launchers)
     print(header)
     for name in rows[launchers[0]][0]:
