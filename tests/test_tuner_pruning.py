@@ -235,3 +235,24 @@ def test_the_study_ends_by_confirming_the_winner_head_to_head_and_names_it_in_su
     assert written["best"]["confirmation"]["winner_trial_number"] == confirmation["winner_trial_number"]
     confirming = [w for w in workdirs if w.parent.name == "confirm"]
     assert len(confirming) == len(set(confirming)) == 4 * (len(contenders) + 1)  # and the baseline; own folders
+
+
+def test_a_winner_named_without_confirmation_says_why_in_the_summary_and_to_the_observer(tmp_path):
+    notes = []
+
+    class Listening(SilentObserver):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    config, info = config_and_info(tmp_path / "off", trials=3, confirm_rounds=0)
+    outcome = tune(config, info=info, run=lambda request: engine_result(), observer=Listening(), predictor=predictor)
+    assert outcome.confirmation is None and outcome.unconfirmed_because.startswith("--confirm-rounds 0")
+    assert outcome.summary["best"]["unconfirmed_because"] == outcome.unconfirmed_because
+    assert any(note.startswith("the winner is named without confirmation") for note in notes)
+
+    def one_succeeds(request) -> TrialResult:
+        return engine_result() if request.point.micro_batch == 1 else TrialResult.failed("crash: x")
+
+    config, info = config_and_info(tmp_path / "one", trials=3, confirm_rounds=3)
+    outcome = tune(config, info=info, run=one_succeeds, predictor=predictor)
+    assert outcome.unconfirmed_because.startswith("1 acceptable trial")
