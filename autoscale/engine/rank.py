@@ -69,7 +69,10 @@ class StepTimes:
 
     @contextmanager
     def step(self, request: TrialRequest, index: int) -> Iterator[None]:
-        if index < request.measure.warmup_steps or request.pace_socket is not None:
+        """Time gate step `index` when it is past the warm-up and among the gate's last `max_steps`."""
+        policy = request.measure
+        first_timed = max(policy.warmup_steps, gate_steps(request) - policy.max_steps)
+        if index < first_timed or request.pace_socket is not None:
             yield
             return
         started, cpu_started = time.perf_counter(), time.process_time()
