@@ -340,14 +340,16 @@ def band_notes(confirmation: Confirmation) -> list[str]:
     lines = []
     if confirmation.band is not None:
         band = confirmation.band
+        full = len(confirmation.contenders) - len(confirmation.joined) >= MAX_FINALISTS
         joined = (f"; trial(s) {', '.join(f'#{n}' for n in confirmation.joined)} within it of the fastest joined"
-                  if confirmation.joined else "; no other trial lies within it of the fastest")
+                  if confirmation.joined else f"; no other trial could join (at most {MAX_FINALISTS} configs)"
+                  if full else "; no other trial lies within it of the fastest")
         lines.append(f"between launches on this host one config moved by {band.ratio - 1:.1%} "
                      f"({band.launches} launches of {band.configs} configs){joined}")
     if confirmation.left_out:
         lines.append(f"not confirmed although within the noise between launches of the winner: trial(s) "
                      f"{', '.join(f'#{n}' for n in confirmation.left_out)} (at most {MAX_FINALISTS} configs are "
-                     "confirmed); raise --trials or compare them with autoscale bench")
+                     "confirmed): any of them may be as fast as the winner")
     return lines
 
 
