@@ -210,7 +210,7 @@ class TuneSession:
 
             run_worker_array(c, workers=self.workers, slurm_args=self.slurm_args, note=observer.note if observer else None)
             c = replace(c, resume=True)  # the workers measured the trials; this run finishes the study
-        with open_runner(c.launcher, run_dir=c.out_dir, backend=c.backend, hostfile=c.hostfile, nproc=c.nproc,
+        with open_runner(c.launcher, run_dir=c.out_dir, backend=c.backend, hostfile=c.hostfile,
                          slurm_args=self.slurm_args, on_fallback=observer.note if observer else None) as runner:
             predictor = None if c.script else self.predictor()  # the cost model knows autoscale's models, not a script's
             return tune(c, info=self.info, observer=observer, run=runner, predictor=predictor)

@@ -25,21 +25,6 @@ def test_the_warm_launcher_falls_back_to_fresh_and_starts_no_ranks_until_a_trial
         assert runner.warm.processes == []
 
 
-def test_a_study_s_warm_launcher_starts_its_ranks_at_once_and_its_first_trial_waits_for_the_rest(tmp_path):
-    """The servers import torch and DeepSpeed while the study sets up; what the study waited is pool_start_s."""
-    from autoscale.engine import MeasurePolicy, TrialRequest
-    from autoscale.models import PRESETS
-    from autoscale.point import Point
-
-    with open_runner("warm", run_dir=tmp_path, backend="cpu", nproc=2) as runner:
-        assert len(runner.warm.processes) == 2 and not runner.warm.ready
-        result = runner(TrialRequest(spec=PRESETS["gpt-tiny"], point=Point(micro_batch=4, grad_accum=2), seq_len=32,
-                                     nproc=2, workdir=tmp_path / "trial", timeout_s=120,
-                                     measure=MeasurePolicy(warmup_steps=1, min_steps=2, max_steps=2)))
-        assert result.ok and runner.warm.ready and runner.warm.starts == 1, result.reason
-        assert 0 < runner.pool_start_s < result.wall_s + runner.pool_start_s
-
-
 def test_the_hostfile_launcher_sends_the_backend_s_accelerator_to_every_node(tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node-a slots=2\n")

@@ -30,7 +30,6 @@ class RunnerSetup:
     master_addr: str | None = None  # launcher "hostfile": how the other nodes reach this one; default: its FQDN
     on_fallback: Callable[[str], None] | None = None  # launcher "warm": told, in one line, when it turns fresh
     slurm_args: tuple[str, ...] = ()  # launcher "slurm": srun options, e.g. for an allocation of its own
-    nproc: int | None = None  # launcher "warm": start the ranks' servers at once, while the study sets up
 
 
 class Launcher:
@@ -61,8 +60,6 @@ class Warm(Launcher):
         from autoscale.engine.pool import WarmPool
 
         with WarmPool(setup.run_dir / "pool") as pool:
-            if setup.nproc is not None:
-                pool.start(setup.backend, setup.nproc)
             yield FallbackToFresh(pool, run_trial, on_fallback=setup.on_fallback, close_warm=pool.close)
 
 

@@ -48,7 +48,7 @@ class WarmPool:
 
     def start(self, backend: str, nproc: int) -> None:
         """Start the fork servers and return: their imports go on while the caller does other work, and
-        the first trial waits for what is left of them. A study starts its pool so while it sets up."""
+        the first trial waits for what is left of them (`_wait_until_ready`)."""
         started = time.monotonic()
         self.close()
         self.pool_dir.mkdir(parents=True, exist_ok=True)
