@@ -40,7 +40,10 @@ def sample(interval_s: float = 0.5, proc: Path = Path("/proc")) -> LoadSample:
     first = _cpu_times(proc)
     if first:
         time.sleep(interval_s)
-    second = _cpu_times(proc)
+    return _sample_between(first, _cpu_times(proc), proc)
+
+
+def _sample_between(first: list[int] | None, second: list[int] | None, proc: Path) -> LoadSample:
     busy = steal = None
     if first and second:
         total = sum(second) - sum(first)
@@ -78,12 +81,21 @@ def busy_reason(before: LoadSample) -> str | None:
 class LoadLog:
     """The samples of one study: one before it, one after each trial."""
 
-    def __init__(self, before: LoadSample):
+    def __init__(self, before: LoadSample, proc: Path = Path("/proc")):
         self.before = before
         self.during: list[LoadSample] = []
+        self.proc = proc
+        self._cpu_times = _cpu_times(proc)
 
     def add(self, load: LoadSample) -> None:
         self.during.append(load)
+
+    def add_now(self) -> None:
+        """A sample after a trial, taken without waiting: its CPU shares span the time since the
+        previous one (the trial's, its own ranks included; `as_dict` reads only load and steal from it)."""
+        now = _cpu_times(self.proc)
+        self.during.append(_sample_between(self._cpu_times, now, self.proc))
+        self._cpu_times = now
 
     def as_dict(self) -> dict:
         loads = [s.load1 for s in self.during if s.load1 is not None]

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 KNOB_COLUMNS = POINT_FIELDS
-METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult) if f.name not in ("status", "reason", "peak_bytes_per_rank"))
+METRIC_COLUMNS = tuple(f.name for f in fields(TrialResult)
+                       if f.name not in ("status", "reason", "peak_bytes_per_rank", "phases"))
 PREDICTED = "predicted"  # trials.csv's status of a plan's fitting point: predicted to run, never run
 OWN_WORKLOAD = "autoscale"  # trials.csv's workload when trials ran autoscale's own training loop
 COLUMNS = ("number", *KNOB_COLUMNS, *METRIC_COLUMNS, "status", "reason", "is_baseline",
@@ -126,6 +127,7 @@ class RunInfo:
     launcher_fallback: dict | None = None  # the warm launcher's CUDA start failed: what ran fresh instead
     host_load: dict | None = None  # `hostload.LoadLog.as_dict()`: how busy the host was before and during
     workload: dict | None = None  # `ScriptWorkload.describe()` when a user's script was measured; None: autoscale's loop
+    timing: dict | None = None  # `timing.StudyClock.as_dict()`: where the study's time went
     versions: dict = field(default_factory=versions)
     git_commit: str | None = field(default_factory=git_commit)
 
@@ -151,9 +153,11 @@ def _entry(record: TrialRecord | None) -> dict | None:
             "metrics": record.metrics()}
 
 
-def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict | None = None) -> dict:
+def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict | None = None, *,
+                 unconfirmed_because: str | None = None) -> dict:
     """`confirmation`: `Confirmation.as_dict()` of the winner's head-to-head rounds, when they ran; the
-    speed-up is then its paired ratio to the baseline rather than one trial's over another's."""
+    speed-up is then its paired ratio to the baseline rather than one trial's over another's.
+    `unconfirmed_because`: why a finished study named its winner without them."""
     best = best_record(records, info.usable_bytes_per_rank, confirmation)
     baseline = baseline_record(records)
     speedup = (best.result.tokens_per_s / baseline.result.tokens_per_s
@@ -168,10 +172,13 @@ def summary_dict(info: RunInfo, records: list[TrialRecord], confirmation: dict |
                 finished_at=utc_now(), provenance=provenance(info))
     if confirmation is not None:
         data["best"]["confirmation"] = confirmation
+    if unconfirmed_because is not None and data["best"] is not None:
+        data["best"]["unconfirmed_because"] = unconfirmed_because
     return data
 
 
-def write_summary(info: RunInfo, records: list[TrialRecord], path: Path, confirmation: dict | None = None) -> dict:
-    summary = summary_dict(info, records, confirmation)
+def write_summary(info: RunInfo, records: list[TrialRecord], path: Path, confirmation: dict | None = None, *,
+                  unconfirmed_because: str | None = None) -> dict:
+    summary = summary_dict(info, records, confirmation, unconfirmed_because=unconfirmed_because)
     atomic_write_text(path, json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import socket
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from autoscale.models import resolve_model
 from autoscale.provenance import utc_now
 from autoscale.results import RunInfo, best_record
 from autoscale.space import dropped_choices, load_space
+from autoscale.timing import add_report_time
 from autoscale.tuner import Observer, TuneConfig, TuneOutcome, tune
 from autoscale.workload import DEFAULT_CONFIG_FLAG, ScriptWorkload
 
@@ -270,7 +272,10 @@ class TuneSession:
             lines.append(f"no ds_config.json: the best point is for {target.engine}, and {refusal}"
                          + (f"; write its files with `autoscale export {self.config.out_dir} --to {target.export}`"
                             if target.export else ""))
+        started = time.monotonic()
         lines.append(build_report_or_say_why(self.config.out_dir))
+        if (summary_path := self.config.out_dir / "summary.json").exists():
+            add_report_time(summary_path, time.monotonic() - started)
         return lines
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from autoscale import hostload
-from autoscale.confirm import confirm, finalists
+from autoscale.confirm import MAX_FINALISTS, Confirmation, confirm, finalists, ranked_trials
 from autoscale.hostload import LoadLog
 from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
@@ -33,9 +33,23 @@ from autoscale.space import SearchSpace
 from autoscale.strategies.base import SearchContext
 from autoscale.strategies.ours import SEED_POINTS, Autoscale, nothing_fits, tpe_sampler
 from autoscale.study import INTERRUPTED, REFERENCE_ATTR, RUN_ATTR, heartbeat, open_study, records_of
+from autoscale.timing import StudyClock
 from autoscale.workload import ScriptWorkload
 
 __all__ = ["TuneConfig", "TuneOutcome", "tune"]
+
+
+STUDY_MEASURE = MeasurePolicy(max_steps=10)
+"""A study's trials stop timing at 10 steps where the engine's default allows 20: a trial's figure
+need only be as precise as the noise between launches, which the confirmation measures and which is
+larger (3-6% on a quiet host, tens of percent on a busy one); on a busy host the 2% target is out of
+reach, and 10 more steps per trial only spent time."""
+
+
+ROUND_MAX_STEPS = 5
+"""A confirmation round's launch times at most 5 steps: each round is one sample of how a config
+moves between launches, which the rounds' interval measures, so a round's own steps need only
+bring its within-launch error near that spread, not under the 2% target."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +67,7 @@ class TuneConfig:
     resume: bool = False
     seed: int = 0
     timeout_per_trial_s: float = 300.0
-    measure: MeasurePolicy = field(default_factory=MeasurePolicy)
+    measure: MeasurePolicy = field(default_factory=lambda: STUDY_MEASURE)
     usable_bytes_per_rank: int | None = None  # the memory limit trials are held to (autoscale.budget)
     memory_cap_bytes_per_rank: int | None = None  # CPU: what a rank's trial may add before it fails (engine.memcap)
     fault: str | None = None  # test-only, passed to every trial
@@ -132,6 +146,7 @@ class TuneOutcome:
     stopped_because: str
     interrupted: bool = False  # stopped by Ctrl-C: the files hold every trial finished before it
     confirmation: dict | None = None  # `Confirmation.as_dict()`, when the winner was measured again
+    unconfirmed_because: str | None = None  # why the winner was not measured again, when it was not
 
 
 class _Events:
@@ -157,23 +172,27 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
     """
     observer = observer or SilentObserver()
     space = config.trial_space()  # before the study: a bad input must not touch it
-    if predictor is not None:
-        predictor = functools.cache(predictor)  # the check below and the policy predict the same points
-        check_something_fits(config, space, predictor)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
-                       sampler=tpe_sampler(config.seed))
-    if RUN_ATTR not in study.user_attrs:
-        study.set_user_attr(RUN_ATTR, config.settings())
-    context = SearchContext(space=space, global_batch=config.global_batch, world_size=config.nproc,
-                            predictor=predictor, usable_bytes=config.usable_bytes_per_rank,
-                            time_limit=TrialTimeLimit(config.timeout_per_trial_s, config.measure))
+    clock = StudyClock()
+    launcher, run = run, clock.runner(run)
 
     def launched() -> int:
         return sum(r.status != "pruned" for r in policy.known().values())
 
-    policy = Autoscale(context, seed=config.seed, study=study, seed_points=config.seed_points if predictor else 0,
-                       budget=config.trials, always_baseline=True, events=_Events(observer, launched))
+    with clock.phase("setup"):
+        if predictor is not None:
+            predictor = functools.cache(predictor)  # the check below and the policy predict the same points
+            check_something_fits(config, space, predictor)
+        config.out_dir.mkdir(parents=True, exist_ok=True)
+        study = open_study(storage=config.storage_url, study_name=config.study_name, resume=config.resume,
+                           sampler=tpe_sampler(config.seed))
+        if RUN_ATTR not in study.user_attrs:
+            study.set_user_attr(RUN_ATTR, config.settings())
+        context = SearchContext(space=space, global_batch=config.global_batch, world_size=config.nproc,
+                                predictor=predictor, usable_bytes=config.usable_bytes_per_rank,
+                                time_limit=TrialTimeLimit(config.timeout_per_trial_s, config.measure))
+        policy = Autoscale(context, seed=config.seed, study=study,
+                           seed_points=config.seed_points if predictor else 0, budget=config.trials,
+                           always_baseline=True, events=_Events(observer, launched))
     if config.resume:
         observer.note(resumed_note(config, records_of(study)))
     if policy.baseline_note:
@@ -185,18 +204,23 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
                       "measured again head to head before the winner is named")
 
     def run_info() -> RunInfo:
-        fallback = getattr(run, "fallback", None)  # engine.fallback.FallbackToFresh
-        return replace(info, launcher_fallback=fallback, host_load=load.as_dict())
+        fallback = getattr(launcher, "fallback", None)  # engine.fallback.FallbackToFresh
+        return replace(info, launcher_fallback=fallback, host_load=load.as_dict(),
+                       timing=clock.as_dict(pool_start_s=getattr(launcher, "pool_start_s", 0.0)))
 
-    def save(confirmation: dict | None = None) -> tuple[list[TrialRecord], dict]:
-        records = records_of(study)
-        write_trials_csv(records, config.out_dir / "trials.csv", workload=workload_label(info))
-        return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation)
+    def save(confirmation: dict | None = None, unconfirmed_because: str | None = None
+             ) -> tuple[list[TrialRecord], dict]:
+        with clock.phase("summary"):
+            records = records_of(study)
+            write_trials_csv(records, config.out_dir / "trials.csv", workload=workload_label(info))
+            return records, write_summary(run_info(), records, config.out_dir / "summary.json", confirmation,
+                                          unconfirmed_because=unconfirmed_because)
 
     stopped_because = "trial budget already spent" if launched() >= config.trials else "trial budget reached"
     point = None
     try:
-        reference = study_reference(config, study, run, observer, policy.baseline_note)
+        with clock.phase("reference"):
+            reference = study_reference(config, study, run, observer, policy.baseline_note)
         while launched() < config.trials:
             point = policy.propose()
             if point is None:
@@ -207,67 +231,128 @@ def tune(config: TuneConfig, *, info: RunInfo, observer: Observer | None = None,
             trial = policy.trial_of(point)
             observer.trial_started(-1 if policy.is_baseline(point, trial) else trial.number, point)
             request = config.trial_request(point, workdir=config.out_dir / "trials" / str(trial.number),
-                                           reference=reference)
-            with heartbeat(study, trial):
-                result = run(request)
+                                           reference=reference.record)
+            result = reference.baseline_result(point) if policy.is_baseline(point, trial) else None
+            if result is None:
+                with heartbeat(study, trial), clock.phase("trials"):
+                    result = run(request)
             record = policy.tell(point, result)
             point = None
-            load.add(hostload.sample(interval_s=0.2))
+            load.add_now()
             observer.trial_finished(record, launched())
             save()
-        confirmation = confirm_winner(config, save()[0], run, observer, reference)
+        records = save()[0]
+        with clock.phase("confirmation"):
+            confirmation, unconfirmed_because = confirm_winner(config, records, run, observer)
+        if unconfirmed_because is not None:
+            observer.note(f"the winner is named without confirmation: {unconfirmed_because}")
     except KeyboardInterrupt:
         if point is not None and point.key() in policy.pending:
             policy.abandon(point)  # recorded as interrupted; a --resume measures it again
         records, summary = save()
         return TuneOutcome(records=records, summary=summary, interrupted=True,
                            stopped_because=f"interrupted after {launched()} trials; continue with --resume")
-    records, summary = save(confirmation)
-    return TuneOutcome(records=records, summary=summary, stopped_because=stopped_because, confirmation=confirmation)
+    records, summary = save(confirmation, unconfirmed_because)
+    return TuneOutcome(records=records, summary=summary, stopped_because=stopped_because, confirmation=confirmation,
+                       unconfirmed_because=unconfirmed_because)
+
+
+@dataclass(frozen=True)
+class StudyReference:
+    """The study's reference run: the record every trial is checked against, and, when it ran in this
+    process, its measurement, which is the baseline trial's (the same point, timed like any trial)."""
+
+    record: NumericsRecord | None = None
+    point: Point | None = None
+    result: TrialResult | None = None
+
+    def baseline_result(self, point: Point) -> TrialResult | None:
+        """The reference's measurement as the trial of `point`, when it is the reference's point."""
+        if self.result is None or not self.result.ok or point != self.point:
+            return None
+        return replace(self.result, loss_gap=0.0)  # it is the reference
 
 
 def study_reference(config: TuneConfig, study, run: Callable[[TrialRequest], TrialResult], observer: Observer,
-                    baseline_note: str | None) -> NumericsRecord | None:
+                    baseline_note: str | None) -> StudyReference:
     """The losses every trial must reproduce (`engine.numerics`): run once per study, before its first
     trial, and kept in the study, so a resumed run and every worker check against the same record."""
     if not config.numerics_gate:
-        return None
+        return StudyReference()
     if REFERENCE_ATTR in study.user_attrs:
-        return NumericsRecord.from_dict(study.user_attrs[REFERENCE_ATTR])
+        return StudyReference(NumericsRecord.from_dict(study.user_attrs[REFERENCE_ATTR]))
     if baseline_note is not None:  # the reference is the default point: predicted not to fit here
         observer.note("no reference run (fp32, ZeRO-0, micro-batch 1 is predicted not to fit): trials are not "
                       "checked against one")
-        return None
-    observer.note("reference run: fp32, ZeRO-0, micro-batch 1; every trial must reproduce its first losses")
-    reference, unchecked = run_reference(run, reference_request(
+        return StudyReference()
+    observer.note("reference run: fp32, ZeRO-0, micro-batch 1, timed as the baseline; every trial must "
+                  "reproduce its first losses")
+    request = reference_request(
         spec=config.spec, seq_len=config.seq_len, global_batch=config.global_batch, nproc=config.nproc,
         backend=config.backend, workdir=config.out_dir / "reference", timeout_s=config.timeout_per_trial_s,
         seed=config.seed, impl=config.impl, hf_config=config.hf_config,
-        memory_cap_bytes=config.memory_cap_bytes_per_rank))
+        memory_cap_bytes=config.memory_cap_bytes_per_rank, measure=config.measure)
+    results: list[TrialResult] = []
+
+    def kept(request: TrialRequest) -> TrialResult:
+        results.append(run(request))
+        return results[-1]
+
+    reference, unchecked = run_reference(kept, request)
     if unchecked:
         observer.note(unchecked)
-        return None
+        return StudyReference()
     study.set_user_attr(REFERENCE_ATTR, reference.as_dict())
-    return reference
+    return StudyReference(reference, request.point, results[-1])
 
 
 def confirm_winner(config: TuneConfig, records: list[TrialRecord], run: Callable[[TrialRequest], TrialResult],
-                   observer: Observer, reference: NumericsRecord | None = None) -> dict | None:
-    """Measure the finalists and the baseline again, head to head (`autoscale.confirm`), when there is
-    more than one config that could be the best; the winner's intervals, or None."""
+                   observer: Observer) -> tuple[dict | None, str | None]:
+    """Measure the two fastest trials, every trial within the between-launch noise of the fastest, and
+    the baseline again, head to head (`autoscale.confirm`); the winner's intervals, or None and why
+    the winner is named without them. Every config here passed the numerics gate in its trial, so
+    its rounds warm up and time steps only."""
+    ranked = ranked_trials(records, config.usable_bytes_per_rank)
+    if len(ranked) < 2:
+        return None, f"{len(ranked)} acceptable trial(s): there is nothing to confirm the winner against"
+    if config.confirm_rounds < 2:
+        return None, (f"--confirm-rounds {config.confirm_rounds}: the winner is one trial's figure, never measured "
+                      "again against how far a config moves between launches")
     contenders = finalists(records, config.usable_bytes_per_rank)
-    if config.confirm_rounds < 2 or len(contenders) < 2:
-        return None
     baseline = baseline_record(records)
     count = len(contenders) + (baseline is not None and baseline not in contenders)
-    observer.note(f"confirming the winner: {count} configs x {config.confirm_rounds} interleaved rounds")
+    observer.note(f"confirming the winner: {count} configs x {config.confirm_rounds} interleaved rounds, "
+                  "joined after the first by every trial within the noise between launches it measures")
 
     def measure(record: TrialRecord, round_index: int) -> TrialResult:
         observer.trial_started(-1 if record.is_baseline else (record.number or 0), record.point)
-        return run(config.trial_request(record.point, reference=reference,
-                                        workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}"))
+        request = config.trial_request(record.point, reference=None,
+                                       workdir=config.out_dir / "confirm" / f"{round_index}-{record.number}")
+        return run(replace(request, gate=False, measure=replace(config.measure, max_steps=ROUND_MAX_STEPS)))
 
-    return confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure).as_dict()
+    confirmation = confirm(contenders, baseline, rounds=config.confirm_rounds, measure=measure,
+                           others=[r for r in ranked if r not in contenders])
+    for line in band_notes(confirmation):
+        observer.note(line)
+    return confirmation.as_dict(), None
+
+
+def band_notes(confirmation: Confirmation) -> list[str]:
+    """What the confirmation measured of the noise between launches, and whom it let in or left out."""
+    lines = []
+    if confirmation.band is not None:
+        band = confirmation.band
+        full = len(confirmation.contenders) - len(confirmation.joined) >= MAX_FINALISTS
+        joined = (f"; trial(s) {', '.join(f'#{n}' for n in confirmation.joined)} within it of the fastest joined"
+                  if confirmation.joined else f"; no other trial could join (at most {MAX_FINALISTS} configs)"
+                  if full else "; no other trial lies within it of the fastest")
+        lines.append(f"between launches on this host one config moved by {band.ratio - 1:.1%} "
+                     f"({band.launches} launches of {band.configs} configs){joined}")
+    if confirmation.left_out:
+        lines.append(f"not confirmed although within the noise between launches of the winner: trial(s) "
+                     f"{', '.join(f'#{n}' for n in confirmation.left_out)} (at most {MAX_FINALISTS} configs are "
+                     "confirmed): any of them may be as fast as the winner")
+    return lines
 
 
 def resumed_note(config: TuneConfig, records: list[TrialRecord]) -> str:

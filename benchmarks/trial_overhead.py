@@ -10,8 +10,16 @@ round so load from other jobs on a shared machine hits them alike. Prints a tabl
 `--json`, writes its rows); the goal is warm overhead <= 1/4 of the DeepSpeed launcher's, at equal
 tokens/s (within noise).
 
+`--study N` measures whole studies instead: `autoscale tune --trials N` with each launcher, beside
+one bare DeepSpeed-launcher trial in the same round, and prints where the study's time went, from
+its own summary.json (`timing`): the study's phases, and its trials' parts (start, build, gate,
+warm-up, timed steps, finish), in total and per trial of the budget, with the per-trial cost over
+the bare launch. `--fresh-extensions` gives each study an empty torch extension cache: the first
+study on a machine, which builds DeepSpeed's CPU Adam.
+
     python benchmarks/trial_overhead.py --rounds 5
     python benchmarks/trial_overhead.py --backend cuda --nproc 1 --model gpt-125m --modes warm,fresh --json out.json
+    python benchmarks/trial_overhead.py --study 8 --rounds 2 --launchers warm,fresh
 """
 
 from __future__ import annotations
@@ -61,6 +69,13 @@ def via_deepspeed_launcher(request: TrialRequest) -> TrialResult:
     return collected(result_path, wall_s=wall_s)
 
 
+def tiny_trial(args: argparse.Namespace, workdir: Path) -> TrialRequest:
+    """The job every mode runs: ZeRO-1, micro-batch 4 x 2, the table's timed steps."""
+    point = Point(zero_stage=1, micro_batch=4, grad_accum=2, precision=args.precision)
+    return TrialRequest(spec=resolve_model(args.model), point=point, seq_len=args.seq_len, backend=args.backend,
+                        nproc=args.nproc, measure=MEASURE, workdir=workdir, timeout_s=300)
+
+
 def measured_s(result: TrialResult, tokens_per_step: int) -> float:
     return result.steps * tokens_per_step / result.tokens_per_s
 
@@ -75,20 +90,29 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--json", type=Path, help="also write the table's rows here")
+    parser.add_argument("--study", type=int, metavar="TRIALS", help="time whole studies of this many trials")
+    parser.add_argument("--launchers", default="warm,fresh", help="--study: the tune launchers to time")
+    parser.add_argument("--space", help="--study: the search space (default: tune's)")
+    parser.add_argument("--fresh-extensions", action="store_true",
+                        help="--study: an empty torch extension cache per study (a machine's first study)")
     args = parser.parse_args()
+    if args.study:
+        from study_breakdown import study_rounds
+
+        study_rounds(args, bare_launch=lambda workdir: via_deepspeed_launcher(tiny_trial(args, workdir)))
+        return
     modes = args.modes.split(",")
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         parser.error(f"--modes: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(MODES)}")
     spec = resolve_model(args.model)
-    point = Point(zero_stage=1, micro_batch=4, grad_accum=2, precision=args.precision)
+    point = tiny_trial(args, Path(".")).point
     tokens_per_step = point.global_batch(args.nproc) * args.seq_len
     work = Path(tempfile.mkdtemp(prefix="autoscale-overhead-"))
     rows: dict[str, list[TrialResult]] = {mode: [] for mode in MODES if mode in modes}
 
     def trial(workdir: Path) -> TrialRequest:
-        return TrialRequest(spec=spec, point=point, seq_len=args.seq_len, backend=args.backend, nproc=args.nproc,
-                            measure=MEASURE, workdir=workdir, timeout_s=300)
+        return tiny_trial(args, workdir)
 
     with WarmPool(work / "pool") as pool:
         runners = {"deepspeed-launcher": via_deepspeed_launcher, "fresh": run_trial, "warm": pool}

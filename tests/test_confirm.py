@@ -1,8 +1,11 @@
 """The winner is measured again head to head: who gets in, in what order, and what is called a tie."""
 
 import itertools
+import math
 
-from autoscale.confirm import MAX_FINALISTS, confirm, finalists, round_order
+import pytest
+
+from autoscale.confirm import BAND_Z, MAX_FINALISTS, confirm, finalists, noise_band, round_order
 from autoscale.engine.request import TrialResult
 from autoscale.point import Point
 from autoscale.results import TrialRecord
@@ -66,3 +69,38 @@ def test_a_failed_round_is_left_out_of_the_samples():
 
     result = confirm([a, b], None, rounds=3, measure=measure)
     assert [len(c.samples) for c in result.contenders] == [3, 2]
+
+
+def test_the_two_fastest_are_finalists_even_when_their_intervals_do_not_overlap():
+    chosen = finalists([record(0, 100.0, 0.001), record(1, 50.0, 0.001), record(2, 10.0, 0.001)], usable_bytes=None)
+    assert [r.number for r in chosen] == [0, 1]
+
+
+def test_the_band_pools_how_far_each_config_moved_between_its_launches():
+    assert noise_band([[100.0], [50.0]], "x") is None  # nothing launched twice
+    steady = noise_band([[100.0, 100.0], [50.0, 50.0]], "x")
+    assert steady.ratio == 1.0 and steady.launches == 4 and steady.configs == 2
+    moving = noise_band([[100.0, 80.0], [50.0, 50.0]], "x")
+    log_sd = math.log(100 / 80) / math.sqrt(2) / math.sqrt(2)  # one pair's squares over two degrees of freedom
+    assert moving.log_sd == pytest.approx(log_sd)
+    assert moving.ratio == pytest.approx(math.exp(BAND_Z * math.sqrt(2) * log_sd))
+    assert moving.within(90.0, 100.0) and not moving.within(70.0, 100.0)
+
+
+def test_a_trial_within_the_measured_band_of_the_fastest_joins_after_the_first_round():
+    a, b, base = record(0, 100.0), record(1, 98.0), record(2, 50.0, baseline=True)
+    near, far = record(3, 90.0), record(4, 60.0)
+    measure, order = measured({0: [80, 101, 99], 1: [96, 97, 98], 2: [50, 51, 50], 3: [95, 96]})
+    result = confirm([a, b], base, rounds=3, measure=measure, others=[near, far])
+    assert result.joined == (3,) and 4 not in order  # a moved 20% between launches: 90 is within, 60 is not
+    assert order == [0, 1, 2, 3, 2, 1, 0, 0, 1, 2, 3]
+    assert {c.trial_number: len(c.samples) for c in result.contenders} == {0: 3, 1: 3, 3: 2}
+    assert result.band.configs == 3 and result.band_after.launches == 4 + 4 + 4 + 3
+
+
+def test_a_trial_within_the_band_past_the_cap_is_named_as_left_out():
+    contenders = [record(n, 100.0 - n) for n in range(MAX_FINALISTS)]
+    extra = record(MAX_FINALISTS, 95.0)
+    measure, order = measured({n: [80, 100, 90] for n in range(MAX_FINALISTS)})
+    result = confirm(contenders, None, rounds=3, measure=measure, others=[extra])
+    assert result.joined == () and result.left_out == (MAX_FINALISTS,) and MAX_FINALISTS not in order

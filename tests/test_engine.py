@@ -109,3 +109,17 @@ def test_a_rank_killed_by_the_kernel_reads_as_oom(tmp_path, quick_measure):
         returncode = -signal.SIGKILL
 
     assert launch.failure_reason(tmp_path, [Dead()]).startswith("oom: rank0 killed by SIGKILL")
+
+
+def test_the_gate_s_steps_past_the_warm_up_are_the_first_timed_steps_and_a_measured_again_trial_has_none(tmp_path):
+    from dataclasses import replace
+
+    from autoscale.engine import MeasurePolicy
+    from autoscale.engine.numerics import GATE_STEPS
+
+    two = MeasurePolicy(warmup_steps=GATE_STEPS - 2, min_steps=2, max_steps=2, target_rse=1.0, max_measure_s=20)
+    gated = run_trial(replace(request(tmp_path / "gated", two), measure=two))
+    assert gated.ok and gated.steps == 2, gated.reason
+    assert gated.phases.timed_s < gated.phases.gate_s / 2  # both timed steps were the gate's last two
+    again = run_trial(replace(request(tmp_path / "again", two), measure=two, gate=False))
+    assert again.ok and again.steps == 2 and again.phases.gate_s < again.phases.warmup_s

@@ -1,5 +1,7 @@
 """The host's load, read from /proc: a busy host is named before the study, and recorded."""
 
+import pytest
+
 from autoscale import hostload
 
 
@@ -36,3 +38,13 @@ def test_the_log_summarises_the_load_during_the_study():
 def test_without_proc_nothing_is_claimed(tmp_path):
     load = hostload.sample(interval_s=0.0, proc=tmp_path / "absent")
     assert load.load1 is None and load.busy_fraction is None and hostload.busy_reason(load) is None
+
+
+def test_a_sample_after_a_trial_spans_the_trial_without_waiting(tmp_path):
+    (tmp_path / "loadavg").write_text("1.50 1.00 0.50 1/100 1\n")
+    (tmp_path / "stat").write_text("cpu 100 0 100 1000 0 0 0 0\n")
+    log = hostload.LoadLog(hostload.sample(interval_s=0.0, proc=tmp_path), proc=tmp_path)
+    (tmp_path / "stat").write_text("cpu 150 0 150 1080 0 0 0 20\n")  # the trial: 100 busy, 80 idle, 20 stolen
+    log.add_now()
+    assert log.during[-1].load1 == 1.5 and log.during[-1].steal_fraction == 0.1
+    assert log.during[-1].busy_fraction == pytest.approx(0.6)

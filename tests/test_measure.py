@@ -134,3 +134,23 @@ def test_a_cpu_rank_never_loads_deepspeed_s_shared_memory_op(monkeypatch):
     monkeypatch.setattr(deepspeed, "init_distributed", lambda **_: None)
     init_distributed("cpu", trial_timeout_s=10.0)
     assert torch_comm.build_shm_op is not original and torch_comm.build_shm_op() is None
+
+
+def test_the_gate_s_timed_steps_are_past_the_warm_up_and_never_more_than_max_steps():
+    from autoscale.engine import MeasurePolicy, TrialRequest
+    from autoscale.engine.numerics import GATE_STEPS
+    from autoscale.engine.rank import StepTimes
+    from autoscale.models import PRESETS
+    from autoscale.point import Point
+
+    def timed(**policy) -> int:
+        request = TrialRequest(spec=PRESETS["gpt-tiny"], point=Point(), seq_len=8, measure=MeasurePolicy(**policy))
+        times = StepTimes()
+        for index in range(GATE_STEPS):
+            with times.step(request, index):
+                pass
+        return len(times.wall)
+
+    assert timed(warmup_steps=2, max_steps=10) == GATE_STEPS - 2
+    assert timed(warmup_steps=0, max_steps=1) == 1  # the gate's last step, not its first
+    assert timed(warmup_steps=GATE_STEPS, max_steps=10) == 0

@@ -7,8 +7,9 @@ import torch
 
 from autoscale.engine import MeasurePolicy, TrialRequest, run_trial
 from autoscale.engine.data import micro_batch_tokens
-from autoscale.engine.numerics import (GATE_STEPS, NumericsRecord, divergence, loss_gap, read_record,
-                                       reference_request, run_reference)
+from autoscale.engine.numerics import (FP32_UNIT_ROUNDOFF, GATE_STEPS, MAX_GRAD_NORM_TOLERANCE,
+                                       RELATIVE_GRAD_NORM_TOLERANCE, SUMMATION_LAMBDA, NumericsRecord, divergence,
+                                       grad_norm_tolerance, loss_gap, read_record, reference_request, run_reference)
 from autoscale.engine.request import TrialResult
 from autoscale.models import PRESETS
 from autoscale.point import Point
@@ -67,6 +68,28 @@ def test_a_bf16_trial_inside_the_measured_band_passes_and_a_skipped_update_does_
     assert divergence(noisy, REFERENCE, "bf16") is None
     skipped = NumericsRecord(losses=(7.6, 7.6, 7.5, 7.4), grad_norm0=1.5)
     assert divergence(skipped, REFERENCE, "bf16") is not None
+
+
+def test_the_gradient_norm_band_grows_with_the_square_root_of_the_parameter_count():
+    small, large = grad_norm_tolerance("fp32", 10**6), grad_norm_tolerance("fp32", 10**8)
+    assert small == pytest.approx(SUMMATION_LAMBDA * 1e3 * FP32_UNIT_ROUNDOFF)
+    assert large == pytest.approx(10 * small)
+    assert grad_norm_tolerance("fp32", 1000) == RELATIVE_GRAD_NORM_TOLERANCE["fp32"]  # never below the measured band
+    assert grad_norm_tolerance("bf16", 10**14) == MAX_GRAD_NORM_TOLERANCE
+
+
+def test_a_118m_model_s_reordered_gradient_norm_passes_and_a_wrong_scale_does_not():
+    """The 118M ZeRO-2 fp32 trial's first gradient norm was 3.3e-4 off its reference by summation order."""
+    params = 118_000_000
+    reordered = NumericsRecord(losses=REFERENCE.losses, grad_norm0=1.5 * (1 + 3.3e-4))
+    assert divergence(reordered, REFERENCE, "fp32") is not None  # the fixed band of a million-parameter model
+    assert divergence(reordered, REFERENCE, "fp32", params=params) is None
+    for scale in (2.0, 0.5, 0.83):  # summed instead of averaged on 2 ranks, and back; one pipeline stage's norm
+        wrong = NumericsRecord(losses=REFERENCE.losses, grad_norm0=1.5 * scale)
+        reason = divergence(wrong, REFERENCE, "fp32", params=params)
+        assert reason.startswith("diverged: first gradient norm") and "118.0M parameters" in reason
+    assert divergence(NumericsRecord(losses=REFERENCE.losses, grad_norm0=1.5 * 0.83), REFERENCE, "fp32",
+                      params=10**15) is not None  # the cap keeps the smallest known bug caught at any size
 
 
 def test_a_request_carries_the_reference_to_the_ranks():

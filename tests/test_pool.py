@@ -47,9 +47,11 @@ def test_a_hung_trial_is_killed_and_the_next_trial_gets_a_fresh_pool(tmp_path, q
 
 
 @pytest.mark.nightly
-def test_another_world_size_starts_another_pool(tmp_path, quick_measure):
+def test_another_world_size_starts_another_pool_and_each_start_counts_apart_from_the_trials(tmp_path, quick_measure):
     with WarmPool(tmp_path / "pool") as pool:
         two = pool(request(tmp_path, quick_measure, "two"))
+        first_start_s = pool.pool_start_s
         one = pool(request(tmp_path, quick_measure, "one", nproc=1, micro_batch=8))
     assert two.ok and one.ok and len(one.peak_bytes_per_rank) == 1
-    assert pool.starts == 2
+    assert pool.starts == 2 and 0 < first_start_s < pool.pool_start_s  # the servers' imports, not in wall_s
+    assert two.phases.start_s < first_start_s

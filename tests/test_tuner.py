@@ -45,6 +45,11 @@ def test_a_study_writes_every_file_and_the_emitted_config_trains(tmp_path, quick
     assert summary["best"]["metrics"]["tokens_per_s"] == frame.tokens_per_s.max()
     assert summary["speedup"] == pytest.approx(frame.tokens_per_s.max() / frame[frame.is_baseline].tokens_per_s.iloc[0])
     assert set(summary["versions"]) >= {"torch", "deepspeed", "optuna"}
+    assert summary["best"]["unconfirmed_because"].startswith("--confirm-rounds 0")
+    timing = summary["timing"]  # the baseline's trial is the reference run, timed like any trial
+    assert timing["trials"]["reference"]["count"] == 1 and timing["trials"]["trials"]["count"] == 2
+    assert frame[frame.is_baseline].loss_gap.iloc[0] == 0.0 and frame[frame.is_baseline].steps.iloc[0] > 1
+    assert timing["phases_s"]["report"] > 0 and timing["trials"]["trials"]["timed_s"] > 0
 
     config = json.loads((run / "ds_config.json").read_text())
     best = Point.from_dict(summary["best"]["point"])

@@ -260,3 +260,41 @@ def test_the_study_ends_by_confirming_the_winner_head_to_head_and_names_it_in_su
     assert written["best"]["confirmation"]["winner_trial_number"] == confirmation["winner_trial_number"]
     confirming = [w for w in workdirs if w.parent.name == "confirm"]
     assert len(confirming) == len(set(confirming)) == 4 * (len(contenders) + 1)  # and the baseline; own folders
+
+
+def test_a_winner_named_without_confirmation_says_why_in_the_summary_and_to_the_observer(tmp_path):
+    notes = []
+
+    class Listening(SilentObserver):
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    config, info = config_and_info(tmp_path / "off", trials=3, confirm_rounds=0)
+    outcome = tune(config, info=info, run=lambda request: engine_result(), observer=Listening(), predictor=predictor)
+    assert outcome.confirmation is None and outcome.unconfirmed_because.startswith("--confirm-rounds 0")
+    assert outcome.summary["best"]["unconfirmed_because"] == outcome.unconfirmed_because
+    assert any(note.startswith("the winner is named without confirmation") for note in notes)
+
+    def one_succeeds(request) -> TrialResult:
+        return engine_result() if request.point.micro_batch == 1 else TrialResult.failed("crash: x")
+
+    config, info = config_and_info(tmp_path / "one", trials=3, confirm_rounds=3)
+    outcome = tune(config, info=info, run=one_succeeds, predictor=predictor)
+    assert outcome.unconfirmed_because.startswith("1 acceptable trial")
+
+
+def test_the_band_s_note_says_who_joined_or_why_none_could_and_names_who_was_left_out():
+    from autoscale.confirm import MAX_FINALISTS, Confirmation, Contender, NoiseBand
+    from autoscale.tuner import band_notes
+
+    band = NoiseBand(ratio=1.25, log_sd=0.08, configs=3, launches=6, measured_from="x")
+
+    def confirmation(contenders: int, joined=(), left_out=()) -> Confirmation:
+        return Confirmation(rounds=3, contenders=tuple(Contender(n, Point(), (1.0,), None) for n in range(contenders)),
+                            baseline_number=None, vs_runner_up=None, vs_baseline=None, band=band, joined=joined,
+                            left_out=left_out)
+
+    assert band_notes(confirmation(3, joined=(2,)))[0].endswith("trial(s) #2 within it of the fastest joined")
+    assert "25.0%" in band_notes(confirmation(2))[0] and band_notes(confirmation(2))[0].endswith("of the fastest")
+    full = band_notes(confirmation(MAX_FINALISTS, left_out=(9,)))
+    assert "could join" in full[0] and "#9" in full[1]

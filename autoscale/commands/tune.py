@@ -107,6 +107,8 @@ def confirmation_table(confirmation: dict) -> Table:
                        + f"{runner_up['centre']:.3f}x [{runner_up['low']:.3f}, {runner_up['high']:.3f}]")
     if baseline:
         caption.append(f"vs the baseline: {baseline['centre']:.2f}x [{baseline['low']:.2f}, {baseline['high']:.2f}]")
+    if band := confirmation.get("band_after"):
+        caption.append(f"one config moved {band['ratio'] - 1:.1%} between launches here")
     table.caption = "; ".join(caption)
     return table
 
@@ -213,6 +215,8 @@ def run_session(session, console) -> None:
             label += f", statistically tied with trial {confirmation['contenders'][1]['trial_number']}"
         console.print(f"{label}: {summary['best']['description']}"
                       + (f", {speedup:.2f}x the baseline's tokens/s" if speedup else ""), highlight=False)
+        if outcome.unconfirmed_because is not None:
+            console.print(f"named without confirmation: {outcome.unconfirmed_because}", highlight=False)
     for line in session.finish(outcome):
         console.print(line, highlight=False)
     if outcome.interrupted:

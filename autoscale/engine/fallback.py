@@ -29,6 +29,11 @@ class FallbackToFresh:
         self.fallback: dict | None = None
         self._backends_tried: set[str] = set()
 
+    @property
+    def pool_start_s(self) -> float:
+        """The warm runner's start-up seconds (`WarmPool.pool_start_s`), for the study's timing."""
+        return getattr(self.warm, "pool_start_s", 0.0)
+
     def __call__(self, request: TrialRequest) -> TrialResult:
         if self.fallback is not None or request.script is not None:  # a user's script is never forked warm
             return self.fresh(request)

@@ -51,14 +51,14 @@ def accelerator_environment(backend: str) -> dict[str, str]:
     return env
 
 
-def rank_environment(request: TrialRequest, *, port: int, launch_time: float) -> dict[str, str]:
+def rank_environment(backend: str, nproc: int, *, port: int, launch_time: float) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(request.nproc),
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(nproc),
                AUTOSCALE_LAUNCH_TIME=repr(launch_time), PYTHONUNBUFFERED="1")
-    env.update(accelerator_environment(request.backend))
-    if request.backend == "cpu":
+    env.update(accelerator_environment(backend))
+    if backend == "cpu":
         cores = len(os.sched_getaffinity(0))
-        env.update(OMP_NUM_THREADS=str(max(1, cores // request.nproc)))
+        env.update(OMP_NUM_THREADS=str(max(1, cores // nproc)))
     return env
 
 
@@ -164,7 +164,7 @@ def _run_once(request: TrialRequest) -> TrialResult:
 
     started = time.monotonic()
     launch_time = time.time()
-    env = rank_environment(request, port=free_port(), launch_time=launch_time)
+    env = rank_environment(request.backend, request.nproc, port=free_port(), launch_time=launch_time)
     command = [sys.executable, "-m", "autoscale.engine.rank", str(request_path), str(result_path)]
     if request.script is not None:
         command = request.script.command(sys.executable, workdir / "ds_config.json")

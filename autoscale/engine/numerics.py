@@ -12,12 +12,13 @@ sharded model, and after K steps they carry every update made so far.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from autoscale.engine.request import TrialRequest
+    from autoscale.engine.request import MeasurePolicy, TrialRequest
     from autoscale.models.spec import ModelSpec
 
 GATE_STEPS = 4
@@ -48,8 +49,34 @@ RELATIVE_GRAD_NORM_TOLERANCE = {"fp32": 1e-4, "bf16": 5e-3, "fp16": 5e-3}
 Measured as above: fp32 at most 1.2e-6; bf16 at most 6.5e-4 (gpt-tiny) and 3.4e-4 (llama-tiny),
 so 5e-3 leaves nearly a factor of 8. The errors it exists for are factors, not fractions: a
 gradient summed where it should be averaged (x2 on 2 ranks), a norm over one pipeline stage's
-parameters only (0.83x in DeepSpeed's pipeline with ZeRO-0 and clipping).
+parameters only (0.83x in DeepSpeed's pipeline with ZeRO-0 and clipping). These were measured on
+models of about a million parameters; a larger model widens the band (`grad_norm_tolerance`).
 """
+
+FP32_UNIT_ROUNDOFF = 2.0**-24
+SUMMATION_LAMBDA = 5.0
+"""A sum of n terms in floating point, reordered, moves by at most lambda * sqrt(n) * u of the sum of
+their magnitudes with probability at least 1 - 2 exp(-lambda^2 / 2) (Higham & Mary, "A New Approach
+to Probabilistic Rounding Error Analysis", SIAM J. Sci. Comput. 41(5), 2019, Theorem 2.4): at
+lambda = 5, all but 7.5e-6 of orders. Another layout sums a gradient's squares (positive terms, so
+the bound is relative) in another order, over shards and ranks."""
+
+MAX_GRAD_NORM_TOLERANCE = 0.05
+"""The band never widens past this: the smallest gradient error seen in a real layout bug (a norm
+over one pipeline stage's parameters, 0.83x) must stay three times past it at any model size."""
+
+
+def grad_norm_tolerance(precision: str, params: int) -> float:
+    """The first gradient norm's band for a model of `params` parameters: the measured band of its
+    precision, or the reordered sum of `params` squares' bound when that is wider. Two runs each
+    carry one reordering's error and the square root halves the sum's, so the gap's bound is
+    lambda * sqrt(params) * u. A 118M-parameter ZeRO-2 fp32 trial measured 3.3e-4 against its
+    reference; this gives it 3.3e-3, while a wrong scale (x2, x0.83) stays a factor past it. Measured
+    here: gpt-125m at ZeRO-2 and ZeRO-3, fp32, 2 CPU ranks, global batch 2 x 32 tokens, 7.2e-5 (60
+    times gpt-tiny's 1.2e-6), against a band of 3.3e-3. Capped
+    at `MAX_GRAD_NORM_TOLERANCE` (reached near 28B parameters)."""
+    reordering = SUMMATION_LAMBDA * math.sqrt(max(params, 1)) * FP32_UNIT_ROUNDOFF
+    return min(MAX_GRAD_NORM_TOLERANCE, max(RELATIVE_GRAD_NORM_TOLERANCE[precision], reordering))
 
 
 @dataclass(frozen=True)
@@ -81,18 +108,19 @@ def grad_norm_gap(record: NumericsRecord, reference: NumericsRecord) -> float | 
     return abs(record.grad_norm0 - reference.grad_norm0) / reference.grad_norm0
 
 
-def divergence(record: NumericsRecord, reference: NumericsRecord, precision: str) -> str | None:
+def divergence(record: NumericsRecord, reference: NumericsRecord, precision: str, *, params: int = 0) -> str | None:
     """Why `record` does not train what `reference` trains (a failure reason), or None when it does.
 
     The first gradient norm is checked as well as the losses: AdamW's update barely changes when
     every gradient is scaled by a constant, and clipping hides a wrong norm once both exceed the
-    threshold, so a mis-scaled or mis-counted gradient can leave the first losses inside the band."""
+    threshold, so a mis-scaled or mis-counted gradient can leave the first losses inside the band.
+    `params`: the model's parameter count, which widens the gradient norm's band (`grad_norm_tolerance`)."""
     norm_gap = grad_norm_gap(record, reference)
-    norm_tolerance = RELATIVE_GRAD_NORM_TOLERANCE[precision]
+    norm_tolerance = grad_norm_tolerance(precision, params)
     if norm_gap is not None and norm_gap > norm_tolerance:
         return (f"{DIVERGED}: first gradient norm {record.grad_norm0:.6f} vs the reference's "
                 f"{reference.grad_norm0:.6f}, a relative gap of {norm_gap:.2e} past the {precision} band "
-                f"{norm_tolerance:.0e}")
+                f"{norm_tolerance:.1e} of {params / 1e6:,.1f}M parameters")
     gap = loss_gap(record.losses, reference.losses)
     tolerance = RELATIVE_LOSS_TOLERANCE[precision]
     if gap <= tolerance:
@@ -101,6 +129,14 @@ def divergence(record: NumericsRecord, reference: NumericsRecord, precision: str
     return (f"{DIVERGED}: loss gap {gap:.2e} exceeds the {precision} band {tolerance:.0e} over the first "
             f"{len(reference.losses)} steps (step {step}: {record.losses[step]:.6f} vs the reference's "
             f"{reference.losses[step]:.6f})")
+
+
+def gate_steps(request: "TrialRequest") -> int:
+    """The first steps whose losses a trial records: as many as the reference's (GATE_STEPS for the
+    reference itself), and none for a config measured again after it passed (`TrialRequest.gate`)."""
+    if not request.gate:
+        return 0
+    return len(request.reference.losses) if request.reference else GATE_STEPS
 
 
 def write_record(record: NumericsRecord, workdir: Path) -> None:
@@ -113,16 +149,18 @@ def read_record(workdir: Path) -> NumericsRecord:
 
 def reference_request(*, spec: "ModelSpec", seq_len: int, global_batch: int, nproc: int, backend: str,
                       workdir: Path, timeout_s: float, seed: int, impl: str = "own",
-                      hf_config: dict | None = None, memory_cap_bytes: int | None = None) -> "TrialRequest":
+                      hf_config: dict | None = None, memory_cap_bytes: int | None = None,
+                      measure: "MeasurePolicy | None" = None) -> "TrialRequest":
     """The reference run as a trial: the baseline point (fp32, ZeRO-0, micro-batch 1, no model
-    parallelism), the gate's steps and one timed step, which nobody reads."""
+    parallelism), the gate's steps, then `measure`'s timed steps (a study's, whose baseline trial
+    it then is) or, without one, a single timed step nobody reads."""
     from autoscale.engine.request import MeasurePolicy, TrialRequest
     from autoscale.point import baseline_point
 
     return TrialRequest(spec=spec, point=baseline_point(global_batch, nproc), seq_len=seq_len, backend=backend,
                         nproc=nproc, workdir=workdir, timeout_s=timeout_s, seed=seed, impl=impl, hf_config=hf_config,
                         memory_cap_bytes=memory_cap_bytes,
-                        measure=MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
+                        measure=measure or MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
 
 
 def run_reference(run: Callable, request) -> tuple[NumericsRecord | None, str | None]:

@@ -18,7 +18,7 @@ import torch
 
 from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.measure import DevicePeak, reset_peak_memory
-from autoscale.engine.numerics import GATE_STEPS, NumericsRecord
+from autoscale.engine.numerics import NumericsRecord, gate_steps
 from autoscale.engine.parallel import data_parallel_coordinates, trial_ds_config
 from autoscale.engine.request import STARTED_MARKER, TrialRequest
 
@@ -59,7 +59,8 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
     import torch.distributed as dist
 
     from autoscale.ds_config import to_ds_config
-    from autoscale.engine.rank import NonFiniteLoss, _device, _inject_fault, build_optimizer, time_after_gate
+    from autoscale.engine.rank import (NonFiniteLoss, StepTimes, _device, _inject_fault, build_optimizer,
+                                       time_after_gate)
     from autoscale.models.pipeline import build_pipeline_model
 
     point, spec = request.point, request.spec
@@ -87,11 +88,14 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
     train_start = time.time()
     if rank == 0:
         (request.workdir / STARTED_MARKER).touch()
-    gate_steps = len(request.reference.losses) if request.reference else GATE_STEPS
-    gate = torch.zeros(gate_steps + 1, dtype=torch.float64)  # the losses, then the first gradient norm
-    for step in range(gate_steps):
-        _inject_fault(request, rank, step, engine)
-        gate[step] = optimizer_step(step).double()
+    steps = gate_steps(request)
+    gate = torch.zeros(steps + 1, dtype=torch.float64)  # the losses, then the first gradient norm
+    gate[-1] = math.nan
+    early = StepTimes()
+    for step in range(steps):
+        with early.step(request, step):
+            _inject_fault(request, rank, step, engine)
+            gate[step] = optimizer_step(step).double()
         device_peak.sample()
         if step == 0:
             grad_norm0 = engine.get_global_grad_norm() if engine.zero_optimization() else next(iter(clipping_norms), None)
@@ -101,4 +105,4 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
                               grad_norm0=None if math.isnan(gate[-1].item()) else gate[-1].item())
     return time_after_gate(request, numerics, rank=rank, world_size=world_size, engine=engine,
                            device_peak=device_peak, optimizer_step=optimizer_step, device=device,
-                           train_start=train_start)
+                           train_start=train_start, early=early)

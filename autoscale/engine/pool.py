@@ -34,6 +34,8 @@ class WarmPool:
         self.processes: list[subprocess.Popen] = []
         self.shape: tuple[str, int] | None = None  # (backend, nproc) of the live pool
         self.starts = 0
+        self.pool_start_s = 0.0  # seconds the pool's users spent starting it and waiting for it, over its life
+        self.ready = False  # every server of the live pool has said it is ready
 
     def __enter__(self) -> "WarmPool":
         return self
@@ -44,16 +46,19 @@ class WarmPool:
     def __call__(self, request: TrialRequest) -> TrialResult:
         return run_prepared(self.run, request)
 
-    def _start(self, request: TrialRequest) -> None:
+    def start(self, backend: str, nproc: int) -> None:
+        """Start the fork servers and return: their imports go on while the caller does other work, and
+        the first trial waits for what is left of them (`_wait_until_ready`)."""
+        started = time.monotonic()
         self.close()
         self.pool_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.pool_dir.glob("ready-rank*"):
             stale.unlink()
-        env = rank_environment(request, port=free_port(), launch_time=time.time())
+        env = rank_environment(backend, nproc, port=free_port(), launch_time=time.time())
         env["AUTOSCALE_POOL_DIR"] = str(self.pool_dir)
-        command = [sys.executable, "-m", "autoscale.engine.pool_rank", request.backend]
+        command = [sys.executable, "-m", "autoscale.engine.pool_rank", backend]
         pgid = None
-        for rank in range(request.nproc):
+        for rank in range(nproc):
             with open(self.pool_dir / f"pool-rank{rank}.log", "ab") as log:
                 process = subprocess.Popen(command, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
                                            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
@@ -61,18 +66,25 @@ class WarmPool:
                                            process_group=0 if pgid is None else pgid)
             pgid = pgid or process.pid
             self.processes.append(process)
-        self.shape = (request.backend, request.nproc)
+        self.shape = (backend, nproc)
         self.starts += 1
-        self._wait_until_ready(request.nproc)
+        self.ready = False
+        self.pool_start_s += time.monotonic() - started
 
-    def _wait_until_ready(self, nproc: int) -> None:
-        """The fork servers' imports are the pool's cost, paid once: not part of any trial's timeout."""
-        ready = [self.pool_dir / f"ready-rank{rank}" for rank in range(nproc)]
-        deadline = time.monotonic() + POOL_START_TIMEOUT_S
+    def _wait_until_ready(self) -> None:
+        """The fork servers' imports are the pool's cost, paid once: not part of any trial's timeout.
+        What the study waits here counts in `pool_start_s`."""
+        if self.ready:
+            return
+        started = time.monotonic()
+        ready = [self.pool_dir / f"ready-rank{rank}" for rank in range(len(self.processes))]
+        deadline = started + POOL_START_TIMEOUT_S
         while time.monotonic() < deadline and not all(path.exists() for path in ready):
             if any(p.poll() is not None for p in self.processes):
                 break  # a server died while importing: the trial will report it
             time.sleep(POLL_S)
+        self.ready = all(path.exists() for path in ready)
+        self.pool_start_s += time.monotonic() - started
 
     def close(self) -> None:
         if not self.processes:
@@ -89,14 +101,15 @@ class WarmPool:
         kill_group(self.processes[0].pid)
         for process in self.processes:
             process.wait()
-        self.processes, self.shape = [], None
+        self.processes, self.shape, self.ready = [], None, False
 
     def run(self, request: TrialRequest) -> TrialResult:
         workdir = request.workdir
         request_path, result_path = prepare_workdir(request)
 
         if self.shape != (request.backend, request.nproc) or any(p.poll() is not None for p in self.processes):
-            self._start(request)
+            self.start(request.backend, request.nproc)
+        self._wait_until_ready()
         started = time.monotonic()  # after the pool is ready: its start is paid once, not by this trial
         line = json.dumps({"request": str(request_path), "result": str(result_path), "port": free_port(),
                            "sent_at": time.time()})

@@ -16,9 +16,11 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -27,11 +29,11 @@ from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.memcap import apply_memory_cap, cap_note, capped, lift_memory_cap
 from autoscale.engine.measure import DevicePeak, relative_standard_error, reset_peak_memory
 from autoscale.engine.parallel import data_parallel_coordinates, splits_the_model, trial_ds_config
-from autoscale.engine.numerics import GATE_STEPS, NumericsRecord, divergence, loss_gap, write_record
+from autoscale.engine.numerics import NumericsRecord, divergence, gate_steps, loss_gap, write_record
 from autoscale.engine.outcome import mentions_oom
 from autoscale.engine.pacing import paced_steps
 from autoscale.engine.sequence_trial import sequence_trial
-from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialRequest
+from autoscale.engine.request import RANK_FAILED_EXIT_CODE, STARTED_MARKER, TrialPhases, TrialRequest
 
 COLLECTIVE_TIMEOUT_SHARE = 0.8  # of the trial's timeout: a hung NCCL collective fails before the launcher's kill
 COLLECTIVE_TIMEOUT_MARKERS = ("watchdog caught collective operation timeout",)
@@ -51,6 +53,32 @@ class RankOutcome:
     numerics: NumericsRecord | None = None  # the gate's steps: mean loss over the global batch, first gradient norm
     diverged: str | None = None  # the failure reason when the losses left the reference's band
     step_cpu_times_s: tuple[float, ...] = ()  # this process's CPU seconds in each timed step
+    gate_s: float = 0.0  # seconds of the gate's steps, their verdict included
+    warmup_s: float = 0.0  # seconds of the warm-up steps after the gate's
+    timed_s: float = 0.0  # seconds from the first timed step to the stop
+
+
+@dataclass
+class StepTimes:
+    """Wall and CPU seconds of the timed steps. The gate's steps past the warm-up count among them:
+    they are ordinary steps of the trial's config, so its steps double as warm-up and as the first
+    timed steps; where a conductor paces the timed steps (`engine.pacing`), it alone hands them out."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, request: TrialRequest, index: int) -> Iterator[None]:
+        """Time gate step `index` when it is past the warm-up and among the gate's last `max_steps`."""
+        policy = request.measure
+        first_timed = max(policy.warmup_steps, gate_steps(request) - policy.max_steps)
+        if index < first_timed or request.pace_socket is not None:
+            yield
+            return
+        started, cpu_started = time.perf_counter(), time.process_time()
+        yield
+        self.wall.append(time.perf_counter() - started)
+        self.cpu.append(time.process_time() - cpu_started)
 
 
 def _device(backend: str, local_rank: int) -> torch.device:
@@ -147,11 +175,14 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     train_start = time.time()
     if rank == 0:
         (request.workdir / STARTED_MARKER).touch()
-    gate_steps = len(request.reference.losses) if request.reference else GATE_STEPS
-    gate_losses = torch.zeros(gate_steps, dtype=torch.float64)
-    for step in range(gate_steps):
-        _inject_fault(request, rank, step, engine)
-        gate_losses[step] = optimizer_step(step, keep_grad_norm=step == 0).double()
+    steps = gate_steps(request)
+    gate_losses = torch.zeros(steps, dtype=torch.float64)
+    grad_norm0 = None
+    early = StepTimes()
+    for step in range(steps):
+        with early.step(request, step):
+            _inject_fault(request, rank, step, engine)
+            gate_losses[step] = optimizer_step(step, keep_grad_norm=step == 0).double()
         device_peak.sample()
         if step == 0:
             grad_norm0 = engine.get_global_grad_norm()
@@ -162,42 +193,60 @@ def train_and_measure(request: TrialRequest, *, rank: int, world_size: int, loca
     numerics = NumericsRecord(losses=tuple(gate_losses.tolist()), grad_norm0=grad_norm0)
     return time_after_gate(request, numerics, rank=rank, world_size=world_size, engine=engine,
                            device_peak=device_peak, optimizer_step=optimizer_step, device=device,
-                           train_start=train_start)
+                           train_start=train_start, early=early)
 
 
 def time_after_gate(request: TrialRequest, numerics: NumericsRecord, *, rank: int, world_size: int, engine,
-                    device_peak: DevicePeak, optimizer_step, device: torch.device, train_start: float) -> RankOutcome:
-    """The gate's verdict on `numerics`; the timed steps when it passed; every rank's peak; the engine closed."""
+                    device_peak: DevicePeak, optimizer_step, device: torch.device, train_start: float,
+                    early: StepTimes) -> RankOutcome:
+    """The gate's verdict on `numerics`; the timed steps when it passed (`early`: the gate's own, past
+    the warm-up); every rank's peak; the engine closed."""
     import torch.distributed as dist
 
-    diverged = divergence(numerics, request.reference, request.point.precision) if request.reference else None
+    gated = time.time()
+    diverged = (divergence(numerics, request.reference, request.point.precision, params=request.spec.param_count())
+                if request.reference else None)
     step_times: list[float] = []
     cpu_times: list[float] = []
-    loss_value = numerics.losses[-1]
+    loss_value = numerics.losses[-1] if numerics.losses else math.nan
+    warmed = timed = gated
     if diverged is None:
+        first_step = _warm_up(request, rank=rank, engine=engine, device_peak=device_peak,
+                              optimizer_step=optimizer_step, first_step=len(numerics.losses))
+        warmed = time.time()
         step_times, cpu_times, loss_value = _timed_steps(request, rank=rank, engine=engine, device_peak=device_peak,
-                                                         optimizer_step=optimizer_step,
-                                                         first_step=len(numerics.losses), device=device)
+                                                         optimizer_step=optimizer_step, first_step=first_step,
+                                                         device=device, early=early, loss_value=loss_value)
+        timed = time.time()
     peaks: list[tuple[int, int | None]] = [(0, None)] * world_size
     dist.all_gather_object(peaks, device_peak.figures(request.backend))
     engine.destroy()
     return RankOutcome(step_times, loss_value, [peak for peak, _ in peaks], [allocator for _, allocator in peaks],
-                       train_start, numerics, diverged, tuple(cpu_times))
+                       train_start, numerics, diverged, tuple(cpu_times),
+                       gate_s=gated - train_start, warmup_s=warmed - gated, timed_s=timed - warmed)
 
 
-def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
-                 first_step: int, device: torch.device) -> tuple[list[float], list[float], float]:
-    """The rest of the warm-up (the gate's steps are its first), then timed steps until stable; their
-    wall and CPU seconds, and the last loss."""
-    import torch.distributed as dist
-
-    policy = request.measure
+def _warm_up(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
+             first_step: int) -> int:
+    """The warm-up steps the gate's did not already cover; the next step's index."""
     step = first_step
-    for _ in range(max(0, policy.warmup_steps - first_step)):
+    for _ in range(max(0, request.measure.warmup_steps - first_step)):
         _inject_fault(request, rank, step, engine)
         optimizer_step(step)
         device_peak.sample()
         step += 1
+    return step
+
+
+def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: DevicePeak, optimizer_step,
+                 first_step: int, device: torch.device, early: StepTimes,
+                 loss_value: float) -> tuple[list[float], list[float], float]:
+    """Timed steps from `first_step` until stable, after the gate's `early` ones; their wall and CPU
+    seconds, and the last loss (`loss_value` when the gate's steps were enough)."""
+    import torch.distributed as dist
+
+    policy = request.measure
+    step = first_step
 
     def timed_step(step: int) -> tuple[float, float, float]:
         """(wall seconds, CPU seconds of this process's threads, loss) of one optimizer step. CPU time
@@ -214,22 +263,23 @@ def _timed_steps(request: TrialRequest, *, rank: int, engine, device_peak: Devic
         return paced_steps(request.pace_socket, rank=rank, first_step=step, timeout_s=request.timeout_s,
                            tokens_per_step=request.point.global_batch(dist.get_world_size()) * request.seq_len,
                            device=collective_device, timed_step=timed_step)
-    step_times: list[float] = []
-    cpu_times: list[float] = []
-    measure_start = time.perf_counter()
+    step_times, cpu_times = list(early.wall), list(early.cpu)  # the same count on every rank
+    measure_start = time.perf_counter() - sum(step_times)
     stop = torch.zeros(1, dtype=torch.int32, device=collective_device)
     while True:
+        if step_times:
+            if rank == 0:
+                enough = (len(step_times) >= policy.min_steps
+                          and relative_standard_error(step_times) < policy.target_rse)
+                stop.fill_(int(enough or len(step_times) >= policy.max_steps
+                                or time.perf_counter() - measure_start > policy.max_measure_s))
+            dist.broadcast(stop, src=0)  # every rank stops at the same step
+            if stop.item():
+                return step_times, cpu_times, loss_value
         seconds, cpu_seconds, loss_value = timed_step(step)
         step_times.append(seconds)
         cpu_times.append(cpu_seconds)
         step += 1
-        if rank == 0:
-            enough = len(step_times) >= policy.min_steps and relative_standard_error(step_times) < policy.target_rse
-            stop.fill_(int(enough or len(step_times) >= policy.max_steps
-                            or time.perf_counter() - measure_start > policy.max_measure_s))
-        dist.broadcast(stop, src=0)  # every rank stops at the same step
-        if stop.item():
-            return step_times, cpu_times, loss_value
 
 
 def replica_grad_norm(engine) -> float | None:
@@ -249,13 +299,16 @@ def replica_grad_norm(engine) -> float | None:
 
 
 def summarise(request: TrialRequest, outcome: RankOutcome, *, world_size: int, launch_time: float,
-              peak_flops_per_device: float, devices: int) -> dict:
+              peak_flops_per_device: float, devices: int, joined_time: float | None = None) -> dict:
     """Rank 0's numbers for the trial, from its step times and every rank's peak; a failed trial
     with its loss gap when the gate's steps diverged from the reference."""
     point = request.point
     record = outcome.numerics
     gap = loss_gap(record.losses, request.reference.losses) if request.reference and record else None
-    numerics = dict(loss_gap=gap, grad_norm0=record.grad_norm0 if record else None)
+    joined_time = launch_time if joined_time is None else joined_time
+    phases = TrialPhases(start_s=joined_time - launch_time, build_s=outcome.train_start_time - joined_time,
+                         gate_s=outcome.gate_s, warmup_s=outcome.warmup_s, timed_s=outcome.timed_s)
+    numerics = dict(loss_gap=gap, grad_norm0=record.grad_norm0 if record else None, phases=asdict(phases))
     if outcome.diverged is not None:
         return dict(status="failed", reason=outcome.diverged, loss=outcome.loss,
                     launch_s=outcome.train_start_time - launch_time, **numerics)
@@ -331,7 +384,7 @@ def init_distributed(backend: str, *, trial_timeout_s: float) -> None:
         deepspeed.init_distributed(dist_backend="gloo")
 
 
-def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) -> bool:
+def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float, joined_time: float | None = None) -> bool:
     """This rank's part of one trial; rank 0 writes the result. False (and an error file) on failure."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -346,7 +399,8 @@ def run_rank(request: TrialRequest, result_path: Path, *, launch_time: float) ->
         hardware = detect(request.backend)
         devices = 1 if request.backend == "cpu" else world_size  # CPU ranks share one device
         summary = summarise(request, outcome, world_size=world_size, launch_time=launch_time,
-                            peak_flops_per_device=hardware.peak_flops(request.point.precision), devices=devices)
+                            peak_flops_per_device=hardware.peak_flops(request.point.precision), devices=devices,
+                            joined_time=joined_time)
         write_record(outcome.numerics, result_path.parent)
         result_path.write_text(json.dumps(summary))
     return True
@@ -370,7 +424,8 @@ def run_rank_process(request_path: Path, result_path: Path, *, launch_time: floa
     except BaseException as error:  # noqa: BLE001
         record_failure(error, result_path.parent, int(os.environ["RANK"]))
         return RANK_FAILED_EXIT_CODE
-    return 0 if run_rank(request, result_path, launch_time=launch_time) else RANK_FAILED_EXIT_CODE
+    joined_time = time.time()
+    return 0 if run_rank(request, result_path, launch_time=launch_time, joined_time=joined_time) else RANK_FAILED_EXIT_CODE
 
 
 def main(argv: list[str]) -> int:

@@ -49,6 +49,7 @@ class TrialRequest:
     hf_config: dict | None = None  # impl "transformers": the model's config.json, as read
     ds_config: dict | None = None  # a given config instead of the point's (bench, emitted-config checks)
     reference: NumericsRecord | None = None  # the study's reference run: the gate every trial must pass
+    gate: bool = True  # False: a config that passed the gate, measured again (confirmation): no gate steps
     memory_cap_bytes: int | None = None  # CPU: what each rank may add before its allocations fail (engine.memcap)
     fault: str | None = None  # test-only: one of FAULTS
     slow_step_s: float = 0.0  # test-only: extra sleep (fault="slow") or busy CPU time (fault="spin") per step
@@ -75,6 +76,26 @@ class TrialRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrialPhases:
+    """Where a trial's seconds went, by rank 0's clock, from the launch to the last timed step; the
+    launcher's `wall_s` less their sum is the finish (peaks gathered, engine closed, result written,
+    processes gone). Recorded so a study's breakdown (`autoscale.timing`) comes from the trials themselves."""
+
+    start_s: float  # launch to the process group joined: process start or fork, imports, rendezvous
+    build_s: float  # the model built and handed to deepspeed.initialize
+    gate_s: float  # the numerics gate's steps: the warm-up's first, and past it the first timed steps
+    warmup_s: float  # warm-up steps beyond the gate's
+    timed_s: float  # the timed steps after the gate's
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "TrialPhases | None":
+        return cls(**data) if data else None
+
+    def total_s(self) -> float:
+        return self.start_s + self.build_s + self.gate_s + self.warmup_s + self.timed_s
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrialResult:
     status: str  # "ok" or "failed"
     reason: str = ""  # empty when ok; else "<kind>: detail" with kind oom|timeout|crash|nan|diverged
@@ -94,6 +115,7 @@ class TrialResult:
     launch_s: float | None = None  # launch to the first training step
     loss_gap: float | None = None  # largest relative gap of the first steps' losses to the reference run's
     grad_norm0: float | None = None  # global gradient norm of the first optimizer step
+    phases: TrialPhases | None = None  # where the trial's time went (not a trials.csv column)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +133,7 @@ class TrialResult:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["peak_bytes_per_rank"] = tuple(values.get("peak_bytes_per_rank", ()))
+        values["phases"] = TrialPhases.from_dict(values.get("phases"))
         return cls(**values)
 
     @classmethod

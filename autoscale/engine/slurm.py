@@ -156,7 +156,7 @@ class SlurmRunner:
         request_path, result_path = prepare_workdir(request)
         workdir = request.workdir
         (workdir / STEP_FILE).unlink(missing_ok=True)
-        env = rank_environment(request, port=free_port(), launch_time=time.time())
+        env = rank_environment(request.backend, request.nproc, port=free_port(), launch_time=time.time())
         argv = srun_argv(nproc=request.nproc, request_path=request_path, result_path=result_path,
                          slurm_args=self.slurm_args)
         started = time.monotonic()
