@@ -2,9 +2,9 @@
 
 DeepSpeed compiles some ops on first use into torch's extension cache: on CPU its shared-memory
 collectives (every trial's process group) and CPU Adam (optimizer offload), minutes here. A trial
-that did so would spend its clock and timeout compiling. So before the first trial that needs an op,
-one child process builds (or, once cached, just loads) it with the ranks' environment, under its own
-time limit, saying so on the console; every rank then loads it from the cache.
+that did so would spend its clock and timeout compiling. So before the first trial that needs an op
+missing from the cache, one child process builds it with the ranks' environment, under its own time
+limit, saying so on the console; every rank then loads it from the cache. A cached op costs nothing here.
 
 torch serialises those builds with a `lock` file in the op's cache folder (`FileBaton`), which a
 killed build leaves behind; every later load then waits on it until its trial times out. Such a
