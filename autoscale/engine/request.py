@@ -16,7 +16,7 @@ from autoscale.point import Point, baseline_point
 from autoscale.workload import ScriptWorkload
 
 BACKENDS = ("cpu", "cuda")
-FAULTS = ("crash", "hang", "nan", "oom", "slow", "spin", "stale_batch",  # test-only fault injection, see rank.py
+FAULTS = ("crash", "hang", "nan", "oom", "slow", "spin", "stale_batch",  # test-only fault injection, see engine.step_loop
           "sp_without_mpu", "sp_wrong_loss_scale")  # and engine.sequence_trial
 STARTED_MARKER = "training-started"  # rank 0 writes it into the workdir before its first step
 RANK_FAILED_EXIT_CODE = 3  # a rank's exit status after it wrote its failure to rank<r>.error.json
