@@ -32,7 +32,7 @@ def to_ds_config(point: Point, *, world_size: int, gradient_clipping: float = 1.
     """A complete ds_config for `point` on `world_size` ranks; UserError for what it cannot carry.
 
     No "optimizer" section: the trainer passes its own, as HF Trainer, Accelerate and Lightning do.
-    The engine passes what DeepSpeed would build (`engine.rank.build_optimizer`: DeepSpeed's CPU Adam
+    The engine passes what DeepSpeed would build (`engine.step_loop.build_optimizer`: DeepSpeed's CPU Adam
     when the optimizer is offloaded, torch's AdamW otherwise).
     """
     refusal = unexpressed(point)

@@ -22,7 +22,8 @@ from autoscale.hostload import LoadLog
 from autoscale.costmodel import rank_predictions
 from autoscale.costmodel.predict import Predictor
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, run_trial
-from autoscale.engine.numerics import NumericsRecord, reference_request, run_reference
+from autoscale.engine.numerics import NumericsRecord, run_reference
+from autoscale.engine.request import reference_request
 from autoscale.errors import UserError
 from autoscale.models.spec import ModelSpec
 from autoscale.point import Point

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from autoscale.engine import MeasurePolicy, TrialRequest, TrialResult, WarmPool, run_trial
-from autoscale.engine.launch import accelerator_environment, free_port
+from autoscale.engine.environment import accelerator_environment
+from autoscale.engine.launch import free_port
 from autoscale.engine.multinode import default_launcher
 from autoscale.engine.outcome import collected
 from autoscale.models import resolve_model

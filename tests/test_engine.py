@@ -55,7 +55,7 @@ def test_an_offloaded_optimizer_is_deepspeed_s_cpu_adam_and_otherwise_torch_s_ad
     import torch
     from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-    from autoscale.engine.rank import build_optimizer
+    from autoscale.engine.step_loop import build_optimizer
 
     parameters = [torch.nn.Parameter(torch.zeros(4))]
     assert isinstance(build_optimizer(parameters, offloaded=True, backend="cpu"), DeepSpeedCPUAdam)

@@ -17,8 +17,8 @@ import torch  # noqa: E402
 
 from autoscale.engine import TrialRequest, run_trial  # noqa: E402
 from autoscale.engine.data import sample_tokens  # noqa: E402
-from autoscale.engine.numerics import reference_request, run_reference  # noqa: E402
-from autoscale.engine.request import MeasurePolicy  # noqa: E402
+from autoscale.engine.numerics import run_reference  # noqa: E402
+from autoscale.engine.request import MeasurePolicy, reference_request  # noqa: E402
 from autoscale.errors import UserError  # noqa: E402
 from autoscale.models.hf_config import spec_from_hf_config, spec_from_hf_dict  # noqa: E402
 from autoscale.models.hf_model import AUTOTP_PRESETS, KernelRMSNorm, KernelSwiGLU, build_hf_model  # noqa: E402

@@ -78,7 +78,7 @@ def test_cpu_tensors_without_the_interpreter_are_a_fallback_reason():
 
 
 def test_compile_set_falls_back_and_warns_when_torch_compile_fails(monkeypatch):
-    from autoscale.kernels.compiled import compiled_kernel_set
+    from autoscale.kernels.compiled import compiled_functions
 
     def broken_compile(fn):
         def run(*args, **kwargs):
@@ -86,10 +86,10 @@ def test_compile_set_falls_back_and_warns_when_torch_compile_fails(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    compile_set = compiled_kernel_set()
+    compiled = compiled_functions()
     x = torch.randn(3, 6)
     with pytest.warns(KernelFallbackWarning, match=r"compile/gelu .*RuntimeError: no C\+\+ compiler found"):
-        out = compile_set.gelu(x)
+        out = compiled["gelu"](x)
     torch.testing.assert_close(out, reference.gelu(x), rtol=0, atol=0)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from autoscale.engine import open_runner, run_trial, selectable_launchers
 from autoscale.engine.fallback import FallbackToFresh
-from autoscale.engine.launch import accelerator_environment
+from autoscale.engine.environment import accelerator_environment
 from autoscale.engine.launchers import LAUNCHERS
 from autoscale.errors import UserError
 

@@ -11,7 +11,8 @@ import torch
 
 from autoscale.engine import measure
 from autoscale.engine.measure import DevicePeak, nvml_process_used_bytes
-from autoscale.engine.rank import NonFiniteLoss, classify
+from autoscale.engine.rank import classify
+from autoscale.engine.step_loop import NonFiniteLoss
 
 GIB = 2**30
 UUID = "GPU-0c3e0b5a-0000-1111-2222-333344445555"
@@ -99,8 +100,9 @@ def test_other_failures_keep_their_kind(error, kind):
 
 
 def test_the_trial_reports_the_largest_rank_s_figure_and_allocator_peak():
-    from autoscale.engine.rank import RankOutcome, summarise
+    from autoscale.engine.rank import summarise
     from autoscale.engine.request import TrialRequest, TrialResult
+    from autoscale.engine.step_loop import RankOutcome
     from autoscale.models import PRESETS
     from autoscale.point import Point
 
@@ -139,7 +141,7 @@ def test_a_cpu_rank_never_loads_deepspeed_s_shared_memory_op(monkeypatch):
 def test_the_gate_s_timed_steps_are_past_the_warm_up_and_never_more_than_max_steps():
     from autoscale.engine import MeasurePolicy, TrialRequest
     from autoscale.engine.numerics import GATE_STEPS
-    from autoscale.engine.rank import StepTimes
+    from autoscale.engine.step_loop import StepTimes
     from autoscale.models import PRESETS
     from autoscale.point import Point
 

@@ -9,8 +9,8 @@ from autoscale.engine import MeasurePolicy, TrialRequest, run_trial
 from autoscale.engine.data import micro_batch_tokens
 from autoscale.engine.numerics import (FP32_UNIT_ROUNDOFF, GATE_STEPS, MAX_GRAD_NORM_TOLERANCE,
                                        RELATIVE_GRAD_NORM_TOLERANCE, SUMMATION_LAMBDA, NumericsRecord, divergence,
-                                       grad_norm_tolerance, loss_gap, read_record, reference_request, run_reference)
-from autoscale.engine.request import TrialResult
+                                       grad_norm_tolerance, loss_gap, read_record, run_reference)
+from autoscale.engine.request import TrialResult, reference_request
 from autoscale.models import PRESETS
 from autoscale.point import Point
 from autoscale.results import METRIC_COLUMNS

@@ -4,7 +4,8 @@ import pytest
 
 from autoscale.ds_config import to_ds_config
 from autoscale.engine import MeasurePolicy, TrialRequest, run_trial
-from autoscale.engine.numerics import NumericsRecord, reference_request, run_reference
+from autoscale.engine.numerics import NumericsRecord, run_reference
+from autoscale.engine.request import reference_request
 from autoscale.engine.parallel import trial_ds_config
 from autoscale.models import PRESETS
 from autoscale.models.gpt import tensor_parallel_layer_specs

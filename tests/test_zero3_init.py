@@ -11,7 +11,8 @@ import torch
 from autoscale.ds_config import to_ds_config
 from autoscale.engine import MeasurePolicy, TrialRequest, run_trial
 from autoscale.engine.launch import free_port
-from autoscale.engine.numerics import NumericsRecord, reference_request, run_reference
+from autoscale.engine.numerics import NumericsRecord, run_reference
+from autoscale.engine.request import reference_request
 from autoscale.models import PRESETS
 from autoscale.models.gpt import build_model
 from autoscale.point import Point

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
-from autoscale.engine.launch import accelerator_environment, run_trial
+from autoscale.engine.environment import accelerator_environment
+from autoscale.engine.launch import run_trial
 from autoscale.engine.request import TrialRequest, TrialResult
 from autoscale.errors import UserError
 

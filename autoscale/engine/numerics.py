@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from autoscale.engine.request import MeasurePolicy, TrialRequest
-    from autoscale.models.spec import ModelSpec
+    from autoscale.engine.request import TrialRequest
 
 GATE_STEPS = 4
 NUMERICS_FILE = "numerics.json"  # rank 0 writes the trial's first losses here, next to result.json
@@ -145,22 +144,6 @@ def write_record(record: NumericsRecord, workdir: Path) -> None:
 
 def read_record(workdir: Path) -> NumericsRecord:
     return NumericsRecord.from_dict(json.loads((workdir / NUMERICS_FILE).read_text()))
-
-
-def reference_request(*, spec: "ModelSpec", seq_len: int, global_batch: int, nproc: int, backend: str,
-                      workdir: Path, timeout_s: float, seed: int, impl: str = "own",
-                      hf_config: dict | None = None, memory_cap_bytes: int | None = None,
-                      measure: "MeasurePolicy | None" = None) -> "TrialRequest":
-    """The reference run as a trial: the baseline point (fp32, ZeRO-0, micro-batch 1, no model
-    parallelism), the gate's steps, then `measure`'s timed steps (a study's, whose baseline trial
-    it then is) or, without one, a single timed step nobody reads."""
-    from autoscale.engine.request import MeasurePolicy, TrialRequest
-    from autoscale.point import baseline_point
-
-    return TrialRequest(spec=spec, point=baseline_point(global_batch, nproc), seq_len=seq_len, backend=backend,
-                        nproc=nproc, workdir=workdir, timeout_s=timeout_s, seed=seed, impl=impl, hf_config=hf_config,
-                        memory_cap_bytes=memory_cap_bytes,
-                        measure=measure or MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
 
 
 def run_reference(run: Callable, request) -> tuple[NumericsRecord | None, str | None]:

@@ -23,10 +23,10 @@ from typing import Callable
 
 import psutil
 
-from autoscale.engine.launch import accelerator_environment
-from autoscale.errors import UserError
+from autoscale.engine.environment import accelerator_environment
 from autoscale.engine.outcome import last_line_of
 from autoscale.engine.request import TrialRequest
+from autoscale.errors import UserError
 
 OP_BUILD_TIMEOUT_S = 1200.0
 PROGRESS_EVERY_S = 30.0

@@ -5,7 +5,7 @@ Narayanan et al. 2021, Sec. 2.2), the gradient reduction and the step. It reads 
 from an iterator, the same layout-independent stream as every trial (`engine.data`), dealt by the
 pipe's data-parallel rank, and returns the step's loss averaged over micro-batches and replicas on
 every rank: the global batch's mean loss the numerics gate compares. The gate and the timed steps
-are those of `engine.rank`.
+are those of `engine.step_loop`, as for every trial.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from autoscale.engine.measure import DevicePeak, reset_peak_memory
 from autoscale.engine.numerics import NumericsRecord, gate_steps
 from autoscale.engine.parallel import data_parallel_coordinates, trial_ds_config
 from autoscale.engine.request import STARTED_MARKER, TrialRequest
+from autoscale.engine.step_loop import (NonFiniteLoss, StepTimes, build_optimizer, inject_fault, time_after_gate,
+                                        trial_device)
 
 
 def step_batches(request: TrialRequest, *, step: int, data_parallel_rank: int, data_parallel: int
@@ -59,12 +61,10 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
     import torch.distributed as dist
 
     from autoscale.ds_config import to_ds_config
-    from autoscale.engine.rank import (NonFiniteLoss, StepTimes, _device, _inject_fault, build_optimizer,
-                                       time_after_gate)
     from autoscale.models.pipeline import build_pipeline_model
 
     point, spec = request.point, request.spec
-    device = _device(request.backend, local_rank)
+    device = trial_device(request.backend, local_rank)
     reset_peak_memory(request.backend)
     device_peak = DevicePeak.for_backend(request.backend, local_rank)
     torch.manual_seed(request.seed)
@@ -94,7 +94,7 @@ def train_pipeline(request: TrialRequest, *, rank: int, world_size: int, local_r
     early = StepTimes()
     for step in range(steps):
         with early.step(request, step):
-            _inject_fault(request, rank, step, engine)
+            inject_fault(request, rank, step, engine)
             gate[step] = optimizer_step(step).double()
         device_peak.sample()
         if step == 0:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from autoscale.engine.launch import (POLL_S, die_with_parent, free_port, kill_group, prepare_workdir,
-                                     rank_environment, run_prepared)
+from autoscale.engine.environment import rank_environment
+from autoscale.engine.launch import POLL_S, die_with_parent, free_port, kill_group, prepare_workdir, run_prepared
 from autoscale.engine.outcome import collected, reason_from_error_files, reason_from_signal, timed_out
 from autoscale.engine.request import TrialRequest, TrialResult
 

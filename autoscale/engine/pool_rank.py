@@ -2,7 +2,7 @@
 
 Run as `python -m autoscale.engine.pool_rank BACKEND` with the torch.distributed environment. The
 server must never initialise the CUDA driver, which a forked child cannot use after its parent did:
-it names the accelerator for DeepSpeed and has torch ask NVML (`launch.accelerator_environment`)
+it names the accelerator for DeepSpeed and has torch ask NVML (`environment.accelerator_environment`)
 before torch is imported, and checks that CUDA is still uninitialised before every fork. Each
 line on stdin is a JSON command `{"request": path, "result": path, "port": int, "sent_at": time}`
 (or `{"exit": true}`). For each, the server forks; the child joins a fresh process group on the
@@ -20,7 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from autoscale.engine.launch import accelerator_environment, die_with_parent
+from autoscale.engine.environment import accelerator_environment
+from autoscale.engine.launch import die_with_parent
 
 if __name__ == "__main__":
     os.environ.update(accelerator_environment(sys.argv[1]))

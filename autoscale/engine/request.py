@@ -12,11 +12,11 @@ from pathlib import Path
 
 from autoscale.engine.numerics import NumericsRecord
 from autoscale.models.spec import ModelSpec
-from autoscale.point import Point
+from autoscale.point import Point, baseline_point
 from autoscale.workload import ScriptWorkload
 
 BACKENDS = ("cpu", "cuda")
-FAULTS = ("crash", "hang", "nan", "oom", "slow", "spin", "stale_batch",  # test-only fault injection, see rank.py
+FAULTS = ("crash", "hang", "nan", "oom", "slow", "spin", "stale_batch",  # test-only fault injection, see engine.step_loop
           "sp_without_mpu", "sp_wrong_loss_scale")  # and engine.sequence_trial
 STARTED_MARKER = "training-started"  # rank 0 writes it into the workdir before its first step
 RANK_FAILED_EXIT_CODE = 3  # a rank's exit status after it wrote its failure to rank<r>.error.json
@@ -73,6 +73,19 @@ class TrialRequest:
         if data.get("script") is not None:
             data["script"] = ScriptWorkload.from_dict(data["script"])
         return cls(**data)
+
+
+def reference_request(*, spec: ModelSpec, seq_len: int, global_batch: int, nproc: int, backend: str,
+                      workdir: Path, timeout_s: float, seed: int, impl: str = "own",
+                      hf_config: dict | None = None, memory_cap_bytes: int | None = None,
+                      measure: MeasurePolicy | None = None) -> TrialRequest:
+    """The reference run as a trial: the baseline point (fp32, ZeRO-0, micro-batch 1, no model
+    parallelism), the gate's steps, then `measure`'s timed steps (a study's, whose baseline trial
+    it then is) or, without one, a single timed step nobody reads."""
+    return TrialRequest(spec=spec, point=baseline_point(global_batch, nproc), seq_len=seq_len, backend=backend,
+                        nproc=nproc, workdir=workdir, timeout_s=timeout_s, seed=seed, impl=impl, hf_config=hf_config,
+                        memory_cap_bytes=memory_cap_bytes,
+                        measure=measure or MeasurePolicy(warmup_steps=0, min_steps=1, max_steps=1))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from autoscale.engine.launch import (free_port, kill_group, prepare_workdir, rank_environment,
-                                     retry_startup_crash, run_prepared)
+from autoscale.engine.environment import rank_environment
+from autoscale.engine.launch import free_port, kill_group, prepare_workdir, retry_startup_crash, run_prepared
 from autoscale.engine.outcome import collected, last_line_of, reason_from_error_files, reason_from_signal, timed_out
 from autoscale.engine.request import TrialRequest, TrialResult
 from autoscale.engine.slurm_rank import STEP_FILE

@@ -15,7 +15,6 @@ import torch
 
 from autoscale.kernels import reference
 from autoscale.kernels._dispatch import warn_fallback
-from autoscale.kernels.registry import KernelSet
 
 
 def _compiled_or_reference(name: str) -> Callable:
@@ -40,7 +39,8 @@ def _compiled_or_reference(name: str) -> Callable:
     return run
 
 
-def compiled_kernel_set() -> KernelSet:
+def compiled_functions() -> dict[str, Callable]:
+    """Each swappable function by name, compiled on first call (the registry makes them the `compile` set)."""
     from autoscale.kernels import FUNCTIONS
 
-    return KernelSet(name="compile", **{name: _compiled_or_reference(name) for name in FUNCTIONS})
+    return {name: _compiled_or_reference(name) for name in FUNCTIONS}

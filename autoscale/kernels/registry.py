@@ -58,9 +58,9 @@ def _load_triton() -> KernelSet:
 
 
 def _load_compile() -> KernelSet:
-    from autoscale.kernels.compiled import compiled_kernel_set
+    from autoscale.kernels.compiled import compiled_functions
 
-    return compiled_kernel_set()
+    return KernelSet(name="compile", **compiled_functions())
 
 
 register("torch", _load_torch)
