@@ -130,7 +130,10 @@ class AskTellStrategy(Strategy):
                 continue
             trial.set_user_attr(POINT_ATTR, point.as_dict())
             earlier = known.get(point.key())
-            in_flight = None if earlier is not None else busy.get(point.key())
+            # looked again once this trial names its point: a worker that asked the same point between our
+            # look and our naming it is seen now (or sees ours), so at most one of the two measures it
+            in_flight = None if earlier is not None else (
+                busy.get(point.key()) or running_points(self.study, but=trial.number).get(point.key()))
             if earlier is not None or in_flight is not None:
                 self.repeats_in_a_row += 1
                 number = earlier.number if earlier is not None else in_flight
