@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autoscale.bench.compare import compare_metric
 from autoscale.bench.defaults import DEFAULT_THRESHOLD
 from autoscale.bench.interleave import paced_round, start_side
 from autoscale.bench.kernels import run_pytest_benchmark
 from autoscale.bench.load import LoadMonitor
 from autoscale.bench.metrics import METRICS
 from autoscale.bench.one_repeat import PACED, RepeatResult
-from autoscale.bench.paired import compare_paired, decided
+from autoscale.bench.paired import decided
 from autoscale.bench.record import BenchRecord, CaseSamples, new_record
 from autoscale.bench.runner import resolve_backend_and_nproc
 from autoscale.bench.suite import BenchCase, KernelSource, Suite
@@ -177,10 +178,10 @@ def undecided_metrics(values: dict[str, list[dict]], case: BenchCase, suite: Sui
         metric = METRICS.get(name)
         if metric is None or not metric.judged:
             continue
-        comparison = compare_paired(samples[BASELINE][name], samples[CANDIDATE][name],
+        comparison = compare_metric(samples[BASELINE][name], samples[CANDIDATE][name],
                                     higher_is_better=metric.higher_is_better,
-                                    threshold=suite.threshold(case.name, name, default_threshold),
-                                    alpha=suite.alpha, confidence=suite.confidence)
+                                    threshold=suite.threshold(case.name, name, default_threshold), suite=suite,
+                                    paired=True)
         if not decided(comparison):
             undecided.append(name)
     return undecided

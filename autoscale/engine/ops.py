@@ -125,7 +125,7 @@ def _build(op: CompiledOp, backend: str, say: Callable[[str], None]) -> str | No
     """One child process builds the op with the ranks' environment, announced, with its progress every
     `PROGRESS_EVERY_S`."""
     say(f"building DeepSpeed's {op.label} (once per machine; {op.build_time}), before any trial's clock "
-            f"starts; cached in {extension_build_root()}")
+        f"starts; cached in {extension_build_root()}")
     env = {**os.environ, **accelerator_environment(backend)}
     start = time.monotonic()
     with subprocess.Popen(op.build_command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
